@@ -1,0 +1,20 @@
+//! sockvisor: a socket-holding process supervisor for Linux.
+//!
+//! It binds a server's ports once, runs any server program as its child with
+//! the sockets inherited the way systemd passes them (fds 3.., `LISTEN_FDS`,
+//! `LISTEN_PID`, `LISTEN_FDNAMES`), and acts as a correct init: one reaper,
+//! forwarded signals, graceful stop, the child's exit status.
+//!
+//! One process, one thread, one `poll(2)` loop. See `docs/` and `README.md`.
+
+pub mod cli;
+pub mod duration;
+pub mod event_loop;
+pub mod init;
+pub mod listen;
+pub mod logging;
+pub mod reaper;
+pub mod run;
+pub mod signals;
+pub mod spawn;
+pub mod supervisor;

@@ -1,0 +1,306 @@
+//! Opening the sockets described by [`ListenSpec`]s: socket, options, bind,
+//! listen. Everything is bound before any child starts and held for the life
+//! of sockvisor.
+//!
+//! This module owns the listening descriptors and the unix socket files it
+//! creates (removed again when the [`Listener`] is dropped, so a failed start
+//! leaves no stray file). It never accepts a connection: the data path belongs
+//! to the children.
+
+use std::fmt;
+use std::fs;
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::sys::socket::{
+    self, AddressFamily, Backlog, SockFlag, SockType, SockaddrIn, SockaddrIn6, SockaddrStorage,
+    UnixAddr, sockopt,
+};
+use nix::sys::stat::{Mode, umask};
+
+use super::spec::{ListenAddress, ListenSpec};
+
+/// Backlog used when `/proc/sys/net/core/somaxconn` cannot be read.
+const FALLBACK_BACKLOG: i32 = 4096;
+
+/// A bound socket, ready to hand to children.
+#[derive(Debug)]
+pub struct Listener {
+    pub spec: ListenSpec,
+    fd: OwnedFd,
+    /// The address the kernel actually bound (port 0 resolved).
+    pub bound: String,
+    /// The socket file we created, removed on drop if it is still ours.
+    socket_file: Option<SocketFile>,
+}
+
+#[derive(Debug)]
+struct SocketFile {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl Listener {
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Some(file) = &self.socket_file {
+            // Only remove the file if it is still the one we bound: another
+            // process may have replaced it meanwhile.
+            if let Ok(meta) = fs::symlink_metadata(&file.path)
+                && meta.dev() == file.dev
+                && meta.ino() == file.ino
+            {
+                let _ = fs::remove_file(&file.path);
+            }
+        }
+    }
+}
+
+/// Why a listener could not be opened. `Display` gives one line: the spec,
+/// the OS reason and, where there is one, the fix.
+#[derive(Debug)]
+pub struct BindError {
+    pub spec: String,
+    pub reason: String,
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for BindError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot listen on '{}': {}", self.spec, self.reason)?;
+        if let Some(hint) = &self.hint {
+            write!(f, " ({hint})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for BindError {}
+
+/// Binds every spec in order. On failure, listeners opened so far are dropped
+/// (and their socket files removed) before the error is returned.
+pub fn bind_all(specs: &[ListenSpec]) -> Result<Vec<Listener>, BindError> {
+    specs.iter().map(bind).collect()
+}
+
+/// Opens one listener.
+pub fn bind(spec: &ListenSpec) -> Result<Listener, BindError> {
+    let fail = |errno: Errno, hint: Option<String>| BindError {
+        spec: spec.text.clone(),
+        reason: errno.desc().to_lowercase(),
+        hint,
+    };
+    let backlog = spec.backlog.map_or_else(default_backlog, |n| n as i32);
+    let (fd, socket_file) = match &spec.address {
+        ListenAddress::Tcp(addr) => (bind_inet(spec, *addr, SockType::Stream, backlog), None),
+        ListenAddress::Udp(addr) => (bind_inet(spec, *addr, SockType::Datagram, backlog), None),
+        ListenAddress::UnixAbstract(name) => {
+            let addr = UnixAddr::new_abstract(name.as_bytes()).map_err(|e| fail(e, None))?;
+            (bind_unix(&addr, backlog, None), None)
+        }
+        ListenAddress::UnixPath(path) => {
+            remove_stale_socket(spec, path)?;
+            let addr = UnixAddr::new(path.as_path()).map_err(|e| fail(e, None))?;
+            let fd = bind_unix(&addr, backlog, Some(spec.mode.unwrap_or(0o666)));
+            let file = match &fd {
+                Ok(_) => Some(socket_file(path).map_err(|e| fail(e, None))?),
+                Err(_) => None,
+            };
+            (fd, file)
+        }
+    };
+    let fd = fd.map_err(|errno| fail(errno, hint_for(spec, errno)))?;
+    let bound = describe_bound(&spec.address, &fd);
+    Ok(Listener {
+        spec: spec.clone(),
+        fd,
+        bound,
+        socket_file,
+    })
+}
+
+fn bind_inet(
+    spec: &ListenSpec,
+    addr: SocketAddr,
+    kind: SockType,
+    backlog: i32,
+) -> Result<OwnedFd, Errno> {
+    let family = match addr {
+        SocketAddr::V4(_) => AddressFamily::Inet,
+        SocketAddr::V6(_) => AddressFamily::Inet6,
+    };
+    let fd = socket::socket(family, kind, SockFlag::SOCK_CLOEXEC, None)?;
+    if kind == SockType::Stream {
+        socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    }
+    if spec.reuseport {
+        socket::setsockopt(&fd, sockopt::ReusePort, &true)?;
+    }
+    match addr {
+        SocketAddr::V4(v4) => socket::bind(fd.as_raw_fd(), &SockaddrIn::from(v4))?,
+        SocketAddr::V6(v6) => {
+            // Set explicitly so behaviour does not depend on the host's
+            // net.ipv6.bindv6only: dual-stack unless `v6only` was asked for.
+            socket::setsockopt(&fd, sockopt::Ipv6V6Only, &spec.v6only)?;
+            socket::bind(fd.as_raw_fd(), &SockaddrIn6::from(v6))?
+        }
+    }
+    if kind == SockType::Stream {
+        socket::listen(&fd, Backlog::new(backlog)?)?;
+    }
+    Ok(fd)
+}
+
+/// Binds a unix stream socket. For a path, the file is created owner-only
+/// (umask 077 during bind) and then given `mode`, so it is never briefly
+/// more open than asked.
+fn bind_unix(addr: &UnixAddr, backlog: i32, mode: Option<u32>) -> Result<OwnedFd, Errno> {
+    let fd = socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    let previous = umask(Mode::from_bits_truncate(0o077));
+    let bound = socket::bind(fd.as_raw_fd(), addr);
+    umask(previous);
+    bound?;
+    if let (Some(mode), Some(path)) = (mode, addr.path()) {
+        let set = fs::set_permissions(path, fs::Permissions::from_mode(mode));
+        if let Err(err) = set {
+            let _ = fs::remove_file(path);
+            return Err(err.raw_os_error().map_or(Errno::EIO, Errno::from_raw));
+        }
+    }
+    socket::listen(&fd, Backlog::new(backlog)?)?;
+    Ok(fd)
+}
+
+/// A socket file left behind by a crashed process is replaced; one that a
+/// live process still listens on, or a path that is not a socket, is not.
+fn remove_stale_socket(spec: &ListenSpec, path: &Path) -> Result<(), BindError> {
+    let fail = |reason: String, hint: &str| BindError {
+        spec: spec.text.clone(),
+        reason,
+        hint: Some(hint.to_string()),
+    };
+    let meta = match fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(err) => return Err(fail(err.to_string().to_lowercase(), "check the path")),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(fail(
+            format!("{} exists and is not a socket", path.display()),
+            "remove it or choose another path",
+        ));
+    }
+    if socket_is_live(path) {
+        return Err(fail(
+            format!("another process is listening on {}", path.display()),
+            "stop it or choose another path",
+        ));
+    }
+    fs::remove_file(path).map_err(|err| {
+        fail(
+            err.to_string().to_lowercase(),
+            "remove the stale socket file",
+        )
+    })
+}
+
+/// True when connecting to the socket file reaches a listener. A full
+/// backlog (`EAGAIN`) also means somebody listens.
+fn socket_is_live(path: &Path) -> bool {
+    let Ok(fd) = socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    ) else {
+        return false;
+    };
+    let Ok(addr) = UnixAddr::new(path) else {
+        return false;
+    };
+    !matches!(
+        socket::connect(fd.as_raw_fd(), &addr),
+        Err(Errno::ECONNREFUSED | Errno::ENOENT)
+    )
+}
+
+fn socket_file(path: &Path) -> Result<SocketFile, Errno> {
+    let meta = fs::symlink_metadata(path)
+        .map_err(|e| e.raw_os_error().map_or(Errno::EIO, Errno::from_raw))?;
+    Ok(SocketFile {
+        path: path.to_path_buf(),
+        dev: meta.dev(),
+        ino: meta.ino(),
+    })
+}
+
+/// The fix to suggest for the common failures.
+fn hint_for(spec: &ListenSpec, errno: Errno) -> Option<String> {
+    let port = match &spec.address {
+        ListenAddress::Tcp(addr) | ListenAddress::Udp(addr) => Some(addr.port()),
+        _ => None,
+    };
+    let hint = match errno {
+        Errno::EADDRINUSE if port.is_some() => {
+            "another process uses this address; stop it or choose another port"
+        }
+        Errno::EADDRINUSE => "another socket has this name; stop its owner or choose another name",
+        Errno::EACCES if port.is_some_and(|p| p < 1024) => {
+            "ports below 1024 need root or CAP_NET_BIND_SERVICE"
+        }
+        Errno::EACCES => "check the permissions of the directory",
+        Errno::ENOENT => match &spec.address {
+            ListenAddress::UnixPath(path) => {
+                let dir = path.parent().unwrap_or(Path::new("/"));
+                return Some(format!(
+                    "directory {} does not exist; create it first",
+                    dir.display()
+                ));
+            }
+            _ => return None,
+        },
+        Errno::EADDRNOTAVAIL => "no local interface has this address; use 0.0.0.0 or [::] for all",
+        _ => return None,
+    };
+    Some(hint.to_string())
+}
+
+fn default_backlog() -> i32 {
+    fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(FALLBACK_BACKLOG)
+}
+
+/// Describes the address the kernel bound, with the real port for port 0.
+fn describe_bound(address: &ListenAddress, fd: &OwnedFd) -> String {
+    let local = socket::getsockname::<SockaddrStorage>(fd.as_raw_fd()).ok();
+    let inet = local.and_then(|s| {
+        s.as_sockaddr_in()
+            .map(|a| SocketAddr::from(std::net::SocketAddrV4::from(*a)))
+            .or_else(|| {
+                s.as_sockaddr_in6()
+                    .map(|a| SocketAddr::from(std::net::SocketAddrV6::from(*a)))
+            })
+    });
+    match (address, inet) {
+        (ListenAddress::Tcp(_), Some(addr)) => ListenAddress::Tcp(addr).to_string(),
+        (ListenAddress::Udp(_), Some(addr)) => ListenAddress::Udp(addr).to_string(),
+        _ => address.to_string(),
+    }
+}

@@ -1,0 +1,10 @@
+//! Listening sockets: the `--listen` spec language and binding.
+//!
+//! sockvisor binds every socket once, before the first child starts, and
+//! holds it for its whole life; children receive duplicates.
+
+mod bind;
+mod spec;
+
+pub use bind::{BindError, Listener, bind, bind_all};
+pub use spec::{DEFAULT_NAME, ListenAddress, ListenSpec, SpecError};

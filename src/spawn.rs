@@ -1,0 +1,472 @@
+//! Starting one child process the way systemd starts a socket-activated
+//! service.
+//!
+//! This module owns the rules of the hand-over:
+//!
+//! - the listeners are at fds 3, 4, … in `--listen` order and nothing else
+//!   above stdio survives `exec` (everything else is close-on-exec);
+//! - `LISTEN_FDS`, `LISTEN_FDNAMES`, and `LISTEN_PID` equal to the child's own
+//!   pid. The environment is built before `fork`, with a fixed-size slot for
+//!   `LISTEN_PID` that the child fills in with its pid before `exec`: no
+//!   allocation after `fork`, no trampoline process;
+//! - variables sockvisor itself inherited (`LISTEN_*`, `NOTIFY_SOCKET`,
+//!   `WATCHDOG_*`) are not passed on;
+//! - empty signal mask and default dispositions (`SIGPIPE` included);
+//! - its own process group, so a terminal's ^C reaches sockvisor only;
+//! - a parent-death signal (`SIGKILL`), so a child never outlives a killed
+//!   sockvisor and the ports are free for the next one.
+//!
+//! It never waits for a child: exits are the reaper's business.
+
+use std::ffi::{CString, OsStr, OsString};
+use std::fmt;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
+use nix::unistd::{AccessFlags, Pid, access, pipe2, setpgid};
+
+use crate::listen::Listener;
+
+/// The program to run and its arguments, as the operator gave them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    pub program: OsString,
+    pub args: Vec<OsString>,
+}
+
+/// Why a child could not be started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpawnError {
+    NotFound { program: String, path_var: String },
+    NotExecutable { path: PathBuf, reason: String },
+    Exec { path: PathBuf, errno: Errno },
+    Fork(Errno),
+}
+
+impl SpawnError {
+    /// Exit status sockvisor uses for this error, following the shell's
+    /// convention: 127 not found, 126 found but not executable.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            SpawnError::NotFound { .. } => 127,
+            SpawnError::Exec {
+                errno: Errno::ENOENT,
+                ..
+            } => 127,
+            SpawnError::NotExecutable { .. } | SpawnError::Exec { .. } => 126,
+            SpawnError::Fork(_) => 1,
+        }
+    }
+}
+
+impl fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SpawnError::NotFound { program, path_var } => write!(
+                f,
+                "command not found: '{program}' is not in PATH={path_var} (check the name or give a full path)"
+            ),
+            SpawnError::NotExecutable { path, reason } => write!(
+                f,
+                "cannot execute '{}': {reason} (make it an executable file, e.g. chmod +x)",
+                path.display()
+            ),
+            SpawnError::Exec { path, errno } => write!(
+                f,
+                "cannot execute '{}': {}",
+                path.display(),
+                errno.desc().to_lowercase()
+            ),
+            SpawnError::Fork(errno) => write!(
+                f,
+                "cannot start a child process: {}",
+                errno.desc().to_lowercase()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SpawnError {}
+
+/// PATH used when sockvisor itself has none, as `execvp` does.
+const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// Finds the program the way `execvp` does, but up front so a missing command
+/// is reported clearly instead of as a child that exits 127.
+pub fn resolve(program: &OsStr) -> Result<PathBuf, SpawnError> {
+    let as_path = Path::new(program);
+    if program.as_bytes().contains(&b'/') {
+        return check_executable(as_path).map(|()| as_path.to_path_buf());
+    }
+    let path_var = std::env::var("PATH").unwrap_or_else(|_| DEFAULT_PATH.to_string());
+    let mut first_refusal = None;
+    for dir in path_var.split(':') {
+        let dir = if dir.is_empty() { "." } else { dir };
+        let candidate = Path::new(dir).join(as_path);
+        if !candidate.exists() {
+            continue;
+        }
+        match check_executable(&candidate) {
+            Ok(()) => return Ok(candidate),
+            Err(err) => {
+                first_refusal.get_or_insert(err);
+            }
+        }
+    }
+    Err(first_refusal.unwrap_or(SpawnError::NotFound {
+        program: program.to_string_lossy().into_owned(),
+        path_var,
+    }))
+}
+
+fn check_executable(path: &Path) -> Result<(), SpawnError> {
+    let refuse = |reason: &str| SpawnError::NotExecutable {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    };
+    match std::fs::metadata(path) {
+        Err(_) => Err(SpawnError::NotFound {
+            program: path.display().to_string(),
+            path_var: std::env::var("PATH").unwrap_or_default(),
+        }),
+        Ok(meta) if meta.is_dir() => Err(refuse("is a directory")),
+        Ok(_) => access(path, AccessFlags::X_OK).map_err(|_| refuse("permission denied")),
+    }
+}
+
+/// What one spawn needs: the command, the sockets, and sockvisor's own
+/// variables for the child.
+pub struct SpawnRequest<'a> {
+    pub command: &'a Command,
+    pub listeners: &'a [Listener],
+    /// Extra variables (`SOCKVISOR_*`) given to the child.
+    pub extra_env: &'a [(String, String)],
+}
+
+/// Starts the child and returns its pid once it has successfully `exec`ed.
+pub fn spawn(request: &SpawnRequest<'_>) -> Result<Pid, SpawnError> {
+    let path = resolve(&request.command.program)?;
+    let mut plan = ExecPlan::new(&path, request);
+    let (error_read, error_write) = pipe2(OFlag::O_CLOEXEC).map_err(SpawnError::Fork)?;
+    plan.error_fd = error_write.as_raw_fd();
+
+    // Block every signal across fork so that sockvisor's handlers never run
+    // in the child; the child resets dispositions, then unblocks.
+    let mut saved_mask = SigSet::empty();
+    sigprocmask(
+        SigmaskHow::SIG_SETMASK,
+        Some(&SigSet::all()),
+        Some(&mut saved_mask),
+    )
+    .map_err(SpawnError::Fork)?;
+    // SAFETY: sockvisor is single-threaded, and the child branch only makes
+    // async-signal-safe calls on memory prepared before the fork.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        plan.exec_in_child();
+    }
+    let fork_errno = Errno::last();
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&saved_mask), None);
+    if pid < 0 {
+        return Err(SpawnError::Fork(fork_errno));
+    }
+    let pid = Pid::from_raw(pid);
+    // Also set the group from this side, so it is in place whichever of the
+    // two runs first. EACCES after the child's exec is harmless.
+    let _ = setpgid(pid, pid);
+    drop(error_write);
+    match read_exec_errno(&error_read) {
+        None => Ok(pid),
+        Some(errno) => Err(SpawnError::Exec { path, errno }),
+    }
+}
+
+/// Reads the child's report of a failed `exec`: end-of-file means `exec`
+/// succeeded (the close-on-exec pipe closed).
+fn read_exec_errno(pipe: &impl AsFd) -> Option<Errno> {
+    let mut buf = [0u8; 4];
+    loop {
+        match nix::unistd::read(pipe, &mut buf) {
+            Ok(4) => return Some(Errno::from_raw(i32::from_ne_bytes(buf))),
+            Ok(_) => return None,
+            Err(Errno::EINTR) => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Everything the child needs after `fork`, prepared before it so the child
+/// allocates nothing.
+struct ExecPlan {
+    path: CString,
+    _argv: Vec<CString>,
+    argv_ptrs: Vec<*const libc::c_char>,
+    _envp: Vec<CString>,
+    envp_ptrs: Vec<*const libc::c_char>,
+    /// `LISTEN_PID=` followed by room for the digits and the NUL; owned
+    /// here, written only through `listen_pid_ptr` (also the envp entry).
+    _listen_pid_slot: Option<Box<[u8; LISTEN_PID_SLOT_LEN]>>,
+    listen_pid_ptr: *mut u8,
+    listener_fds: Vec<RawFd>,
+    /// Scratch space for the listeners' temporary copies.
+    moved_fds: Vec<RawFd>,
+    error_fd: RawFd,
+    parent: libc::pid_t,
+}
+
+const LISTEN_PID_PREFIX: &[u8] = b"LISTEN_PID=";
+const LISTEN_PID_SLOT_LEN: usize = 32;
+
+/// Variables a parent may have set for sockvisor that describe sockvisor's
+/// own sockets and watchdog, never the child's.
+fn is_inherited_protocol_variable(key: &[u8]) -> bool {
+    key.starts_with(b"LISTEN_") || key.starts_with(b"WATCHDOG_") || key == b"NOTIFY_SOCKET"
+}
+
+fn cstring(bytes: Vec<u8>) -> CString {
+    // Arguments and environment strings from the OS cannot contain NUL.
+    CString::new(bytes).unwrap_or_default()
+}
+
+impl ExecPlan {
+    fn new(path: &Path, request: &SpawnRequest<'_>) -> ExecPlan {
+        let argv: Vec<CString> = std::iter::once(&request.command.program)
+            .chain(&request.command.args)
+            .map(|a| cstring(a.as_bytes().to_vec()))
+            .collect();
+        let mut envp: Vec<CString> = std::env::vars_os()
+            .filter(|(key, _)| !is_inherited_protocol_variable(key.as_bytes()))
+            .map(|(key, value)| {
+                let mut entry = key.into_vec();
+                entry.push(b'=');
+                entry.extend(value.into_vec());
+                cstring(entry)
+            })
+            .collect();
+        let listeners = request.listeners;
+        let mut listen_pid_slot = None;
+        let mut listen_pid_ptr = std::ptr::null_mut();
+        if !listeners.is_empty() {
+            let names: Vec<&str> = listeners.iter().map(|l| l.spec.name.as_str()).collect();
+            envp.push(cstring(
+                format!("LISTEN_FDS={}", listeners.len()).into_bytes(),
+            ));
+            envp.push(cstring(
+                format!("LISTEN_FDNAMES={}", names.join(":")).into_bytes(),
+            ));
+            let mut slot = Box::new([0u8; LISTEN_PID_SLOT_LEN]);
+            slot[..LISTEN_PID_PREFIX.len()].copy_from_slice(LISTEN_PID_PREFIX);
+            listen_pid_ptr = slot.as_mut_ptr();
+            listen_pid_slot = Some(slot);
+        }
+        for (key, value) in request.extra_env {
+            envp.push(cstring(format!("{key}={value}").into_bytes()));
+        }
+        let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|s| s.as_ptr()).collect();
+        if !listen_pid_ptr.is_null() {
+            envp_ptrs.push(listen_pid_ptr.cast_const().cast());
+        }
+        envp_ptrs.push(std::ptr::null());
+        let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|s| s.as_ptr()).collect();
+        argv_ptrs.push(std::ptr::null());
+        let listener_fds: Vec<RawFd> = listeners.iter().map(|l| l.fd().as_raw_fd()).collect();
+        ExecPlan {
+            path: cstring(path.as_os_str().as_bytes().to_vec()),
+            _argv: argv,
+            argv_ptrs,
+            _envp: envp,
+            envp_ptrs,
+            _listen_pid_slot: listen_pid_slot,
+            listen_pid_ptr,
+            moved_fds: vec![-1; listener_fds.len()],
+            listener_fds,
+            error_fd: -1,
+            // SAFETY: getpid has no preconditions.
+            parent: unsafe { libc::getpid() },
+        }
+    }
+
+    /// Runs in the child between `fork` and `exec`. Only async-signal-safe
+    /// calls, no allocation. Never returns.
+    fn exec_in_child(&mut self) -> ! {
+        // SAFETY: every call below is an async-signal-safe system call on
+        // descriptors and memory this process owns; the pointers come from
+        // CStrings and slots that live in `self`, which outlives the exec.
+        unsafe {
+            libc::setpgid(0, 0);
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if libc::getppid() != self.parent {
+                // sockvisor died before the death signal was armed.
+                libc::_exit(1);
+            }
+            let first_free = (3 + self.listener_fds.len()) as RawFd;
+            // Move everything we still need above the target range first, so
+            // that placing fd 3.. never overwrites a descriptor still to be
+            // placed (or the error pipe).
+            self.error_fd = libc::fcntl(self.error_fd, libc::F_DUPFD_CLOEXEC, first_free);
+            for (slot, fd) in self.moved_fds.iter_mut().zip(&self.listener_fds) {
+                *slot = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, first_free);
+            }
+            for (index, fd) in self.moved_fds.iter().enumerate() {
+                // dup2 clears close-on-exec on the target.
+                if libc::dup2(*fd, 3 + index as RawFd) < 0 {
+                    self.fail(Errno::last_raw());
+                }
+            }
+            mark_close_on_exec_from(first_free);
+            reset_signals();
+            if !self.listen_pid_ptr.is_null() {
+                let digits = std::slice::from_raw_parts_mut(
+                    self.listen_pid_ptr.add(LISTEN_PID_PREFIX.len()),
+                    LISTEN_PID_SLOT_LEN - LISTEN_PID_PREFIX.len(),
+                );
+                write_decimal(digits, libc::getpid() as u32);
+            }
+            libc::execve(
+                self.path.as_ptr(),
+                self.argv_ptrs.as_ptr(),
+                self.envp_ptrs.as_ptr(),
+            );
+            self.fail(Errno::last_raw());
+        }
+    }
+
+    /// Reports `errno` to the parent through the error pipe and exits.
+    fn fail(&self, errno: i32) -> ! {
+        let bytes = errno.to_ne_bytes();
+        // SAFETY: write and _exit are async-signal-safe; `bytes` is valid.
+        unsafe {
+            libc::write(self.error_fd, bytes.as_ptr().cast(), bytes.len());
+            libc::_exit(127);
+        }
+    }
+}
+
+/// Makes every descriptor from `first` up close-on-exec, so only stdio and
+/// the listeners survive `exec`.
+///
+/// # Safety
+/// Call only in the child after `fork`.
+unsafe fn mark_close_on_exec_from(first: RawFd) {
+    // SAFETY: close_range only changes flags of this process's descriptors.
+    let done = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if done == 0 {
+        return;
+    }
+    // Kernels before 5.11: walk the descriptor table up to the limit.
+    // SAFETY: getrlimit writes into the struct we pass; fcntl on a closed
+    // descriptor fails harmlessly with EBADF.
+    unsafe {
+        let mut limit: libc::rlimit = std::mem::zeroed();
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        let last = limit.rlim_cur.min(1 << 20) as RawFd;
+        for fd in first..last {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
+    }
+}
+
+/// Default disposition for every signal, then an empty mask.
+///
+/// # Safety
+/// Call only in the child after `fork`, with all signals blocked.
+unsafe fn reset_signals() {
+    // SAFETY: sigaction and sigprocmask are async-signal-safe; the structs
+    // are fully initialised.
+    unsafe {
+        let mut default: libc::sigaction = std::mem::zeroed();
+        default.sa_sigaction = libc::SIG_DFL;
+        for signal in 1..=libc::SIGRTMAX() {
+            if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+                libc::sigaction(signal, &default, std::ptr::null_mut());
+            }
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+    }
+}
+
+/// Writes `value` in decimal followed by a NUL into `out` without allocating.
+fn write_decimal(out: &mut [u8], mut value: u32) {
+    let mut digits = [0u8; 10];
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (value % 10) as u8;
+        len += 1;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    for (i, digit) in digits[..len].iter().rev().enumerate() {
+        out[i] = *digit;
+    }
+    out[len] = 0;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_decimal_writes_digits_and_nul() {
+        let mut out = [b'x'; 12];
+        write_decimal(&mut out, 4194304);
+        assert_eq!(&out[..8], b"4194304\0");
+        write_decimal(&mut out, 0);
+        assert_eq!(&out[..2], b"0\0");
+        write_decimal(&mut out, u32::MAX);
+        assert_eq!(&out[..11], b"4294967295\0");
+    }
+
+    #[test]
+    fn inherited_protocol_variables_are_recognised() {
+        for key in [
+            "LISTEN_FDS",
+            "LISTEN_PID",
+            "LISTEN_FDNAMES",
+            "NOTIFY_SOCKET",
+            "WATCHDOG_USEC",
+        ] {
+            assert!(is_inherited_protocol_variable(key.as_bytes()), "{key}");
+        }
+        for key in ["PATH", "LISTEN", "NOTIFY_SOCKET_X", "HOME"] {
+            assert!(!is_inherited_protocol_variable(key.as_bytes()), "{key}");
+        }
+    }
+
+    #[test]
+    fn missing_command_is_not_found_with_exit_127() {
+        let err = resolve(OsStr::new("sockvisor-no-such-command")).unwrap_err();
+        assert!(matches!(err, SpawnError::NotFound { .. }));
+        assert_eq!(err.exit_code(), 127);
+        assert!(
+            err.to_string()
+                .starts_with("command not found: 'sockvisor-no-such-command'")
+        );
+    }
+
+    #[test]
+    fn directory_is_not_executable_with_exit_126() {
+        let err = resolve(OsStr::new("/")).unwrap_err();
+        assert_eq!(err.exit_code(), 126);
+        assert!(err.to_string().contains("is a directory"));
+    }
+
+    #[test]
+    fn command_is_found_in_path() {
+        assert!(resolve(OsStr::new("sh")).unwrap().is_absolute());
+    }
+}
