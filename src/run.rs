@@ -74,9 +74,6 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
     let listeners = bind_all(&specs).map_err(RunError::Bind)?;
     for (index, listener) in listeners.iter().enumerate() {
         tracing::info!(
-            address = %listener.bound,
-            fd = 3 + index,
-            name = %listener.spec.name,
             "listening on {} (fd {}, name {})",
             listener.bound,
             3 + index,

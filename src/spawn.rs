@@ -379,17 +379,29 @@ unsafe fn mark_close_on_exec_from(first: RawFd) {
 
 /// Default disposition for every signal, then an empty mask.
 ///
+/// Uses the raw `rt_sigaction` system call: glibc's `sigaction` refuses the
+/// two real-time signals it reserves, and an inherited "ignore" on those
+/// would otherwise survive `exec`.
+///
 /// # Safety
 /// Call only in the child after `fork`, with all signals blocked.
 unsafe fn reset_signals() {
-    // SAFETY: sigaction and sigprocmask are async-signal-safe; the structs
-    // are fully initialised.
+    // The kernel's struct sigaction: handler, flags, restorer, mask. All
+    // zero is SIG_DFL with no flags and an empty mask on every layout.
+    let default = [0u64; 4];
+    const KERNEL_SIGSET_SIZE: usize = 8;
+    // SAFETY: rt_sigaction and sigprocmask are async-signal-safe; the
+    // structs are fully initialised and large enough for the kernel's.
     unsafe {
-        let mut default: libc::sigaction = std::mem::zeroed();
-        default.sa_sigaction = libc::SIG_DFL;
         for signal in 1..=libc::SIGRTMAX() {
             if signal != libc::SIGKILL && signal != libc::SIGSTOP {
-                libc::sigaction(signal, &default, std::ptr::null_mut());
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    signal,
+                    default.as_ptr(),
+                    std::ptr::null_mut::<u64>(),
+                    KERNEL_SIGSET_SIZE,
+                );
             }
         }
         let mut empty: libc::sigset_t = std::mem::zeroed();

@@ -1,0 +1,365 @@
+//! A small server that reports exactly what it inherited, for sockvisor's
+//! tests and benchmarks.
+//!
+//! At start, before opening anything, it writes `REPORT_DIR/<generation>.json`
+//! with its pid, its process group, the protocol variables, every open
+//! descriptor (kind, local address, listening, blocking, close-on-exec) and
+//! its signal mask. Then it serves every inherited
+//! stream socket: each request gets `HTTP/1.1 200 OK` at once, then, after
+//! `--request-delay-ms`, a body `pid=<pid> generation=<n>`. UDP sockets echo.
+//! On SIGQUIT, SIGTERM or SIGINT it stops accepting, finishes the requests in
+//! flight, and exits 0. SIGUSR1, SIGUSR2, SIGHUP and SIGWINCH are appended by
+//! name to `REPORT_DIR/<generation>.signals`.
+//!
+//! ```text
+//! probe_server --report-dir DIR [--request-delay-ms N] [--exit-code N
+//!              [--exit-until-generation G]] [--ignore SIGNAL]... [--orphan]
+//! ```
+
+use std::collections::BTreeMap;
+use std::fs::{self, OpenOptions};
+use std::io::{Read, Write};
+use std::net::{TcpListener, UdpSocket};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::Duration;
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::socket::{self, SockaddrLike, SockaddrStorage, sockopt};
+use serde_json::{Value, json};
+
+struct Options {
+    report_dir: PathBuf,
+    request_delay: Duration,
+    exit_code: Option<i32>,
+    /// Apply `exit_code` only to generations up to this one.
+    exit_until_generation: Option<u32>,
+    ignore: Vec<i32>,
+    orphan: bool,
+}
+
+fn main() {
+    // Facts first: nothing may be opened before the descriptors are listed.
+    // listenfd removes LISTEN_* from the environment: read it first.
+    let env = protocol_env();
+    let mut listenfd = listenfd::ListenFd::from_env();
+    let report = collect_report(env, &listenfd);
+    let options = parse_options();
+    let generation = std::env::var("SOCKVISOR_GENERATION").unwrap_or_else(|_| "0".into());
+    write_atomically(
+        &options.report_dir.join(format!("{generation}.json")),
+        &serde_json::to_vec_pretty(&report).unwrap(),
+    );
+    for signal in &options.ignore {
+        // SAFETY: setting a disposition to SIG_IGN has no preconditions.
+        unsafe { libc::signal(*signal, libc::SIG_IGN) };
+    }
+    if options.orphan {
+        spawn_orphan(&options.report_dir, &generation);
+    }
+    let exits_now = options
+        .exit_until_generation
+        .is_none_or(|last| generation.parse::<u32>().unwrap_or(0) <= last);
+    if let Some(code) = options.exit_code.filter(|_| exits_now) {
+        std::process::exit(code);
+    }
+    serve(&options, &generation, take_sockets(&mut listenfd));
+}
+
+fn parse_options() -> Options {
+    let mut options = Options {
+        report_dir: std::env::temp_dir(),
+        request_delay: Duration::ZERO,
+        exit_code: None,
+        exit_until_generation: None,
+        ignore: Vec::new(),
+        orphan: false,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().unwrap_or_else(|| panic!("{arg} needs a value"));
+        match arg.as_str() {
+            "--report-dir" => options.report_dir = value().into(),
+            "--request-delay-ms" => {
+                options.request_delay = Duration::from_millis(value().parse().unwrap())
+            }
+            "--exit-code" => options.exit_code = Some(value().parse().unwrap()),
+            "--exit-until-generation" => {
+                options.exit_until_generation = Some(value().parse().unwrap())
+            }
+            "--ignore" => options.ignore.push(signal_number(&value())),
+            "--orphan" => options.orphan = true,
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    options
+}
+
+fn signal_number(name: &str) -> i32 {
+    let name = name.trim_start_matches("SIG");
+    let signal: nix::sys::signal::Signal = format!("SIG{name}").parse().unwrap();
+    signal as i32
+}
+
+fn protocol_env() -> BTreeMap<String, String> {
+    std::env::vars()
+        .filter(|(key, _)| {
+            key.starts_with("LISTEN_")
+                || key.starts_with("WATCHDOG_")
+                || key.starts_with("SOCKVISOR_")
+                || key == "NOTIFY_SOCKET"
+        })
+        .collect()
+}
+
+fn collect_report(env: BTreeMap<String, String>, listenfd: &listenfd::ListenFd) -> Value {
+    let pid = std::process::id();
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let status_field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    json!({
+        "pid": pid,
+        "ppid": nix::unistd::getppid().as_raw(),
+        "pgid": nix::unistd::getpgrp().as_raw(),
+        "env": env,
+        "listenfd_count": listenfd.len(),
+        "fds": open_fds(pid),
+        "sig_blocked": status_field("SigBlk:"),
+    })
+}
+
+/// Every open descriptor, except the one used to list them.
+fn open_fds(pid: u32) -> Vec<Value> {
+    let listing = format!("/proc/{pid}/fd");
+    let mut fds: Vec<(RawFd, String)> = fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let fd: RawFd = entry.file_name().to_str()?.parse().ok()?;
+            let target = fs::read_link(entry.path()).ok()?;
+            let target = target.to_string_lossy().into_owned();
+            (target != listing).then_some((fd, target))
+        })
+        .collect();
+    fds.sort();
+    fds.into_iter()
+        .map(|(fd, target)| describe_fd(fd, target))
+        .collect()
+}
+
+fn describe_fd(fd: RawFd, target: String) -> Value {
+    // SAFETY: the descriptor was just listed as open, and is only borrowed
+    // for the duration of this function.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    // SAFETY: F_GETFL and F_GETFD only read flags.
+    let (status_flags, fd_flags) = unsafe {
+        (
+            libc::fcntl(fd, libc::F_GETFL),
+            libc::fcntl(fd, libc::F_GETFD),
+        )
+    };
+    let mut info = json!({
+        "fd": fd,
+        "target": target,
+        "nonblocking": status_flags & libc::O_NONBLOCK != 0,
+        "cloexec": fd_flags & libc::FD_CLOEXEC != 0,
+    });
+    if let Ok(kind) = socket::getsockopt(&borrowed, sockopt::SockType) {
+        let local = socket::getsockname::<SockaddrStorage>(fd).ok();
+        info["socket_type"] = json!(format!("{kind:?}"));
+        info["family"] = json!(local.and_then(|l| l.family()).map(|f| format!("{f:?}")));
+        info["local"] = json!(local.map(|l| l.to_string()));
+        info["listening"] = json!(socket::getsockopt(&borrowed, sockopt::AcceptConn).ok());
+    }
+    info
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) {
+    let temp = path.with_extension("tmp");
+    fs::write(&temp, bytes).unwrap();
+    fs::rename(&temp, path).unwrap();
+}
+
+/// Leaves behind a short-lived grandchild whose parent has already exited,
+/// so it is re-parented to sockvisor, which must reap it.
+fn spawn_orphan(dir: &Path, generation: &str) {
+    let pid_file = dir.join(format!("{generation}.orphan"));
+    let script = format!("sleep 0.2 & echo $! > {}", pid_file.display());
+    std::process::Command::new("sh")
+        .args(["-c", &script])
+        .status()
+        .unwrap();
+}
+
+enum Socket {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+    Udp(UdpSocket),
+}
+
+impl Socket {
+    fn fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Socket::Tcp(l) => l.as_fd(),
+            Socket::Unix(l) => l.as_fd(),
+            Socket::Udp(s) => s.as_fd(),
+        }
+    }
+}
+
+fn take_sockets(listenfd: &mut listenfd::ListenFd) -> Vec<Socket> {
+    (0..listenfd.len())
+        .filter_map(|index| {
+            let fd = 3 + index as RawFd;
+            // SAFETY: listenfd verified LISTEN_PID, so fds 3.. are ours.
+            let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+            let family = socket::getsockname::<SockaddrStorage>(fd)
+                .ok()
+                .and_then(|a| a.family());
+            let kind = socket::getsockopt(&borrowed, sockopt::SockType).ok()?;
+            use nix::sys::socket::{AddressFamily, SockType};
+            match (family, kind) {
+                (Some(AddressFamily::Unix), SockType::Stream) => listenfd
+                    .take_unix_listener(index)
+                    .ok()
+                    .flatten()
+                    .map(Socket::Unix),
+                (_, SockType::Stream) => listenfd
+                    .take_tcp_listener(index)
+                    .ok()
+                    .flatten()
+                    .map(Socket::Tcp),
+                (_, SockType::Datagram) => listenfd
+                    .take_udp_socket(index)
+                    .ok()
+                    .flatten()
+                    .map(Socket::Udp),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+fn serve(options: &Options, generation: &str, sockets: Vec<Socket>) {
+    let (stop_read, stop_write) = UnixStream::pair().unwrap();
+    for signal in [libc::SIGQUIT, libc::SIGTERM, libc::SIGINT] {
+        if !options.ignore.contains(&signal) {
+            signal_hook::low_level::pipe::register(signal, stop_write.try_clone().unwrap())
+                .unwrap();
+        }
+    }
+    let signal_log = options.report_dir.join(format!("{generation}.signals"));
+    let mut notable = signal_hook::iterator::Signals::new([
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+        libc::SIGHUP,
+        libc::SIGWINCH,
+    ])
+    .unwrap();
+    thread::spawn(move || {
+        for signal in notable.forever() {
+            let name = nix::sys::signal::Signal::try_from(signal).unwrap();
+            let mut log = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&signal_log)
+                .unwrap();
+            writeln!(log, "{}", name.as_str()).unwrap();
+        }
+    });
+    for socket in &sockets {
+        // SAFETY: toggling O_NONBLOCK on our own descriptor.
+        unsafe {
+            let fd = socket.fd().as_raw_fd();
+            libc::fcntl(
+                fd,
+                libc::F_SETFL,
+                libc::fcntl(fd, libc::F_GETFL) | libc::O_NONBLOCK,
+            );
+        }
+    }
+    let body = format!("pid={} generation={generation}\n", std::process::id());
+    let mut in_flight = Vec::new();
+    loop {
+        let mut fds: Vec<PollFd> = sockets
+            .iter()
+            .map(|s| PollFd::new(s.fd(), PollFlags::POLLIN))
+            .collect();
+        fds.push(PollFd::new(stop_read.as_fd(), PollFlags::POLLIN));
+        if poll(&mut fds, PollTimeout::NONE).is_err() {
+            continue;
+        }
+        let stop = fds
+            .last()
+            .and_then(|f| f.revents())
+            .is_some_and(|r| !r.is_empty());
+        if stop {
+            break;
+        }
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        for (socket, ready) in sockets.iter().zip(ready) {
+            if ready && let Some(handle) = accept_one(socket, &body, options.request_delay) {
+                in_flight.push(handle);
+            }
+        }
+        in_flight.retain(|h: &thread::JoinHandle<()>| !h.is_finished());
+    }
+    for handle in in_flight {
+        let _ = handle.join();
+    }
+    std::process::exit(0);
+}
+
+fn accept_one(socket: &Socket, body: &str, delay: Duration) -> Option<thread::JoinHandle<()>> {
+    let body = body.to_string();
+    match socket {
+        Socket::Tcp(listener) => {
+            let (stream, _) = listener.accept().ok()?;
+            stream.set_nonblocking(false).ok()?;
+            Some(thread::spawn(move || answer(stream, &body, delay)))
+        }
+        Socket::Unix(listener) => {
+            let (stream, _) = listener.accept().ok()?;
+            stream.set_nonblocking(false).ok()?;
+            Some(thread::spawn(move || answer(stream, &body, delay)))
+        }
+        Socket::Udp(udp) => {
+            let mut buf = [0u8; 2048];
+            if let Ok((n, peer)) = udp.recv_from(&mut buf) {
+                let _ = udp.send_to(&buf[..n], peer);
+            }
+            None
+        }
+    }
+}
+
+/// Reads one request head, answers the status line at once (so a client
+/// knows its request is in flight), then the rest after `delay`.
+fn answer<S: Read + Write>(mut stream: S, body: &str, delay: Duration) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && !head.ends_with(b"\n\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return,
+        }
+    }
+    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\n");
+    let _ = stream.flush();
+    thread::sleep(delay);
+    let rest = format!(
+        "Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(rest.as_bytes());
+}

@@ -1,0 +1,301 @@
+//! Shared harness for the integration tests: runs the real `sockvisor`
+//! binary with the `probe_server` example as its child, each test in its own
+//! directory, and cleans up every process even when a test fails.
+//!
+//! Waiting is always for an event (a file appearing, a log line, an exit,
+//! a connection) with a bounded deadline, never a guessed sleep.
+
+#![allow(dead_code)]
+
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Upper bound for anything a test waits for.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+pub fn sockvisor_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_sockvisor"))
+}
+
+/// The test child, an example built next to the binary. `cargo test`
+/// builds examples, but `cargo test --test NAME` does not, so build it once
+/// per test binary (a no-op when it is up to date).
+pub fn probe_bin() -> PathBuf {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    let bin = sockvisor_bin();
+    let profile_dir = bin.parent().unwrap();
+    BUILT.call_once(|| {
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo
+            .args(["build", "--quiet", "--example", "probe_server"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if profile_dir.ends_with("release") {
+            cargo.arg("--release");
+        }
+        let status = cargo.status().expect("cannot run cargo");
+        assert!(status.success(), "building the probe server failed");
+    });
+    profile_dir.join("examples").join("probe_server")
+}
+
+/// Polls `condition` until it returns `Some`, failing the test with
+/// `what` after [`DEADLINE`].
+pub fn wait_for<T>(what: &str, mut condition: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = condition() {
+            return value;
+        }
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A private directory removed at the end of the test.
+pub struct TestDir {
+    pub path: PathBuf,
+}
+
+impl TestDir {
+    pub fn new(name: &str) -> TestDir {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "sockvisor-test-{}-{}-{name}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).unwrap();
+        TestDir { path }
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A running sockvisor under test.
+pub struct Sockvisor {
+    pub child: Child,
+    pub dir: TestDir,
+    stderr_path: PathBuf,
+    status: Option<ExitStatus>,
+}
+
+impl Sockvisor {
+    /// Starts `sockvisor <args>` with stderr captured in the test directory.
+    pub fn start(name: &str, args: &[&str]) -> Sockvisor {
+        Self::start_with(name, |_| {}, args)
+    }
+
+    /// Like `start`, with a chance to adjust the command (environment, …).
+    pub fn start_with(name: &str, adjust: impl FnOnce(&mut Command), args: &[&str]) -> Sockvisor {
+        let dir = TestDir::new(name);
+        let mut command = Command::new(sockvisor_bin());
+        command.args(args);
+        adjust(&mut command);
+        Self::spawn(dir, command)
+    }
+
+    /// Starts an arbitrary command line (e.g. sockvisor under unshare).
+    pub fn spawn(dir: TestDir, mut command: Command) -> Sockvisor {
+        let stderr_path = dir.join("sockvisor.stderr");
+        let stderr = File::create(&stderr_path).unwrap();
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::inherit())
+            .stderr(stderr)
+            .spawn()
+            .expect("cannot start sockvisor");
+        Sockvisor {
+            child,
+            dir,
+            stderr_path,
+            status: None,
+        }
+    }
+
+    /// Arguments that run the probe server writing its reports into this
+    /// test's directory; append to a `run … --` command line.
+    pub fn probe_args(dir: &Path) -> Vec<String> {
+        vec![
+            probe_bin().display().to_string(),
+            "--report-dir".into(),
+            dir.display().to_string(),
+        ]
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn stderr(&self) -> String {
+        fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        wait_for(&format!("log line containing {needle:?}"), || {
+            let log = self.stderr();
+            log.lines()
+                .find(|line| line.contains(needle))
+                .map(str::to_string)
+        })
+    }
+
+    /// Waits for generation `n`'s report and returns it.
+    pub fn report(&self, generation: u32) -> Value {
+        let path = self.dir.join(&format!("{generation}.json"));
+        wait_for(&format!("report of generation {generation}"), || {
+            let text = fs::read_to_string(&path).ok()?;
+            serde_json::from_str(&text).ok()
+        })
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(self.pid(), signal) };
+    }
+
+    pub fn try_status(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().unwrap();
+        }
+        self.status
+    }
+
+    /// Waits for sockvisor to exit and returns its exit code.
+    pub fn wait_exit(&mut self) -> i32 {
+        let status = wait_for("sockvisor to exit", || self.try_status());
+        use std::os::unix::process::ExitStatusExt;
+        status
+            .code()
+            .unwrap_or_else(|| panic!("sockvisor was killed by signal {:?}", status.signal()))
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.try_status().is_none()
+    }
+}
+
+impl Drop for Sockvisor {
+    fn drop(&mut self) {
+        if self.try_status().is_none() {
+            // Children die with sockvisor: they carry a parent-death SIGKILL.
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        // Belt and braces: any child that reported its pid is killed too.
+        if let Ok(entries) = fs::read_dir(&self.dir.path) {
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.extension().is_some_and(|e| e == "json")
+                    && let Ok(text) = fs::read_to_string(&path)
+                    && let Ok(report) = serde_json::from_str::<Value>(&text)
+                    && let Some(pid) = report["pid"].as_i64()
+                {
+                    // SAFETY: signalling a process this test started.
+                    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                }
+            }
+        }
+    }
+}
+
+/// The local address of the child's listener at `fd`, as it reported.
+pub fn reported_address(report: &Value, fd: i64) -> String {
+    report["fds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["fd"].as_i64() == Some(fd))
+        .and_then(|f| f["local"].as_str())
+        .unwrap_or_else(|| panic!("fd {fd} has no address in {report}"))
+        .to_string()
+}
+
+/// Sends one HTTP request and returns the whole response.
+pub fn http_get<S: Read + Write>(mut stream: S) -> std::io::Result<String> {
+    stream.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    Ok(response)
+}
+
+pub fn http_get_tcp(address: &str) -> std::io::Result<String> {
+    let stream = TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(DEADLINE))?;
+    http_get(stream)
+}
+
+/// The body line `pid=… generation=…` of a probe server response.
+pub fn body(response: &str) -> &str {
+    response
+        .rsplit("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .trim()
+}
+
+/// Reads the first line of a response: the request is then known to be in
+/// flight at the server.
+pub fn read_status_line<S: Read>(stream: S) -> (String, BufReader<S>) {
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    (line, reader)
+}
+
+/// True when process `pid` exists and is not a zombie.
+pub fn process_alive(pid: i64) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => process_state(&stat) != Some('Z'),
+        Err(_) => false,
+    }
+}
+
+fn process_state(stat: &str) -> Option<char> {
+    stat.rsplit_once(") ")?.1.chars().next()
+}
+
+/// Host pids of every zombie whose parent is `parent`.
+pub fn zombie_children(parent: i32) -> Vec<i32> {
+    let mut zombies = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split(' ').collect();
+        if fields.first() == Some(&"Z") && fields.get(1) == Some(&parent.to_string().as_str()) {
+            zombies.push(pid);
+        }
+    }
+    zombies
+}
+
+/// Host pids of the children of `parent`.
+pub fn children_of(parent: i32) -> Vec<i32> {
+    fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
