@@ -155,6 +155,14 @@ impl Sockvisor {
         })
     }
 
+    /// Waits for the first "listening on tcp://ADDRESS" log line and returns
+    /// ADDRESS (with the real port when port 0 was asked for).
+    pub fn logged_tcp_address(&self) -> String {
+        let line = self.wait_for_log("listening on tcp://");
+        let after = line.split("tcp://").nth(1).unwrap_or_default();
+        after.split(' ').next().unwrap_or_default().to_string()
+    }
+
     /// Waits for generation `n`'s report and returns it.
     pub fn report(&self, generation: u32) -> Value {
         let path = self.dir.join(&format!("{generation}.json"));
