@@ -200,3 +200,31 @@ fn other_signals_are_forwarded_to_the_child() {
         "forwarded signals do not stop sockvisor"
     );
 }
+
+#[test]
+fn json_log_format_gives_one_json_object_per_line() {
+    let mut sockvisor = run(
+        "jsonlog",
+        &[
+            "--log-format",
+            "json",
+            "--restart",
+            "never",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &["--exit-code", "5"],
+    );
+    assert_eq!(sockvisor.wait_exit(), 5);
+    let log = sockvisor.stderr();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(lines.iter().any(|l| {
+        l["level"] == "INFO"
+            && l["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("listening on tcp://127.0.0.1:"))
+    }));
+}
