@@ -13,6 +13,7 @@ pub mod event_loop;
 pub mod init;
 pub mod listen;
 pub mod logging;
+pub mod notify;
 pub mod reaper;
 pub mod run;
 pub mod signals;

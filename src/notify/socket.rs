@@ -1,0 +1,199 @@
+//! A generation's notify socket: the `NOTIFY_SOCKET` datagram socket its
+//! processes send sd_notify messages to.
+//!
+//! One socket per generation is the attribution: whatever arrives on it
+//! belongs to that generation, whichever of its processes (a forked worker
+//! included) sent it. This module owns the socket file, reads datagrams
+//! without ever blocking, closes every descriptor passed with a message
+//! (which is also how `BARRIER=1` is answered), and bounds how much it reads
+//! per wake-up so that a flood cannot stall the event loop.
+
+use std::io::{self, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::sys::socket::{
+    self, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType, UnixAddr, sockopt,
+};
+
+use super::message::{MAX_DATAGRAM, NotifyMessage, Rejection};
+
+/// Most descriptors accepted with one message; the kernel closes any beyond.
+const MAX_PASSED_FDS: usize = 16;
+
+/// One datagram read from the socket.
+#[derive(Debug)]
+pub struct Received {
+    /// The sender's pid, from the kernel's credentials.
+    pub sender: Option<i32>,
+    pub message: Result<NotifyMessage, Rejection>,
+}
+
+#[derive(Debug)]
+pub struct NotifySocket {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl NotifySocket {
+    /// Binds a datagram socket at `path`, replacing a leftover file.
+    pub fn bind(path: &Path) -> io::Result<NotifySocket> {
+        let fd = socket::socket(
+            AddressFamily::Unix,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            None,
+        )?;
+        socket::setsockopt(&fd, sockopt::PassCred, &true)?;
+        let _ = std::fs::remove_file(path);
+        socket::bind(fd.as_raw_fd(), &UnixAddr::new(path)?)?;
+        Ok(NotifySocket {
+            fd,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Reads up to `budget` datagrams that are already waiting.
+    pub fn receive(&self, budget: usize) -> Vec<Received> {
+        let mut received = Vec::new();
+        let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+        while received.len() < budget {
+            match self.receive_one(&mut buf) {
+                Ok(Some(one)) => received.push(one),
+                Ok(None) => break,
+                Err(errno) => {
+                    tracing::debug!("notify socket read failed: {errno}");
+                    break;
+                }
+            }
+        }
+        received
+    }
+
+    fn receive_one(&self, buf: &mut [u8]) -> Result<Option<Received>, Errno> {
+        let mut control = nix::cmsg_space!(socket::UnixCredentials, [i32; MAX_PASSED_FDS]);
+        let mut iov = [IoSliceMut::new(buf)];
+        let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_TRUNC;
+        let msg =
+            match socket::recvmsg::<()>(self.fd.as_raw_fd(), &mut iov, Some(&mut control), flags) {
+                Ok(msg) => msg,
+                Err(Errno::EAGAIN) => return Ok(None),
+                Err(Errno::EINTR) => return self.receive_one(buf),
+                Err(errno) => return Err(errno),
+            };
+        let mut sender = None;
+        for cmsg in msg.cmsgs().into_iter().flatten() {
+            match cmsg {
+                ControlMessageOwned::ScmCredentials(creds) => sender = Some(creds.pid()),
+                ControlMessageOwned::ScmRights(fds) => {
+                    for fd in fds {
+                        // SAFETY: the kernel just installed this descriptor
+                        // in our table for us; nobody else owns it. Dropping
+                        // closes it (BARRIER=1 waits for exactly that).
+                        drop(unsafe { OwnedFd::from_raw_fd(fd) });
+                    }
+                }
+                _ => {}
+            }
+        }
+        let length = msg.bytes;
+        let truncated = msg.flags.contains(MsgFlags::MSG_TRUNC) || length > MAX_DATAGRAM;
+        let message = if truncated {
+            Err(Rejection::TooLarge(length))
+        } else {
+            NotifyMessage::parse(&iov[0][..length])
+        };
+        Ok(Some(Received { sender, message }))
+    }
+}
+
+impl Drop for NotifySocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixDatagram;
+
+    fn socket_in_temp(name: &str) -> NotifySocket {
+        let dir =
+            std::env::temp_dir().join(format!("sockvisor-notify-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        NotifySocket::bind(&dir.join("n.sock")).unwrap()
+    }
+
+    #[test]
+    fn datagrams_are_parsed_with_the_senders_pid() {
+        let socket = socket_in_temp("parse");
+        let sender = UnixDatagram::unbound().unwrap();
+        sender
+            .send_to(b"READY=1\nSTATUS=up", socket.path())
+            .unwrap();
+        let received = socket.receive(10);
+        assert_eq!(received.len(), 1);
+        assert_eq!(received[0].sender, Some(std::process::id() as i32));
+        let message = received[0].message.as_ref().unwrap();
+        assert!(message.ready);
+        assert_eq!(message.status.as_deref(), Some("up"));
+    }
+
+    #[test]
+    fn an_oversized_datagram_is_rejected_not_truncated() {
+        let socket = socket_in_temp("big");
+        let sender = UnixDatagram::unbound().unwrap();
+        let big = format!("READY=1\nSTATUS={}", "x".repeat(MAX_DATAGRAM));
+        sender.send_to(big.as_bytes(), socket.path()).unwrap();
+        let received = socket.receive(10);
+        assert!(matches!(received[0].message, Err(Rejection::TooLarge(_))));
+    }
+
+    #[test]
+    fn a_flood_is_read_at_most_budget_at_a_time() {
+        let socket = socket_in_temp("flood");
+        let sender = UnixDatagram::unbound().unwrap();
+        // Stay under net.unix.max_dgram_qlen (10 by default), or send blocks.
+        for _ in 0..8 {
+            sender.send_to(b"STATUS=x", socket.path()).unwrap();
+        }
+        assert_eq!(socket.receive(3).len(), 3);
+        assert_eq!(socket.receive(100).len(), 5);
+        assert!(socket.receive(100).is_empty());
+    }
+
+    #[test]
+    fn a_passed_descriptor_is_closed_which_releases_a_barrier() {
+        use nix::sys::socket::{ControlMessage, sendmsg};
+        let socket = socket_in_temp("barrier");
+        let sender = UnixDatagram::unbound().unwrap();
+        let (barrier_read, barrier_write) = nix::unistd::pipe().unwrap();
+        let fds = [barrier_write.as_raw_fd()];
+        let iov = [std::io::IoSlice::new(b"BARRIER=1")];
+        let addr = UnixAddr::new(socket.path()).unwrap();
+        sendmsg(
+            sender.as_raw_fd(),
+            &iov,
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::empty(),
+            Some(&addr),
+        )
+        .unwrap();
+        drop(barrier_write);
+        let received = socket.receive(10);
+        assert!(received[0].message.as_ref().unwrap().barrier);
+        // With every write end closed, the read end reports end-of-file.
+        let mut byte = [0u8; 1];
+        assert_eq!(nix::unistd::read(&barrier_read, &mut byte), Ok(0));
+    }
+}
