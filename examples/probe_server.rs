@@ -1,6 +1,9 @@
 //! A small server that reports exactly what it inherited, for sockvisor's
 //! tests and benchmarks.
 //!
+//! It sends `READY=1` to `NOTIFY_SOCKET` once it serves (after
+//! `--ready-delay-ms`, never with `--no-ready`).
+//!
 //! At start, before opening anything, it writes `REPORT_DIR/<generation>.json`
 //! with its pid, its process group, the protocol variables, every open
 //! descriptor (kind, local address, listening, blocking, close-on-exec) and
@@ -14,6 +17,7 @@
 //! ```text
 //! probe_server --report-dir DIR [--request-delay-ms N] [--exit-code N
 //!              [--exit-until-generation G]] [--ignore SIGNAL]... [--orphan]
+//!              [--ready-delay-ms N] [--no-ready] [--status TEXT]
 //! ```
 
 use std::collections::BTreeMap;
@@ -38,6 +42,9 @@ struct Options {
     exit_until_generation: Option<u32>,
     ignore: Vec<i32>,
     orphan: bool,
+    ready_delay: Duration,
+    notify_ready: bool,
+    status: Option<String>,
 }
 
 fn main() {
@@ -76,6 +83,9 @@ fn parse_options() -> Options {
         exit_until_generation: None,
         ignore: Vec::new(),
         orphan: false,
+        ready_delay: Duration::ZERO,
+        notify_ready: true,
+        status: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -91,6 +101,11 @@ fn parse_options() -> Options {
             }
             "--ignore" => options.ignore.push(signal_number(&value())),
             "--orphan" => options.orphan = true,
+            "--ready-delay-ms" => {
+                options.ready_delay = Duration::from_millis(value().parse().unwrap())
+            }
+            "--no-ready" => options.notify_ready = false,
+            "--status" => options.status = Some(value()),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -286,6 +301,23 @@ fn serve(options: &Options, generation: &str, sockets: Vec<Socket>) {
         }
     }
     let body = format!("pid={} generation={generation}\n", std::process::id());
+    let (ready_delay, notify_ready, status) = (
+        options.ready_delay,
+        options.notify_ready,
+        options.status.clone(),
+    );
+    // Readiness comes from a side thread so that a slow start still serves
+    // the connections that arrive meanwhile (as a real server's would not:
+    // sockvisor must not route traffic by readiness, only retire by it).
+    thread::spawn(move || {
+        thread::sleep(ready_delay);
+        if let Some(text) = status {
+            notify(&format!("STATUS={text}"));
+        }
+        if notify_ready {
+            notify("READY=1");
+        }
+    });
     let mut in_flight = Vec::new();
     loop {
         let mut fds: Vec<PollFd> = sockets
@@ -341,6 +373,15 @@ fn accept_one(socket: &Socket, body: &str, delay: Duration) -> Option<thread::Jo
             None
         }
     }
+}
+
+/// Sends one sd_notify datagram, if sockvisor gave a notify socket.
+fn notify(message: &str) {
+    let Ok(path) = std::env::var("NOTIFY_SOCKET") else {
+        return;
+    };
+    let socket = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    let _ = socket.send_to(message.as_bytes(), path);
 }
 
 /// Reads one request head, answers the status line at once (so a client

@@ -2,14 +2,16 @@
 //! of `--help` and of the documentation generated from it.
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use nix::sys::signal::Signal;
 
 use crate::duration::parse_duration;
+use crate::paths::DEFAULT_NAME;
 use crate::signals::parse_signal;
-use crate::supervisor::RestartPolicy;
+use crate::supervisor::{ReadyMode, RestartPolicy};
 
 /// Socket-holding process supervisor: binds ports once, runs any server with
 /// the sockets inherited systemd-style (LISTEN_FDS), and behaves as a correct
@@ -27,6 +29,74 @@ pub struct Cli {
 pub enum Command {
     /// Bind the listeners and run COMMAND as a supervised child.
     Run(RunArgs),
+    /// Start a new generation on the same sockets; retire the current one
+    /// once the new one is ready. Prints progress; exits 0 on success.
+    Upgrade(UpgradeArgs),
+    /// Show generations, listeners and the last upgrade.
+    Status(StatusArgs),
+    /// Stop every generation gracefully, then sockvisor; returns when all
+    /// have exited.
+    Stop(StopArgs),
+    /// Send a signal to the current generation.
+    Signal(SignalArgs),
+}
+
+/// Which running sockvisor a command talks to.
+#[derive(Debug, Args)]
+pub struct InstanceArgs {
+    /// Instance name; selects the control socket
+    /// (/run/sockvisor/NAME.sock for root).
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_NAME)]
+    pub name: String,
+    /// Control socket path, overriding the one derived from --name.
+    #[arg(long, value_name = "PATH", env = "SOCKVISOR_CONTROL")]
+    pub control: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct UpgradeArgs {
+    #[command(flatten)]
+    pub instance: InstanceArgs,
+    /// Give up waiting for the result after this long (the upgrade itself
+    /// goes on).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Print the protocol's JSON lines instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub instance: InstanceArgs,
+    /// Print the status as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    #[command(flatten)]
+    pub instance: InstanceArgs,
+    /// Give up waiting after this long (the stop itself goes on).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Print the protocol's JSON lines instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SignalArgs {
+    #[command(flatten)]
+    pub instance: InstanceArgs,
+    /// Signal to send (name or number), e.g. USR1.
+    #[arg(value_name = "SIGNAL", value_parser = parse_signal)]
+    pub signal: Signal,
+    /// Print the protocol's JSON lines instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -83,10 +153,35 @@ pub struct RunArgs {
     #[arg(long, value_name = "SIGNAL", value_parser = parse_signal, default_value = "SIGQUIT")]
     pub stop_signal: Signal,
 
-    /// How long a stopping child may take before its process group is
-    /// killed with SIGKILL.
+    /// How long a stop of sockvisor may take before every remaining
+    /// process group is killed with SIGKILL.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
     pub stop_timeout: Duration,
+
+    /// How a new generation shows it is ready: notify (READY=1 on
+    /// NOTIFY_SOCKET), now, delay=DURATION (alive that long), or
+    /// exec=COMMAND (a shell command that exits 0; SOCKVISOR_READY_PID holds
+    /// the generation's pid).
+    #[arg(long, value_name = "MODE", value_parser = ReadyMode::parse, default_value = "notify")]
+    pub ready: ReadyMode,
+
+    /// How long a new generation may take to become ready before it is
+    /// stopped (and, in an upgrade, the old one keeps serving).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "60s")]
+    pub ready_timeout: Duration,
+
+    /// How long a replaced generation may drain after the stop signal
+    /// before its process group is killed with SIGKILL.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
+    pub drain_timeout: Duration,
+
+    #[command(flatten)]
+    pub instance: InstanceArgs,
+
+    /// Write sockvisor's pid to this file (removed at exit). The pid stays
+    /// the same across upgrades.
+    #[arg(long, value_name = "PATH")]
+    pub pidfile: Option<PathBuf>,
 
     /// The server to run, with its arguments (after `--`).
     #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]

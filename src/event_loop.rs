@@ -1,6 +1,8 @@
-//! The one event loop: sleep in `poll(2)` until a signal arrives or the
-//! supervisor's next deadline passes, then hand what happened to the
-//! supervisor. With nothing to do it sleeps with no timeout at all.
+//! The one event loop: sleep in `poll(2)` on the signal pipe, the control
+//! socket and its clients, and the generations' notify sockets, until one
+//! is readable or the nearest deadline passes; then hand what happened to
+//! the supervisor and route its upgrade notices to the clients that asked.
+//! With nothing to do it sleeps with no timeout at all.
 //!
 //! This module owns the waiting and the dispatching, not the decisions.
 
@@ -9,40 +11,210 @@ use std::time::Instant;
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::Signal;
+use serde_json::json;
 
+use crate::children::Children;
+use crate::control::server::ConnectionId;
+use crate::control::{Command, ControlServer, ErrorKind, Incoming, Reply};
 use crate::reaper;
-use crate::signals::{STOP_REQUESTS, SignalSource};
-use crate::supervisor::{ProcessControl, Supervisor};
+use crate::signals::{STOP_REQUESTS, SignalSource, UPGRADE_REQUESTS, parse_signal};
+use crate::supervisor::{Supervisor, UpgradeRejection};
 
-/// Runs until the supervisor has an exit status, and returns it.
-pub fn run<P: ProcessControl>(supervisor: &mut Supervisor<P>, signals: &mut SignalSource) -> i32 {
-    loop {
-        if let Some(code) = supervisor.exit_code() {
-            return code;
+/// Datagrams read from one notify socket per wake-up, so that a flooding
+/// generation cannot starve everything else.
+const NOTIFY_BUDGET: usize = 64;
+
+pub struct EventLoop {
+    supervisor: Supervisor<Children>,
+    signals: SignalSource,
+    control: ControlServer,
+}
+
+/// What one `poll` reported.
+struct Readiness {
+    signals: bool,
+    control: Vec<Option<PollFlags>>,
+    notify: Vec<u32>,
+}
+
+impl EventLoop {
+    pub fn new(
+        supervisor: Supervisor<Children>,
+        signals: SignalSource,
+        control: ControlServer,
+    ) -> EventLoop {
+        EventLoop {
+            supervisor,
+            signals,
+            control,
         }
-        let timeout = poll_timeout(supervisor.next_deadline(), Instant::now());
-        let mut fds = [PollFd::new(signals.fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, timeout) {
+    }
+
+    /// Runs until the supervisor has an exit status, and returns it.
+    pub fn run(mut self) -> i32 {
+        loop {
+            if let Some(code) = self.supervisor.exit_code() {
+                self.control.close_for_exit(code);
+                return code;
+            }
+            let ready = self.wait();
+            let now = Instant::now();
+            if ready.signals {
+                for signal in self.signals.take() {
+                    self.on_signal(signal, now);
+                }
+            }
+            for generation in ready.notify {
+                self.on_notify(generation, now);
+            }
+            for incoming in self.control.handle(&ready.control, now) {
+                self.on_request(incoming, now);
+            }
+            let now = Instant::now();
+            self.supervisor.on_tick(now);
+            self.control.on_tick(now);
+            for notice in self.supervisor.take_notices() {
+                self.control.deliver(&notice);
+            }
+        }
+    }
+
+    fn wait(&self) -> Readiness {
+        let deadline = [
+            self.supervisor.next_deadline(),
+            self.control.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let control_fds = self.control.poll_fds();
+        let control_count = control_fds.len();
+        let notify_fds = self.supervisor.processes().notify_fds();
+        let mut fds = vec![PollFd::new(self.signals.fd(), PollFlags::POLLIN)];
+        fds.extend(
+            control_fds
+                .into_iter()
+                .map(|(fd, flags)| PollFd::new(fd, flags)),
+        );
+        fds.extend(
+            notify_fds
+                .iter()
+                .map(|(_, fd)| PollFd::new(*fd, PollFlags::POLLIN)),
+        );
+        match poll(&mut fds, poll_timeout(deadline, Instant::now())) {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(errno) => tracing::error!("poll failed: {errno}"),
         }
-        let now = Instant::now();
-        for signal in signals.take() {
-            dispatch(supervisor, signal, now);
+        let readable = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+        Readiness {
+            signals: readable(&fds[0]),
+            control: fds[1..1 + control_count]
+                .iter()
+                .map(PollFd::revents)
+                .collect(),
+            notify: notify_fds
+                .iter()
+                .zip(&fds[1 + control_count..])
+                .filter(|(_, fd)| readable(fd))
+                .map(|((generation, _), _)| *generation)
+                .collect(),
         }
-        supervisor.on_tick(Instant::now());
     }
-}
 
-fn dispatch<P: ProcessControl>(supervisor: &mut Supervisor<P>, signal: Signal, now: Instant) {
-    if signal == Signal::SIGCHLD {
-        for exit in reaper::reap_all() {
-            supervisor.on_exit(exit, now);
+    fn on_signal(&mut self, signal: Signal, now: Instant) {
+        if signal == Signal::SIGCHLD {
+            for exit in reaper::reap_all() {
+                self.supervisor.on_exit(exit, now);
+            }
+        } else if STOP_REQUESTS.contains(&signal) {
+            let reason = format!("{} received", signal.as_str());
+            self.supervisor.on_stop_request(&reason, now);
+        } else if UPGRADE_REQUESTS.contains(&signal) {
+            match self.supervisor.request_upgrade(now) {
+                Ok(_) => tracing::info!("{} received: upgrade started", signal.as_str()),
+                Err(why) => {
+                    tracing::warn!("{} received: upgrade not started: {why}", signal.as_str())
+                }
+            }
+        } else {
+            self.supervisor.on_forward(signal);
         }
-    } else if STOP_REQUESTS.contains(&signal) {
-        supervisor.on_stop_request(signal, now);
-    } else {
-        supervisor.on_forward(signal);
+    }
+
+    fn on_notify(&mut self, generation: u32, now: Instant) {
+        let Some(socket) = self.supervisor.processes().notify_socket(generation) else {
+            return;
+        };
+        for received in socket.receive(NOTIFY_BUDGET) {
+            match received.message {
+                Ok(message) => self.supervisor.on_notify(generation, &message, now),
+                Err(why) => tracing::debug!(
+                    "notify datagram from pid {:?} for generation {generation} dropped: {why}",
+                    received.sender
+                ),
+            }
+        }
+    }
+
+    fn on_request(&mut self, incoming: Incoming, now: Instant) {
+        let connection = incoming.connection;
+        match incoming.request.command {
+            Command::Upgrade => match self.supervisor.request_upgrade(now) {
+                Ok(upgrade) => self.control.follow_upgrade(connection, upgrade),
+                Err(why) => {
+                    let kind = match why {
+                        UpgradeRejection::Busy(_) | UpgradeRejection::Stopping => ErrorKind::Busy,
+                        UpgradeRejection::SpawnFailed(_) => ErrorKind::Failed,
+                    };
+                    self.control
+                        .reply(connection, Reply::failure(kind, why.to_string()));
+                }
+            },
+            Command::Status => {
+                let status = self.status(now);
+                self.control.reply(
+                    connection,
+                    Reply::Result {
+                        ok: true,
+                        message: "status".into(),
+                        error: None,
+                        status: Some(status),
+                    },
+                );
+            }
+            Command::Stop => {
+                self.control.wait_for_exit(connection);
+                self.supervisor
+                    .on_stop_request("stop requested on the control socket", now);
+            }
+            Command::Signal { signal } => self.signal_request(connection, &signal),
+        }
+    }
+
+    fn signal_request(&mut self, connection: ConnectionId, signal: &str) {
+        let reply = match parse_signal(signal) {
+            Err(why) => Reply::failure(ErrorKind::BadRequest, why),
+            Ok(signal) => match self.supervisor.signal_current(signal) {
+                Ok(done) => Reply::success(done),
+                Err(why) => Reply::failure(ErrorKind::Failed, why),
+            },
+        };
+        self.control.reply(connection, reply);
+    }
+
+    fn status(&self, now: Instant) -> serde_json::Value {
+        let children = self.supervisor.processes();
+        let listeners: Vec<_> = children
+            .listeners
+            .iter()
+            .enumerate()
+            .map(|(index, l)| json!({"fd": 3 + index, "name": l.spec.name, "address": l.bound}))
+            .collect();
+        let mut status = serde_json::to_value(self.supervisor.snapshot(now)).unwrap_or_default();
+        status["pid"] = json!(std::process::id());
+        status["control"] = json!(self.control.path());
+        status["listeners"] = json!(listeners);
+        status
     }
 }
 

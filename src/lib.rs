@@ -7,13 +7,17 @@
 //!
 //! One process, one thread, one `poll(2)` loop. See `docs/` and `README.md`.
 
+pub mod children;
 pub mod cli;
+pub mod control;
 pub mod duration;
 pub mod event_loop;
 pub mod init;
 pub mod listen;
 pub mod logging;
 pub mod notify;
+pub mod paths;
+pub mod pidfile;
 pub mod reaper;
 pub mod run;
 pub mod signals;

@@ -2,8 +2,10 @@
 //! chosen subcommand, exit with its status.
 
 use clap::Parser;
-use sockvisor::cli::{Cli, Command};
-use sockvisor::{init, logging, run};
+use sockvisor::cli::{Cli, Command, InstanceArgs};
+use sockvisor::control::client::{self, Call};
+use sockvisor::control::protocol::Command as Request;
+use sockvisor::{init, logging, paths, run};
 
 fn main() {
     init::ensure_stdio_open();
@@ -15,6 +17,33 @@ fn main() {
             eprintln!("sockvisor: {err}");
             err.exit_code()
         }),
+        Command::Upgrade(args) => call(&args.instance, Request::Upgrade, args.json, args.timeout),
+        Command::Status(args) => call(&args.instance, Request::Status, args.json, None),
+        Command::Stop(args) => call(&args.instance, Request::Stop, args.json, args.timeout),
+        Command::Signal(args) => {
+            let signal = args.signal.as_str().to_string();
+            call(&args.instance, Request::Signal { signal }, args.json, None)
+        }
     };
     std::process::exit(code);
+}
+
+/// Sends one request to the sockvisor selected by `--name`/`--control`.
+fn call(
+    instance: &InstanceArgs,
+    command: Request,
+    json: bool,
+    timeout: Option<std::time::Duration>,
+) -> i32 {
+    if let Err(why) = paths::validate_name(&instance.name) {
+        eprintln!("sockvisor: {why}");
+        return client::exit::USAGE;
+    }
+    let path = paths::control_path(&instance.name, instance.control.as_deref());
+    client::call(&Call {
+        path: &path,
+        command,
+        json,
+        timeout,
+    })
 }

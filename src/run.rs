@@ -1,26 +1,29 @@
-//! The `sockvisor run` command: turn the parsed arguments into bound
-//! listeners, a signal source and a supervisor, then hand over to the event
-//! loop. Also the real [`ProcessControl`] that the supervisor drives.
+//! The `sockvisor run` command: turn the parsed arguments into a control
+//! socket, bound listeners, a signal source and a supervisor, then hand over
+//! to the event loop.
 
 use std::fmt;
 use std::time::Instant;
 
-use nix::errno::Errno;
-use nix::sys::signal::{Signal, kill, killpg};
-use nix::unistd::{Pid, getpid};
+use nix::unistd::getpid;
 
+use crate::children::Children;
 use crate::cli::RunArgs;
-use crate::event_loop;
+use crate::control::ControlServer;
+use crate::event_loop::EventLoop;
 use crate::init::{self, ReaperRole};
-use crate::listen::{BindError, ListenSpec, Listener, SpecError, bind_all};
+use crate::listen::{BindError, ListenSpec, SpecError, bind_all};
+use crate::paths::{self, PrivateDir};
+use crate::pidfile::PidFile;
 use crate::signals::SignalSource;
-use crate::spawn::{self, Command, SpawnError, SpawnRequest};
-use crate::supervisor::{Config, ProcessControl, Supervisor};
+use crate::spawn::{self, Command, SpawnError};
+use crate::supervisor::{Config, Supervisor};
 
 /// Why `sockvisor run` could not start. Each maps to a documented exit
 /// status.
 #[derive(Debug)]
 pub enum RunError {
+    Usage(String),
     Spec(SpecError),
     Bind(BindError),
     Spawn(SpawnError),
@@ -37,7 +40,7 @@ pub const EXIT_SETUP: i32 = 1;
 impl RunError {
     pub fn exit_code(&self) -> i32 {
         match self {
-            RunError::Spec(_) => EXIT_USAGE,
+            RunError::Usage(_) | RunError::Spec(_) => EXIT_USAGE,
             RunError::Bind(_) => EXIT_LISTEN,
             RunError::Spawn(err) => err.exit_code(),
             RunError::Setup(_) => EXIT_SETUP,
@@ -48,10 +51,10 @@ impl RunError {
 impl fmt::Display for RunError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            RunError::Usage(message) | RunError::Setup(message) => f.write_str(message),
             RunError::Spec(err) => err.fmt(f),
             RunError::Bind(err) => err.fmt(f),
             RunError::Spawn(err) => err.fmt(f),
-            RunError::Setup(message) => f.write_str(message),
         }
     }
 }
@@ -64,6 +67,8 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
         .map(|text| ListenSpec::parse(text))
         .collect::<Result<Vec<_>, _>>()
         .map_err(RunError::Spec)?;
+    let name = args.instance.name.as_str();
+    paths::validate_name(name).map_err(RunError::Usage)?;
     let mut command_line = args.command.into_iter();
     let command = Command {
         program: command_line.next().unwrap_or_default(),
@@ -71,6 +76,17 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
     };
     // Fail on a missing command before binding anything.
     spawn::resolve(&command.program).map_err(RunError::Spawn)?;
+
+    let control_path = paths::control_path(name, args.instance.control.as_deref());
+    if args.instance.control.is_none() {
+        paths::ensure_private_dir(&paths::runtime_base()).map_err(|e| {
+            RunError::Setup(format!(
+                "cannot create {}: {e}",
+                paths::runtime_base().display()
+            ))
+        })?;
+    }
+    let control = ControlServer::bind(&control_path).map_err(RunError::Setup)?;
     let listeners = bind_all(&specs).map_err(RunError::Bind)?;
     for (index, listener) in listeners.iter().enumerate() {
         tracing::info!(
@@ -80,62 +96,33 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
             listener.spec.name
         );
     }
-    let role = init::become_reaper();
-    if role == ReaperRole::Pid1 {
+    let notify_dir = PrivateDir::create(name)
+        .map_err(|e| RunError::Setup(format!("cannot create the notify socket directory: {e}")))?;
+    let _pidfile = match &args.pidfile {
+        Some(path) => Some(PidFile::write(path, std::process::id()).map_err(|e| {
+            RunError::Setup(format!("cannot write pidfile {}: {e}", path.display()))
+        })?),
+        None => None,
+    };
+    if init::become_reaper() == ReaperRole::Pid1 {
         tracing::debug!("running as PID 1: reaping every orphan in this namespace");
     }
-    let mut signals = SignalSource::install()
+    let signals = SignalSource::install()
         .map_err(|err| RunError::Setup(format!("cannot install signal handlers: {err}")))?;
+    tracing::info!("control socket: {}", control_path.display());
+
     let config = Config {
         restart: args.restart,
         restart_delay: args.restart_delay,
         restart_delay_max: args.restart_delay_max,
         stop_signal: args.stop_signal,
         stop_timeout: args.stop_timeout,
+        drain_timeout: args.drain_timeout,
+        ready: args.ready,
+        ready_timeout: args.ready_timeout,
     };
-    let processes = ChildProcesses {
-        command,
-        listeners,
-        sockvisor_pid: getpid(),
-    };
-    let mut supervisor = Supervisor::new(config, processes);
+    let children = Children::new(command, listeners, getpid(), control_path, notify_dir);
+    let mut supervisor = Supervisor::new(config, children);
     supervisor.start(Instant::now()).map_err(RunError::Spawn)?;
-    Ok(event_loop::run(&mut supervisor, &mut signals))
-}
-
-/// Real processes: spawned with the listeners, signalled with kill(2).
-struct ChildProcesses {
-    command: Command,
-    listeners: Vec<Listener>,
-    sockvisor_pid: Pid,
-}
-
-impl ProcessControl for ChildProcesses {
-    fn spawn(&mut self, generation: u32) -> Result<Pid, SpawnError> {
-        let extra_env = [
-            ("SOCKVISOR_GENERATION".to_string(), generation.to_string()),
-            ("SOCKVISOR_PID".to_string(), self.sockvisor_pid.to_string()),
-        ];
-        spawn::spawn(&SpawnRequest {
-            command: &self.command,
-            listeners: &self.listeners,
-            extra_env: &extra_env,
-        })
-    }
-
-    fn signal(&mut self, pid: Pid, signal: Signal) {
-        report_signal_error(kill(pid, signal), pid, signal);
-    }
-
-    fn signal_group(&mut self, pgid: Pid, signal: Signal) {
-        report_signal_error(killpg(pgid, signal), pgid, signal);
-    }
-}
-
-fn report_signal_error(result: nix::Result<()>, target: Pid, signal: Signal) {
-    match result {
-        // Already gone: nothing left to signal.
-        Ok(()) | Err(Errno::ESRCH) => {}
-        Err(errno) => tracing::warn!("cannot send {} to {target}: {errno}", signal.as_str()),
-    }
+    Ok(EventLoop::new(supervisor, signals, control).run())
 }

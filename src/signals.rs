@@ -18,12 +18,14 @@ use nix::sys::signal::Signal;
 /// Signals that ask sockvisor to stop gracefully.
 pub const STOP_REQUESTS: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGQUIT];
 
+/// Signals that start an upgrade (as nginx and Server::Starter users
+/// expect).
+pub const UPGRADE_REQUESTS: [Signal; 2] = [Signal::SIGHUP, Signal::SIGUSR2];
+
 /// Signals with no meaning for sockvisor itself, passed on to the current
-/// child.
-pub const FORWARDED: [Signal; 6] = [
-    Signal::SIGHUP,
+/// generation.
+pub const FORWARDED: [Signal; 4] = [
     Signal::SIGUSR1,
-    Signal::SIGUSR2,
     Signal::SIGWINCH,
     Signal::SIGTTIN,
     Signal::SIGTTOU,
@@ -35,6 +37,7 @@ pub const FORWARDED: [Signal; 6] = [
 fn watched() -> impl Iterator<Item = Signal> {
     STOP_REQUESTS
         .into_iter()
+        .chain(UPGRADE_REQUESTS)
         .chain(FORWARDED)
         .chain([Signal::SIGCHLD])
 }

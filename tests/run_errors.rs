@@ -12,11 +12,12 @@ use common::*;
 /// Runs sockvisor to completion with a command that would leave a marker
 /// file if it were ever started.
 fn run_to_failure(dir: &TestDir, listen: &[&str]) -> Output {
-    run_command_to_failure(listen, &["sh", "-c", "touch \"$0\"", &marker(dir)])
+    run_command_to_failure(dir, listen, &["sh", "-c", "touch \"$0\"", &marker(dir)])
 }
 
-fn run_command_to_failure(listen: &[&str], child: &[&str]) -> Output {
+fn run_command_to_failure(dir: &TestDir, listen: &[&str], child: &[&str]) -> Output {
     let mut command = Command::new(sockvisor_bin());
+    command.env("SOCKVISOR_CONTROL", dir.join("control.sock"));
     command.args(["run", "--restart", "never"]);
     for spec in listen {
         command.args(["--listen", spec]);
@@ -154,7 +155,7 @@ fn a_missing_command_exits_127_and_leaves_no_socket_file() {
     let dir = TestDir::new("nocmd");
     let path = dir.join("app.sock");
     let spec = format!("unix:{}", path.display());
-    let output = run_command_to_failure(&[&spec], &["sockvisor-no-such-server"]);
+    let output = run_command_to_failure(&dir, &[&spec], &["sockvisor-no-such-server"]);
     assert_fails(
         &dir,
         &output,
@@ -170,7 +171,7 @@ fn a_command_that_is_not_executable_exits_126() {
     let script = dir.join("server.sh");
     std::fs::write(&script, "#!/bin/sh\n").unwrap();
     let script = script.display().to_string();
-    let output = run_command_to_failure(&[], &[&script]);
+    let output = run_command_to_failure(&dir, &[], &[&script]);
     assert_fails(
         &dir,
         &output,

@@ -231,9 +231,14 @@ fn variables_sockvisor_inherited_are_not_passed_on() {
         env["LISTEN_PID"].as_str().unwrap(),
         report["pid"].to_string()
     );
-    for gone in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] {
+    for gone in ["WATCHDOG_USEC", "WATCHDOG_PID"] {
         assert!(env.get(gone).is_none(), "{gone} must not reach the child");
     }
+    let notify = env["NOTIFY_SOCKET"].as_str().unwrap();
+    assert!(
+        notify != "/run/systemd/notify" && notify.ends_with("/notify-1.sock"),
+        "the child gets sockvisor's own notify socket, not the inherited one: {notify}"
+    );
 }
 
 #[test]

@@ -164,7 +164,11 @@ fn bind_inet(
 /// Binds a unix stream socket. For a path, the file is created owner-only
 /// (umask 077 during bind) and then given `mode`, so it is never briefly
 /// more open than asked.
-fn bind_unix(addr: &UnixAddr, backlog: i32, mode: Option<u32>) -> Result<OwnedFd, Errno> {
+pub(crate) fn bind_unix(
+    addr: &UnixAddr,
+    backlog: i32,
+    mode: Option<u32>,
+) -> Result<OwnedFd, Errno> {
     let fd = socket::socket(
         AddressFamily::Unix,
         SockType::Stream,
@@ -221,7 +225,7 @@ fn remove_stale_socket(spec: &ListenSpec, path: &Path) -> Result<(), BindError> 
 
 /// True when connecting to the socket file reaches a listener. A full
 /// backlog (`EAGAIN`) also means somebody listens.
-fn socket_is_live(path: &Path) -> bool {
+pub(crate) fn socket_is_live(path: &Path) -> bool {
     let Ok(fd) = socket::socket(
         AddressFamily::Unix,
         SockType::Stream,

@@ -7,4 +7,5 @@ mod bind;
 mod spec;
 
 pub use bind::{BindError, Listener, bind, bind_all};
+pub(crate) use bind::{bind_unix, socket_is_live};
 pub use spec::{DEFAULT_NAME, ListenAddress, ListenSpec, SpecError};

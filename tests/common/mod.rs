@@ -113,6 +113,8 @@ impl Sockvisor {
     /// Starts an arbitrary command line (e.g. sockvisor under unshare).
     pub fn spawn(dir: TestDir, mut command: Command) -> Sockvisor {
         let stderr_path = dir.join("sockvisor.stderr");
+        // Every sockvisor under test has its own control socket.
+        command.env("SOCKVISOR_CONTROL", dir.join("control.sock"));
         let stderr = File::create(&stderr_path).unwrap();
         let child = command
             .stdin(Stdio::null())
@@ -136,6 +138,19 @@ impl Sockvisor {
             "--report-dir".into(),
             dir.display().to_string(),
         ]
+    }
+
+    pub fn control_path(&self) -> PathBuf {
+        self.dir.join("control.sock")
+    }
+
+    /// Runs a client command (`upgrade`, `status`, …) against this sockvisor.
+    pub fn client(&self, args: &[&str]) -> std::process::Output {
+        Command::new(sockvisor_bin())
+            .args(args)
+            .env("SOCKVISOR_CONTROL", self.control_path())
+            .output()
+            .expect("cannot run the sockvisor client")
     }
 
     pub fn pid(&self) -> i32 {

@@ -1,0 +1,130 @@
+//! The real processes behind the supervisor's [`ProcessControl`]: spawning
+//! generations with the listeners and a notify socket each, spawning
+//! readiness probes, and signalling.
+//!
+//! This module owns the per-generation resources (the notify sockets) and
+//! releases them when the supervisor retires a generation. It makes no
+//! decisions.
+
+use std::ffi::OsString;
+use std::os::fd::BorrowedFd;
+use std::path::PathBuf;
+
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+
+use crate::listen::Listener;
+use crate::notify::NotifySocket;
+use crate::paths::PrivateDir;
+use crate::spawn::{self, Command, SpawnError, SpawnRequest};
+use crate::supervisor::ProcessControl;
+
+pub struct Children {
+    pub command: Command,
+    pub listeners: Vec<Listener>,
+    pub sockvisor_pid: Pid,
+    pub control_path: PathBuf,
+    /// Holds the notify sockets; removed with them when sockvisor exits.
+    pub notify_dir: PrivateDir,
+    notify: Vec<(u32, NotifySocket)>,
+}
+
+impl Children {
+    pub fn new(
+        command: Command,
+        listeners: Vec<Listener>,
+        sockvisor_pid: Pid,
+        control_path: PathBuf,
+        notify_dir: PrivateDir,
+    ) -> Children {
+        Children {
+            command,
+            listeners,
+            sockvisor_pid,
+            control_path,
+            notify_dir,
+            notify: Vec::new(),
+        }
+    }
+
+    /// The notify sockets to poll, with the generation each belongs to.
+    pub fn notify_fds(&self) -> Vec<(u32, BorrowedFd<'_>)> {
+        self.notify.iter().map(|(g, s)| (*g, s.fd())).collect()
+    }
+
+    pub fn notify_socket(&self, generation: u32) -> Option<&NotifySocket> {
+        self.notify
+            .iter()
+            .find(|(g, _)| *g == generation)
+            .map(|(_, s)| s)
+    }
+}
+
+impl ProcessControl for Children {
+    fn spawn(&mut self, generation: u32) -> Result<Pid, SpawnError> {
+        let path = self
+            .notify_dir
+            .path()
+            .join(format!("notify-{generation}.sock"));
+        let notify = NotifySocket::bind(&path)
+            .map_err(|e| SpawnError::Fork(e.raw_os_error().map_or(Errno::EIO, Errno::from_raw)))?;
+        let extra_env = [
+            ("NOTIFY_SOCKET".to_string(), path.display().to_string()),
+            ("SOCKVISOR_GENERATION".to_string(), generation.to_string()),
+            ("SOCKVISOR_PID".to_string(), self.sockvisor_pid.to_string()),
+            (
+                "SOCKVISOR_CONTROL".to_string(),
+                self.control_path.display().to_string(),
+            ),
+        ];
+        let pid = spawn::spawn(&SpawnRequest {
+            command: &self.command,
+            listeners: &self.listeners,
+            extra_env: &extra_env,
+        })?;
+        self.notify.push((generation, notify));
+        Ok(pid)
+    }
+
+    fn spawn_probe(
+        &mut self,
+        command: &str,
+        generation: u32,
+        target: Pid,
+    ) -> Result<Pid, SpawnError> {
+        let probe = Command {
+            program: OsString::from("/bin/sh"),
+            args: vec![OsString::from("-c"), OsString::from(command)],
+        };
+        let extra_env = [
+            ("SOCKVISOR_READY_PID".to_string(), target.to_string()),
+            ("SOCKVISOR_GENERATION".to_string(), generation.to_string()),
+        ];
+        spawn::spawn(&SpawnRequest {
+            command: &probe,
+            listeners: &[],
+            extra_env: &extra_env,
+        })
+    }
+
+    fn signal(&mut self, pid: Pid, signal: Signal) {
+        report_signal_error(kill(pid, signal), pid, signal);
+    }
+
+    fn signal_group(&mut self, pgid: Pid, signal: Signal) {
+        report_signal_error(killpg(pgid, signal), pgid, signal);
+    }
+
+    fn retire(&mut self, generation: u32) {
+        self.notify.retain(|(g, _)| *g != generation);
+    }
+}
+
+fn report_signal_error(result: nix::Result<()>, target: Pid, signal: Signal) {
+    match result {
+        // Already gone: nothing left to signal.
+        Ok(()) | Err(Errno::ESRCH) => {}
+        Err(errno) => tracing::warn!("cannot send {} to {target}: {errno}", signal.as_str()),
+    }
+}

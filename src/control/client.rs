@@ -1,0 +1,220 @@
+//! The client side of the control socket, behind `sockvisor upgrade`,
+//! `status`, `stop` and `signal`: send one request, print progress as it
+//! arrives, and turn the final result into an exit status.
+
+use std::io::{BufRead, BufReader, ErrorKind as IoErrorKind, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::protocol::{Command, ErrorKind, PROTOCOL_VERSION, Reply, Request};
+
+/// Exit statuses of the client commands.
+pub mod exit {
+    pub const OK: i32 = 0;
+    /// The operation was carried out and failed (e.g. the new generation
+    /// crashed; the old one keeps serving).
+    pub const FAILED: i32 = 1;
+    /// Invalid command line or a request sockvisor did not understand.
+    pub const USAGE: i32 = 2;
+    /// No sockvisor could be reached, or it refused this user.
+    pub const UNREACHABLE: i32 = 3;
+    /// Refused for now: another upgrade is starting, or sockvisor stops.
+    pub const BUSY: i32 = 4;
+    /// No result within `--timeout`; the operation goes on in sockvisor.
+    pub const TIMEOUT: i32 = 5;
+}
+
+pub struct Call<'a> {
+    pub path: &'a Path,
+    pub command: Command,
+    pub json: bool,
+    pub timeout: Option<Duration>,
+}
+
+/// Runs one request and returns the exit status for the command.
+pub fn call(call: &Call<'_>) -> i32 {
+    let verb = verb(&call.command);
+    let stream = match UnixStream::connect(call.path) {
+        Ok(stream) => stream,
+        Err(e) => {
+            let hint = match e.kind() {
+                IoErrorKind::NotFound | IoErrorKind::ConnectionRefused => {
+                    " (is sockvisor running? pass --name or --control to pick the instance)"
+                }
+                IoErrorKind::PermissionDenied => " (run as the user sockvisor runs as, or root)",
+                _ => "",
+            };
+            eprintln!(
+                "sockvisor: cannot reach sockvisor at {}: {e}{hint}",
+                call.path.display()
+            );
+            return exit::UNREACHABLE;
+        }
+    };
+    let request = Request {
+        version: PROTOCOL_VERSION,
+        command: call.command.clone(),
+    };
+    let mut line = serde_json::to_vec(&request).unwrap_or_default();
+    line.push(b'\n');
+    if let Err(e) = (&stream).write_all(&line) {
+        eprintln!("sockvisor: cannot send the {verb} request: {e}");
+        return exit::UNREACHABLE;
+    }
+    let deadline = call.timeout.map(|t| Instant::now() + t);
+    let mut reader = BufReader::new(&stream);
+    loop {
+        if let Some(deadline) = deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return timed_out(verb, call.timeout);
+            }
+            let _ = stream.set_read_timeout(Some(left));
+        }
+        let mut text = String::new();
+        match reader.read_line(&mut text) {
+            Ok(0) => {
+                eprintln!("sockvisor: the connection closed before the {verb} result arrived");
+                return exit::FAILED;
+            }
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), IoErrorKind::WouldBlock | IoErrorKind::TimedOut) => {
+                return timed_out(verb, call.timeout);
+            }
+            Err(e) => {
+                eprintln!("sockvisor: reading the {verb} result failed: {e}");
+                return exit::FAILED;
+            }
+        }
+        if call.json {
+            print!("{text}");
+        }
+        let reply: Reply = match serde_json::from_str(&text) {
+            Ok(reply) => reply,
+            Err(e) => {
+                eprintln!("sockvisor: unreadable reply from sockvisor: {e}");
+                return exit::FAILED;
+            }
+        };
+        match reply {
+            Reply::Progress { message } => {
+                if !call.json {
+                    println!("{message}");
+                }
+            }
+            Reply::Result {
+                ok,
+                message,
+                error,
+                status,
+            } => return finish(call, verb, ok, &message, error, status),
+        }
+    }
+}
+
+fn finish(
+    call: &Call<'_>,
+    verb: &str,
+    ok: bool,
+    message: &str,
+    error: Option<ErrorKind>,
+    status: Option<serde_json::Value>,
+) -> i32 {
+    if ok {
+        if !call.json {
+            match status {
+                Some(status) => print!("{}", render_status(&status)),
+                None => println!("{message}"),
+            }
+        }
+        return exit::OK;
+    }
+    if !call.json {
+        eprintln!("sockvisor: {verb} failed: {message}");
+    }
+    match error {
+        Some(ErrorKind::Busy) => exit::BUSY,
+        Some(ErrorKind::BadRequest | ErrorKind::UnsupportedVersion) => exit::USAGE,
+        Some(ErrorKind::PermissionDenied) => exit::UNREACHABLE,
+        Some(ErrorKind::Failed) | None => exit::FAILED,
+    }
+}
+
+fn timed_out(verb: &str, timeout: Option<Duration>) -> i32 {
+    eprintln!(
+        "sockvisor: no {verb} result within {:?}; sockvisor carries on with it (see `sockvisor status`)",
+        timeout.unwrap_or_default()
+    );
+    exit::TIMEOUT
+}
+
+fn verb(command: &Command) -> &'static str {
+    match command {
+        Command::Upgrade => "upgrade",
+        Command::Status => "status",
+        Command::Stop => "stop",
+        Command::Signal { .. } => "signal",
+    }
+}
+
+/// Human-readable `sockvisor status`.
+pub fn render_status(status: &serde_json::Value) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "sockvisor pid {}{}",
+        status["pid"],
+        if status["stopping"] == true {
+            " (stopping)"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(out, "listeners:");
+    for listener in status["listeners"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "  fd {}  {}  {}",
+            listener["fd"],
+            listener["name"].as_str().unwrap_or_default(),
+            listener["address"].as_str().unwrap_or_default()
+        );
+    }
+    let _ = writeln!(out, "generations:");
+    for generation in status["generations"].as_array().into_iter().flatten() {
+        let number = &generation["generation"];
+        let _ = writeln!(
+            out,
+            "  {number}  pid {}  {:<8}  {:.1}s{}{}",
+            generation["pid"],
+            generation["state"].as_str().unwrap_or_default(),
+            generation["age_seconds"].as_f64().unwrap_or_default(),
+            generation["status"]
+                .as_str()
+                .map(|s| format!("  \"{s}\""))
+                .unwrap_or_default(),
+            if &status["current"] == number {
+                "  (current)"
+            } else {
+                ""
+            }
+        );
+    }
+    if let Some(last) = status["last_upgrade"].as_object() {
+        let _ = writeln!(
+            out,
+            "last upgrade: generation {} {}: {} ({:.1}s ago)",
+            last["generation"],
+            if last["ok"] == true {
+                "succeeded"
+            } else {
+                "failed"
+            },
+            last["message"].as_str().unwrap_or_default(),
+            last["seconds_ago"].as_f64().unwrap_or_default()
+        );
+    }
+    out
+}

@@ -1,0 +1,192 @@
+//! The control protocol: one JSON object per line in each direction.
+//!
+//! A client sends one request, `{"version":1,"command":"upgrade"}`; the
+//! server answers with any number of `{"type":"progress","message":…}`
+//! lines and then exactly one `{"type":"result","ok":…}` line, and closes
+//! the connection. Requests carry the protocol version so that a newer
+//! client talking to an older sockvisor gets a clear refusal.
+
+use serde::{Deserialize, Serialize};
+
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Longest request line the server reads.
+pub const MAX_REQUEST_LINE: usize = 64 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "lowercase")]
+pub enum Command {
+    /// Start a new generation and retire the current one once it is ready.
+    Upgrade,
+    /// Report generations, listeners and the last upgrade.
+    Status,
+    /// Stop every generation, then sockvisor; answered when all have exited.
+    Stop,
+    /// Send a signal to the current generation.
+    Signal { signal: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub version: u32,
+    #[serde(flatten)]
+    pub command: Command,
+}
+
+/// Why a request failed, for programs reading `--json` output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The request line was not a valid request.
+    BadRequest,
+    /// The client speaks another protocol version.
+    UnsupportedVersion,
+    /// The peer's user may not control this sockvisor.
+    PermissionDenied,
+    /// Another upgrade is starting, or sockvisor is stopping.
+    Busy,
+    /// The operation was attempted and failed.
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Reply {
+    Progress {
+        message: String,
+    },
+    Result {
+        ok: bool,
+        message: String,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        error: Option<ErrorKind>,
+        /// The status report, for `status`.
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        status: Option<serde_json::Value>,
+    },
+}
+
+impl Reply {
+    pub fn success(message: impl Into<String>) -> Reply {
+        Reply::Result {
+            ok: true,
+            message: message.into(),
+            error: None,
+            status: None,
+        }
+    }
+
+    pub fn failure(kind: ErrorKind, message: impl Into<String>) -> Reply {
+        Reply::Result {
+            ok: false,
+            message: message.into(),
+            error: Some(kind),
+            status: None,
+        }
+    }
+
+    /// The reply as one line, newline included.
+    pub fn to_line(&self) -> Vec<u8> {
+        let mut line = serde_json::to_vec(self).unwrap_or_default();
+        line.push(b'\n');
+        line
+    }
+}
+
+/// Decodes one request line (without its newline).
+pub fn decode_request(line: &[u8]) -> Result<Request, Reply> {
+    let value: serde_json::Value = serde_json::from_slice(line)
+        .map_err(|e| Reply::failure(ErrorKind::BadRequest, format!("invalid JSON: {e}")))?;
+    let version = value.get("version").and_then(serde_json::Value::as_u64);
+    if version != Some(u64::from(PROTOCOL_VERSION)) {
+        return Err(Reply::failure(
+            ErrorKind::UnsupportedVersion,
+            format!(
+                "unsupported protocol version {}; this sockvisor speaks version {PROTOCOL_VERSION}",
+                version.map_or("(none)".to_string(), |v| v.to_string())
+            ),
+        ));
+    }
+    serde_json::from_value(value).map_err(|e| {
+        Reply::failure(
+            ErrorKind::BadRequest,
+            format!("invalid request: {e} (commands: upgrade, status, stop, signal)"),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip() {
+        for command in [
+            Command::Upgrade,
+            Command::Status,
+            Command::Stop,
+            Command::Signal {
+                signal: "SIGUSR1".into(),
+            },
+        ] {
+            let request = Request {
+                version: PROTOCOL_VERSION,
+                command,
+            };
+            let line = serde_json::to_vec(&request).unwrap();
+            assert_eq!(decode_request(&line), Ok(request));
+        }
+    }
+
+    #[test]
+    fn request_wire_format_is_flat() {
+        let line = br#"{"version":1,"command":"signal","signal":"HUP"}"#;
+        let request = decode_request(line).unwrap();
+        assert_eq!(
+            request.command,
+            Command::Signal {
+                signal: "HUP".into()
+            }
+        );
+    }
+
+    fn error_kind(line: &[u8]) -> Option<ErrorKind> {
+        match decode_request(line) {
+            Err(Reply::Result { error, .. }) => error,
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn garbage_is_a_bad_request() {
+        assert_eq!(error_kind(b"hello"), Some(ErrorKind::BadRequest));
+        assert_eq!(error_kind(b"[1,2]"), Some(ErrorKind::UnsupportedVersion));
+    }
+
+    #[test]
+    fn unknown_command_is_a_bad_request() {
+        assert_eq!(
+            error_kind(br#"{"version":1,"command":"explode"}"#),
+            Some(ErrorKind::BadRequest)
+        );
+    }
+
+    #[test]
+    fn another_version_is_refused_clearly() {
+        assert_eq!(
+            error_kind(br#"{"version":2,"command":"status"}"#),
+            Some(ErrorKind::UnsupportedVersion)
+        );
+        assert_eq!(
+            error_kind(br#"{"command":"status"}"#),
+            Some(ErrorKind::UnsupportedVersion)
+        );
+    }
+
+    #[test]
+    fn replies_are_single_lines() {
+        let line = Reply::failure(ErrorKind::Busy, "a\nb").to_line();
+        assert_eq!(line.iter().filter(|b| **b == b'\n').count(), 1);
+        assert!(line.ends_with(b"\n"));
+    }
+}

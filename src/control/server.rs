@@ -1,0 +1,420 @@
+//! The control socket server, driven by the event loop.
+//!
+//! It owns the listening socket file and the client connections. Every
+//! descriptor is non-blocking and every buffer is bounded, so a slow, stuck
+//! or vanished client never blocks the supervisor: a request line longer
+//! than the limit, invalid JSON or an unknown command gets an error reply and
+//! the connection is closed; a client that sends nothing in time is closed;
+//! a client that does not read its replies is dropped once too much is
+//! queued for it. A client that goes away mid-upgrade does not cancel the
+//! upgrade. Only the owner's user and root may connect.
+
+use std::io::{ErrorKind as IoErrorKind, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::poll::PollFlags;
+use nix::sys::socket::{UnixAddr, getsockopt, sockopt};
+use nix::unistd::Uid;
+
+use super::protocol::{ErrorKind, MAX_REQUEST_LINE, Reply, Request, decode_request};
+use crate::listen::{bind_unix, socket_is_live};
+use crate::supervisor::{Notice, UpgradeId};
+
+/// Connections served at once; more are answered "busy" and closed.
+const MAX_CONNECTIONS: usize = 64;
+/// Replies queued for one client before it is considered stuck.
+const MAX_QUEUED_OUTPUT: usize = 1024 * 1024;
+/// How long a client may take to send its request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub type ConnectionId = u64;
+
+/// A request read from a client, for the event loop to carry out.
+#[derive(Debug)]
+pub struct Incoming {
+    pub connection: ConnectionId,
+    pub request: Request,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum State {
+    /// Waiting for the request line.
+    Reading,
+    /// Request accepted; progress may follow, then the result.
+    Waiting {
+        upgrade: Option<UpgradeId>,
+        exit: bool,
+    },
+    /// Result queued; closed once it is written.
+    Closing,
+}
+
+struct Connection {
+    id: ConnectionId,
+    stream: UnixStream,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    accepted: Instant,
+    state: State,
+    /// Broken or abandoned: removed at the next sweep.
+    dead: bool,
+}
+
+pub struct ControlServer {
+    listener: UnixListener,
+    path: PathBuf,
+    identity: (u64, u64),
+    connections: Vec<Connection>,
+    last_id: ConnectionId,
+}
+
+impl ControlServer {
+    /// Binds the control socket at `path`, owner-only. A socket file left
+    /// by a crashed sockvisor is replaced; a live one is an error.
+    pub fn bind(path: &Path) -> Result<ControlServer, String> {
+        if path.exists() {
+            if socket_is_live(path) {
+                return Err(format!(
+                    "another sockvisor is running with control socket {} (stop it, or give this one another --name)",
+                    path.display()
+                ));
+            }
+            std::fs::remove_file(path).map_err(|e| {
+                format!("cannot remove stale control socket {}: {e}", path.display())
+            })?;
+        }
+        let fail = |e: nix::errno::Errno| {
+            format!(
+                "cannot create control socket {}: {}",
+                path.display(),
+                e.desc().to_lowercase()
+            )
+        };
+        let addr = UnixAddr::new(path).map_err(fail)?;
+        let fd: OwnedFd = bind_unix(&addr, 128, Some(0o600)).map_err(fail)?;
+        let listener = UnixListener::from(fd);
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| format!("control socket: {e}"))?;
+        let meta = std::fs::symlink_metadata(path).map_err(|e| format!("control socket: {e}"))?;
+        Ok(ControlServer {
+            listener,
+            path: path.to_path_buf(),
+            identity: (meta.dev(), meta.ino()),
+            connections: Vec::new(),
+            last_id: 0,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Descriptors to poll: the listener first, then every connection, in
+    /// the order `handle` expects their events.
+    pub fn poll_fds(&self) -> Vec<(BorrowedFd<'_>, PollFlags)> {
+        let mut fds = vec![(self.listener.as_fd(), PollFlags::POLLIN)];
+        for connection in &self.connections {
+            let mut flags = PollFlags::POLLIN;
+            if !connection.output.is_empty() {
+                flags |= PollFlags::POLLOUT;
+            }
+            fds.push((connection.stream.as_fd(), flags));
+        }
+        fds
+    }
+
+    /// Acts on poll results (one per `poll_fds` entry) and returns the
+    /// requests that arrived.
+    pub fn handle(&mut self, events: &[Option<PollFlags>], now: Instant) -> Vec<Incoming> {
+        let mut incoming = Vec::new();
+        let (listener_events, connection_events) = events.split_first().unwrap_or((&None, &[]));
+        for (connection, events) in self.connections.iter_mut().zip(connection_events) {
+            let Some(events) = events.filter(|e| !e.is_empty()) else {
+                continue;
+            };
+            if events.contains(PollFlags::POLLOUT) {
+                connection.flush();
+            }
+            if events.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
+                && let Some(request) = connection.read()
+            {
+                incoming.push(Incoming {
+                    connection: connection.id,
+                    request,
+                });
+            }
+        }
+        if listener_events.is_some_and(|e| !e.is_empty()) {
+            self.accept_all(now);
+        }
+        self.sweep();
+        incoming
+    }
+
+    fn accept_all(&mut self, now: Instant) {
+        while let Ok((stream, _)) = self.listener.accept() {
+            if stream.set_nonblocking(true).is_err() {
+                continue;
+            }
+            self.last_id += 1;
+            let mut connection = Connection {
+                id: self.last_id,
+                stream,
+                input: Vec::new(),
+                output: Vec::new(),
+                accepted: now,
+                state: State::Reading,
+                dead: false,
+            };
+            if let Err(why) = peer_allowed(&connection.stream) {
+                tracing::warn!("control connection refused: {why}");
+                connection.finish(Reply::failure(ErrorKind::PermissionDenied, why));
+            } else if self.connections.len() >= MAX_CONNECTIONS {
+                connection.finish(Reply::failure(
+                    ErrorKind::Busy,
+                    format!("too many control connections (limit {MAX_CONNECTIONS}); try again"),
+                ));
+            }
+            self.connections.push(connection);
+        }
+    }
+
+    /// Sends the final result to a client and closes its connection.
+    pub fn reply(&mut self, id: ConnectionId, reply: Reply) {
+        if let Some(connection) = self.connection(id) {
+            connection.finish(reply);
+        }
+        self.sweep();
+    }
+
+    /// Sends a progress line to a client.
+    pub fn progress(&mut self, id: ConnectionId, message: String) {
+        if let Some(connection) = self.connection(id) {
+            connection.send(&Reply::Progress { message });
+        }
+    }
+
+    /// The client waits for the upgrade's notices.
+    pub fn follow_upgrade(&mut self, id: ConnectionId, upgrade: UpgradeId) {
+        if let Some(connection) = self.connection(id) {
+            connection.state = State::Waiting {
+                upgrade: Some(upgrade),
+                exit: false,
+            };
+        }
+    }
+
+    /// The client waits until sockvisor exits.
+    pub fn wait_for_exit(&mut self, id: ConnectionId) {
+        if let Some(connection) = self.connection(id) {
+            connection.state = State::Waiting {
+                upgrade: None,
+                exit: true,
+            };
+        }
+    }
+
+    /// Passes an upgrade notice to the clients following it.
+    pub fn deliver(&mut self, notice: &Notice) {
+        let (upgrade, reply, last) = match notice {
+            Notice::Progress { upgrade, message } => (
+                *upgrade,
+                Reply::Progress {
+                    message: message.clone(),
+                },
+                false,
+            ),
+            Notice::Finished { upgrade, result } => {
+                let reply = match result {
+                    Ok(message) => Reply::success(message.clone()),
+                    Err(message) => Reply::failure(ErrorKind::Failed, message.clone()),
+                };
+                (*upgrade, reply, true)
+            }
+        };
+        for connection in &mut self.connections {
+            if let State::Waiting {
+                upgrade: Some(id), ..
+            } = connection.state
+                && id == upgrade
+            {
+                if last {
+                    connection.finish(reply.clone());
+                } else {
+                    connection.send(&reply);
+                }
+            }
+        }
+        self.sweep();
+    }
+
+    /// sockvisor is exiting: answer the clients waiting for that, and give
+    /// every queued reply one last chance to be written.
+    pub fn close_for_exit(&mut self, code: i32) {
+        for connection in &mut self.connections {
+            if let State::Waiting { exit: true, .. } = connection.state {
+                connection.finish(Reply::success(format!(
+                    "every generation has exited; sockvisor exits with status {code}"
+                )));
+            }
+            connection.flush();
+        }
+    }
+
+    /// When the oldest client still owing its request times out.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.connections
+            .iter()
+            .filter(|c| c.state == State::Reading)
+            .map(|c| c.accepted + REQUEST_TIMEOUT)
+            .min()
+    }
+
+    /// Closes clients that did not send a request in time.
+    pub fn on_tick(&mut self, now: Instant) {
+        for connection in &mut self.connections {
+            if connection.state == State::Reading && connection.accepted + REQUEST_TIMEOUT <= now {
+                connection.finish(Reply::failure(
+                    ErrorKind::BadRequest,
+                    format!("no request received within {REQUEST_TIMEOUT:?}"),
+                ));
+            }
+        }
+        self.sweep();
+    }
+
+    fn connection(&mut self, id: ConnectionId) -> Option<&mut Connection> {
+        self.connections.iter_mut().find(|c| c.id == id)
+    }
+
+    fn sweep(&mut self) {
+        self.connections.retain(|c| !c.is_done());
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        // Remove the socket file only if it is still ours.
+        if let Ok(meta) = std::fs::symlink_metadata(&self.path)
+            && (meta.dev(), meta.ino()) == self.identity
+        {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+impl Connection {
+    /// Reads what is available; returns the request once a whole line has
+    /// arrived. Errors are answered here.
+    fn read(&mut self) -> Option<Request> {
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) => {
+                    // The client went away. Whatever it asked for goes on.
+                    self.dead = true;
+                    return None;
+                }
+                Ok(n) if self.state == State::Reading => self.input.extend_from_slice(&buf[..n]),
+                Ok(_) => {} // Only one request per connection: ignore the rest.
+                Err(e) if e.kind() == IoErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == IoErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.dead = true;
+                    return None;
+                }
+            }
+            if self.state == State::Reading && self.input.len() > MAX_REQUEST_LINE {
+                break;
+            }
+        }
+        if self.state != State::Reading {
+            return None;
+        }
+        match self.input.iter().position(|b| *b == b'\n') {
+            Some(end) if end <= MAX_REQUEST_LINE => {
+                let line = self.input[..end].to_vec();
+                match decode_request(&line) {
+                    Ok(request) => {
+                        self.state = State::Waiting {
+                            upgrade: None,
+                            exit: false,
+                        };
+                        Some(request)
+                    }
+                    Err(reply) => {
+                        self.finish(reply);
+                        None
+                    }
+                }
+            }
+            _ if self.input.len() > MAX_REQUEST_LINE => {
+                self.finish(Reply::failure(
+                    ErrorKind::BadRequest,
+                    format!("request line longer than {MAX_REQUEST_LINE} bytes"),
+                ));
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// Broken, or finished with its result written.
+    fn is_done(&self) -> bool {
+        self.dead || (self.state == State::Closing && self.output.is_empty())
+    }
+
+    fn send(&mut self, reply: &Reply) {
+        if self.dead {
+            return;
+        }
+        self.output.extend_from_slice(&reply.to_line());
+        self.flush();
+        if self.output.len() > MAX_QUEUED_OUTPUT {
+            tracing::debug!(
+                "control client {} does not read its replies; dropped",
+                self.id
+            );
+            self.dead = true;
+        }
+    }
+
+    fn finish(&mut self, reply: Reply) {
+        self.send(&reply);
+        self.state = State::Closing;
+    }
+
+    fn flush(&mut self) {
+        while !self.output.is_empty() && !self.dead {
+            match self.stream.write(&self.output) {
+                Ok(0) => self.dead = true,
+                Ok(n) => {
+                    self.output.drain(..n);
+                }
+                Err(e) if e.kind() == IoErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == IoErrorKind::Interrupted => continue,
+                Err(_) => self.dead = true,
+            }
+        }
+    }
+}
+
+/// Only sockvisor's own user and root may control it.
+fn peer_allowed(stream: &UnixStream) -> Result<(), String> {
+    let credentials = getsockopt(stream, sockopt::PeerCredentials)
+        .map_err(|e| format!("cannot read peer credentials: {e}"))?;
+    let own = Uid::effective().as_raw();
+    let peer = credentials.uid();
+    if peer == own || peer == 0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "permission denied: uid {peer} may not control this sockvisor (owned by uid {own})"
+        ))
+    }
+}

@@ -1,0 +1,65 @@
+//! The supervisor's state as `sockvisor status` reports it.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::{Phase, ProcessControl, Supervisor};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusSnapshot {
+    /// The number of the generation that serves.
+    pub current: Option<u32>,
+    pub stopping: bool,
+    pub generations: Vec<GenerationStatus>,
+    pub last_upgrade: Option<UpgradeStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GenerationStatus {
+    pub generation: u32,
+    pub pid: i32,
+    pub state: Phase,
+    pub age_seconds: f64,
+    /// The last `STATUS=` text it sent.
+    pub status: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UpgradeStatus {
+    pub generation: u32,
+    pub ok: bool,
+    pub message: String,
+    pub seconds_ago: f64,
+}
+
+impl<P: ProcessControl> Supervisor<P> {
+    pub fn snapshot(&self, now: Instant) -> StatusSnapshot {
+        StatusSnapshot {
+            current: self.current,
+            stopping: self.stop.is_some(),
+            generations: self
+                .generations
+                .iter()
+                .map(|g| GenerationStatus {
+                    generation: g.number,
+                    pid: g.pid.as_raw(),
+                    state: g.phase,
+                    age_seconds: now.saturating_duration_since(g.started).as_secs_f64(),
+                    status: g.status_text.clone(),
+                })
+                .collect(),
+            last_upgrade: self.last_outcome.as_ref().map(|o| UpgradeStatus {
+                generation: o.generation,
+                ok: o.ok,
+                message: o.message.clone(),
+                seconds_ago: now.saturating_duration_since(o.finished).as_secs_f64(),
+            }),
+        }
+    }
+
+    /// True while a generation is starting (an upgrade is in flight).
+    pub fn is_starting(&self) -> bool {
+        self.generations.iter().any(|g| g.phase == Phase::Starting)
+    }
+}
