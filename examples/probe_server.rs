@@ -1,8 +1,11 @@
 //! A small server that reports exactly what it inherited, for sockvisor's
 //! tests and benchmarks.
 //!
-//! It sends `READY=1` to `NOTIFY_SOCKET` once it serves (after
-//! `--ready-delay-ms`, never with `--no-ready`).
+//! After `--ready-delay-ms` (a slow start: nothing is accepted meanwhile) it
+//! sends `READY=1` to `NOTIFY_SOCKET` (not with `--no-ready`) and serves.
+//! The fault knobs (`--exit-code`, `--ignore`, `--no-ready`,
+//! `--ready-delay-ms`) apply only to generations from `--faults-from` to
+//! `--faults-until` (default: all).
 //!
 //! At start, before opening anything, it writes `REPORT_DIR/<generation>.json`
 //! with its pid, its process group, the protocol variables, every open
@@ -15,9 +18,9 @@
 //! name to `REPORT_DIR/<generation>.signals`.
 //!
 //! ```text
-//! probe_server --report-dir DIR [--request-delay-ms N] [--exit-code N
-//!              [--exit-until-generation G]] [--ignore SIGNAL]... [--orphan]
-//!              [--ready-delay-ms N] [--no-ready] [--status TEXT]
+//! probe_server --report-dir DIR [--request-delay-ms N] [--exit-code N]
+//!              [--ignore SIGNAL]... [--orphan] [--ready-delay-ms N]
+//!              [--no-ready] [--status TEXT] [--faults-from G] [--faults-until G]
 //! ```
 
 use std::collections::BTreeMap;
@@ -38,8 +41,9 @@ struct Options {
     report_dir: PathBuf,
     request_delay: Duration,
     exit_code: Option<i32>,
-    /// Apply `exit_code` only to generations up to this one.
-    exit_until_generation: Option<u32>,
+    /// The fault knobs apply to generations in this range only.
+    faults_from: u32,
+    faults_until: u32,
     ignore: Vec<i32>,
     orphan: bool,
     ready_delay: Duration,
@@ -53,8 +57,15 @@ fn main() {
     let env = protocol_env();
     let mut listenfd = listenfd::ListenFd::from_env();
     let report = collect_report(env, &listenfd);
-    let options = parse_options();
+    let mut options = parse_options();
     let generation = std::env::var("SOCKVISOR_GENERATION").unwrap_or_else(|_| "0".into());
+    let number: u32 = generation.parse().unwrap_or(0);
+    if !(options.faults_from..=options.faults_until).contains(&number) {
+        options.exit_code = None;
+        options.ignore.clear();
+        options.notify_ready = true;
+        options.ready_delay = Duration::ZERO;
+    }
     write_atomically(
         &options.report_dir.join(format!("{generation}.json")),
         &serde_json::to_vec_pretty(&report).unwrap(),
@@ -66,10 +77,7 @@ fn main() {
     if options.orphan {
         spawn_orphan(&options.report_dir, &generation);
     }
-    let exits_now = options
-        .exit_until_generation
-        .is_none_or(|last| generation.parse::<u32>().unwrap_or(0) <= last);
-    if let Some(code) = options.exit_code.filter(|_| exits_now) {
+    if let Some(code) = options.exit_code {
         std::process::exit(code);
     }
     serve(&options, &generation, take_sockets(&mut listenfd));
@@ -80,7 +88,8 @@ fn parse_options() -> Options {
         report_dir: std::env::temp_dir(),
         request_delay: Duration::ZERO,
         exit_code: None,
-        exit_until_generation: None,
+        faults_from: 0,
+        faults_until: u32::MAX,
         ignore: Vec::new(),
         orphan: false,
         ready_delay: Duration::ZERO,
@@ -96,9 +105,8 @@ fn parse_options() -> Options {
                 options.request_delay = Duration::from_millis(value().parse().unwrap())
             }
             "--exit-code" => options.exit_code = Some(value().parse().unwrap()),
-            "--exit-until-generation" => {
-                options.exit_until_generation = Some(value().parse().unwrap())
-            }
+            "--faults-from" => options.faults_from = value().parse().unwrap(),
+            "--faults-until" => options.faults_until = value().parse().unwrap(),
             "--ignore" => options.ignore.push(signal_number(&value())),
             "--orphan" => options.orphan = true,
             "--ready-delay-ms" => {
@@ -301,23 +309,14 @@ fn serve(options: &Options, generation: &str, sockets: Vec<Socket>) {
         }
     }
     let body = format!("pid={} generation={generation}\n", std::process::id());
-    let (ready_delay, notify_ready, status) = (
-        options.ready_delay,
-        options.notify_ready,
-        options.status.clone(),
-    );
-    // Readiness comes from a side thread so that a slow start still serves
-    // the connections that arrive meanwhile (as a real server's would not:
-    // sockvisor must not route traffic by readiness, only retire by it).
-    thread::spawn(move || {
-        thread::sleep(ready_delay);
-        if let Some(text) = status {
-            notify(&format!("STATUS={text}"));
-        }
-        if notify_ready {
-            notify("READY=1");
-        }
-    });
+    // A slow start: like a real server loading, accept nothing meanwhile.
+    thread::sleep(options.ready_delay);
+    if let Some(text) = &options.status {
+        notify(&format!("STATUS={text}"));
+    }
+    if options.notify_ready {
+        notify("READY=1");
+    }
     let mut in_flight = Vec::new();
     loop {
         let mut fds: Vec<PollFd> = sockets

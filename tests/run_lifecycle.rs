@@ -50,7 +50,7 @@ fn always_restarts_even_after_a_clean_exit() {
     let sockvisor = run(
         "always",
         &["--restart", "always", "--restart-delay", "10ms"],
-        &["--exit-code", "0", "--exit-until-generation", "1"],
+        &["--exit-code", "0", "--faults-until", "1"],
     );
     let second = sockvisor.report(2);
     assert_eq!(second["env"]["SOCKVISOR_GENERATION"], "2");
@@ -71,7 +71,7 @@ fn restarts_back_off_and_keep_the_socket_so_clients_wait_instead_of_failing() {
             "--restart-delay-max",
             "5s",
         ],
-        &["--exit-code", "3", "--exit-until-generation", "3"],
+        &["--exit-code", "3", "--faults-until", "3"],
     );
     let address = sockvisor.logged_tcp_address();
     let response = http_get_tcp(&address).expect("connection queued, not refused");

@@ -58,10 +58,9 @@ pub fn call(call: &Call<'_>) -> i32 {
     };
     let mut line = serde_json::to_vec(&request).unwrap_or_default();
     line.push(b'\n');
-    if let Err(e) = (&stream).write_all(&line) {
-        eprintln!("sockvisor: cannot send the {verb} request: {e}");
-        return exit::UNREACHABLE;
-    }
+    // A refused peer is answered and closed before its request is read, so
+    // a failed write may still be followed by a reply that says why.
+    let sent = (&stream).write_all(&line);
     let deadline = call.timeout.map(|t| Instant::now() + t);
     let mut reader = BufReader::new(&stream);
     loop {
@@ -75,6 +74,10 @@ pub fn call(call: &Call<'_>) -> i32 {
         let mut text = String::new();
         match reader.read_line(&mut text) {
             Ok(0) => {
+                if let Err(e) = sent {
+                    eprintln!("sockvisor: cannot send the {verb} request: {e}");
+                    return exit::UNREACHABLE;
+                }
                 eprintln!("sockvisor: the connection closed before the {verb} result arrived");
                 return exit::FAILED;
             }

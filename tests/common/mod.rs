@@ -216,11 +216,21 @@ impl Sockvisor {
 impl Drop for Sockvisor {
     fn drop(&mut self) {
         if self.try_status().is_none() {
-            // Children die with sockvisor: they carry a parent-death SIGKILL.
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+            // A graceful stop kills every generation's whole process group,
+            // workers included; SIGKILL only reaches direct children (via
+            // their parent-death signal).
+            self.signal(libc::SIGTERM);
+            let start = Instant::now();
+            while self.try_status().is_none() && start.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if self.try_status().is_none() {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
         }
-        // Belt and braces: any child that reported its pid is killed too.
+        // Belt and braces: every generation that reported its pid (also its
+        // process group) is killed too.
         if let Ok(entries) = fs::read_dir(&self.dir.path) {
             for entry in entries.flatten() {
                 let path = entry.path();
@@ -229,8 +239,8 @@ impl Drop for Sockvisor {
                     && let Ok(report) = serde_json::from_str::<Value>(&text)
                     && let Some(pid) = report["pid"].as_i64()
                 {
-                    // SAFETY: signalling a process this test started.
-                    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                    // SAFETY: signalling process groups this test started.
+                    unsafe { libc::killpg(pid as i32, libc::SIGKILL) };
                 }
             }
         }
@@ -321,4 +331,99 @@ pub fn children_of(parent: i32) -> Vec<i32> {
         .split_whitespace()
         .filter_map(|p| p.parse().ok())
         .collect()
+}
+
+/// Loopback clients doing connect / request / read in a loop, bounded in
+/// count and time, recording every failure and which pid answered.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<LoadResult>>,
+}
+
+#[derive(Debug, Default)]
+pub struct LoadResult {
+    pub ok: u64,
+    pub failures: Vec<String>,
+    /// Answering pids in the order first seen.
+    pub pids: Vec<String>,
+    /// The pid of the last answer.
+    pub last_pid: Option<String>,
+}
+
+/// Hard limits of one load thread.
+const LOAD_MAX_REQUESTS: u64 = 200_000;
+const LOAD_MAX_TIME: Duration = Duration::from_secs(120);
+
+impl Load {
+    pub fn start(address: &str, clients: usize) -> Load {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..clients)
+            .map(|_| {
+                let stop = stop.clone();
+                let address = address.to_string();
+                std::thread::spawn(move || {
+                    let mut result = LoadResult::default();
+                    let started = Instant::now();
+                    while !stop.load(Ordering::SeqCst)
+                        && result.ok + (result.failures.len() as u64) < LOAD_MAX_REQUESTS
+                        && started.elapsed() < LOAD_MAX_TIME
+                    {
+                        match http_get_tcp(&address) {
+                            Ok(response) if body(&response).starts_with("pid=") => {
+                                result.ok += 1;
+                                let pid = body(&response)
+                                    .split_whitespace()
+                                    .next()
+                                    .unwrap_or_default()
+                                    .to_string();
+                                if !result.pids.contains(&pid) {
+                                    result.pids.push(pid.clone());
+                                }
+                                result.last_pid = Some(pid);
+                            }
+                            Ok(response) => {
+                                result.failures.push(format!("bad answer: {response:?}"))
+                            }
+                            Err(e) => result.failures.push(e.to_string()),
+                        }
+                    }
+                    result
+                })
+            })
+            .collect();
+        Load { stop, threads }
+    }
+
+    /// Stops the clients and adds up what they saw.
+    pub fn stop(mut self) -> LoadResult {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut total = LoadResult::default();
+        for thread in std::mem::take(&mut self.threads) {
+            let result = thread.join().expect("load thread panicked");
+            total.ok += result.ok;
+            total.failures.extend(result.failures);
+            for pid in result.pids {
+                if !total.pids.contains(&pid) {
+                    total.pids.push(pid);
+                }
+            }
+            total.last_pid = result.last_pid.or(total.last_pid);
+        }
+        total
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Parses `sockvisor status --json` output.
+pub fn status_json(sockvisor: &Sockvisor) -> Value {
+    let output = sockvisor.client(&["status", "--json"]);
+    assert!(output.status.success(), "{output:?}");
+    let line = String::from_utf8_lossy(&output.stdout);
+    let reply: Value = serde_json::from_str(line.trim()).unwrap();
+    reply["status"].clone()
 }

@@ -1,0 +1,217 @@
+//! The control socket under abuse: garbage, endless lines, idle and
+//! vanishing clients, foreign users, and a second sockvisor with the same
+//! name. In every case the supervisor carries on.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+fn run(name: &str) -> Sockvisor {
+    let dir = TestDir::new(name);
+    let mut command = Command::new(sockvisor_bin());
+    command
+        .args(["run", "--listen", "127.0.0.1:0", "--"])
+        .args(Sockvisor::probe_args(&dir.path));
+    let sockvisor = Sockvisor::spawn(dir, command);
+    sockvisor.wait_for_log("generation 1 (pid");
+    sockvisor
+}
+
+/// Sends raw bytes and returns every reply line until the server closes.
+fn exchange(sockvisor: &Sockvisor, bytes: &[u8]) -> Vec<Value> {
+    let mut stream = UnixStream::connect(sockvisor.control_path()).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    // The server may close before taking everything; that is its answer.
+    let _ = stream.write_all(bytes);
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn assert_refused(replies: &[Value], kind: &str, needle: &str) {
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    assert_eq!(replies[0]["type"], "result");
+    assert_eq!(replies[0]["ok"], false);
+    assert_eq!(replies[0]["error"], kind, "{replies:?}");
+    assert!(
+        replies[0]["message"].as_str().unwrap().contains(needle),
+        "{replies:?}"
+    );
+}
+
+#[test]
+fn garbage_gets_an_error_reply_and_the_connection_is_closed() {
+    let sockvisor = run("garbage");
+    assert_refused(
+        &exchange(&sockvisor, b"hello there\n"),
+        "bad_request",
+        "invalid JSON",
+    );
+    assert_refused(
+        &exchange(&sockvisor, b"[1,2]\n"),
+        "unsupported_version",
+        "version",
+    );
+    assert_refused(
+        &exchange(&sockvisor, b"{not json\n"),
+        "bad_request",
+        "invalid JSON",
+    );
+    assert_refused(
+        &exchange(&sockvisor, b"{\"version\":1,\"command\":\"explode\"}\n"),
+        "bad_request",
+        "commands: upgrade, status, stop, signal",
+    );
+    assert_refused(
+        &exchange(&sockvisor, b"{\"version\":9,\"command\":\"status\"}\n"),
+        "unsupported_version",
+        "speaks version 1",
+    );
+    assert!(status_json(&sockvisor)["current"] == 1, "still serving");
+}
+
+#[test]
+fn an_endless_line_is_cut_off_with_an_error() {
+    let sockvisor = run("endless");
+    let huge = vec![b'x'; 200 * 1024];
+    assert_refused(
+        &exchange(&sockvisor, &huge),
+        "bad_request",
+        "longer than 65536 bytes",
+    );
+    assert!(status_json(&sockvisor)["current"] == 1);
+}
+
+#[test]
+fn idle_connections_do_not_block_other_clients() {
+    let sockvisor = run("idle");
+    let idle: Vec<UnixStream> = (0..20)
+        .map(|_| UnixStream::connect(sockvisor.control_path()).unwrap())
+        .collect();
+    let output = sockvisor.client(&["upgrade", "--timeout", "20s"]);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(status_json(&sockvisor)["current"], 2);
+    drop(idle);
+}
+
+#[test]
+fn a_client_disconnecting_mid_upgrade_does_not_cancel_it() {
+    let sockvisor = run("vanish");
+    let mut stream = UnixStream::connect(sockvisor.control_path()).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    stream
+        .write_all(b"{\"version\":1,\"command\":\"upgrade\"}\n")
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(&stream).read_line(&mut first).unwrap();
+    assert!(first.contains("generation 2 started"), "{first}");
+    drop(stream);
+    let status = wait_for("the upgrade to finish anyway", || {
+        let status = status_json(&sockvisor);
+        (status["last_upgrade"]["ok"] == true).then_some(status)
+    });
+    assert_eq!(status["current"], 2);
+}
+
+#[test]
+fn the_control_socket_is_owner_only() {
+    let sockvisor = run("mode");
+    let mode = std::fs::metadata(sockvisor.control_path())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+fn status_as_nobody(sockvisor: &Sockvisor) -> std::process::Output {
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(sockvisor_bin())
+        .args(["status", "--control"])
+        .arg(sockvisor.control_path())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn another_user_is_refused() {
+    let sockvisor = run("nobody");
+    // The file mode stops other users first.
+    let output = status_as_nobody(&sockvisor);
+    assert_eq!(output.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("ermission denied"));
+    // Even with the file opened up, the peer's credentials are checked.
+    std::fs::set_permissions(&sockvisor.dir.path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        sockvisor.control_path(),
+        std::fs::Permissions::from_mode(0o666),
+    )
+    .unwrap();
+    let output = status_as_nobody(&sockvisor);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("uid 65534 may not control this sockvisor"),
+        "{stderr}"
+    );
+    sockvisor.wait_for_log("control connection refused");
+    assert_eq!(status_json(&sockvisor)["current"], 1, "root still may");
+}
+
+#[test]
+fn a_second_sockvisor_with_the_same_control_socket_refuses_to_start() {
+    let first = run("twice");
+    let output = Command::new(sockvisor_bin())
+        .env("SOCKVISOR_CONTROL", first.control_path())
+        .args(["run", "--", "true"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("another sockvisor is running with control socket"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--name"), "{stderr}");
+    assert_eq!(
+        status_json(&first)["current"],
+        1,
+        "the first one is unharmed"
+    );
+}
+
+#[test]
+fn a_stale_control_socket_from_a_crashed_run_is_replaced() {
+    let dir = TestDir::new("stalecontrol");
+    let path = dir.join("control.sock");
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    let mut command = Command::new(sockvisor_bin());
+    command
+        .args(["run", "--"])
+        .args(Sockvisor::probe_args(&dir.path));
+    let sockvisor = Sockvisor::spawn(dir, command);
+    sockvisor.wait_for_log("generation 1 (pid");
+    assert_eq!(status_json(&sockvisor)["current"], 1);
+}
+
+#[test]
+fn a_client_with_no_sockvisor_to_talk_to_says_so() {
+    let dir = TestDir::new("nobodyhome");
+    let output = Command::new(sockvisor_bin())
+        .args(["upgrade", "--control"])
+        .arg(dir.join("none.sock"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3));
+    assert!(stderr.contains("cannot reach sockvisor at"), "{stderr}");
+    assert!(stderr.contains("is sockvisor running?"), "{stderr}");
+}
