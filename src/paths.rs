@@ -12,7 +12,7 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use nix::unistd::{Uid, getpid};
+use nix::unistd::Uid;
 
 /// Name used when `--name` is not given.
 pub const DEFAULT_NAME: &str = "default";
@@ -82,11 +82,15 @@ pub struct PrivateDir {
 }
 
 impl PrivateDir {
-    /// Creates `<runtime base>/<name>.<pid>.d`, owner-only.
-    pub fn create(name: &str) -> io::Result<PrivateDir> {
-        let base = runtime_base();
-        ensure_private_dir(&base)?;
-        let path = base.join(format!("{name}.{}.d", getpid()));
+    /// Creates `<control socket>.d`, owner-only. Named after the instance
+    /// rather than the pid, so that what a killed sockvisor left behind is
+    /// cleared by the next start of the same instance (which owns the
+    /// control socket, so no live sockvisor uses it).
+    pub fn beside(control: &Path) -> io::Result<PrivateDir> {
+        let mut path = control.as_os_str().to_owned();
+        path.push(".d");
+        let path = PathBuf::from(path);
+        // Removes a symlink itself, never what it points to.
         let _ = fs::remove_dir_all(&path);
         ensure_private_dir(&path)?;
         Ok(PrivateDir { path })

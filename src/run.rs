@@ -96,7 +96,7 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
             listener.spec.name
         );
     }
-    let notify_dir = PrivateDir::create(name)
+    let notify_dir = PrivateDir::beside(&control_path)
         .map_err(|e| RunError::Setup(format!("cannot create the notify socket directory: {e}")))?;
     let _pidfile = match &args.pidfile {
         Some(path) => Some(PidFile::write(path, std::process::id()).map_err(|e| {

@@ -127,11 +127,11 @@ mod tests {
     use super::*;
     use std::os::unix::net::UnixDatagram;
 
+    /// A socket file in the temporary directory, removed when the returned
+    /// socket is dropped.
     fn socket_in_temp(name: &str) -> NotifySocket {
-        let dir =
-            std::env::temp_dir().join(format!("sockvisor-notify-{}-{name}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        NotifySocket::bind(&dir.join("n.sock")).unwrap()
+        let file = format!("sockvisor-notify-{}-{name}.sock", std::process::id());
+        NotifySocket::bind(&std::env::temp_dir().join(file)).unwrap()
     }
 
     #[test]
