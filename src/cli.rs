@@ -31,12 +31,12 @@ pub enum Command {
     Run(RunArgs),
     /// Start a new generation on the same sockets; retire the current one
     /// once the new one is ready. Prints progress; exits 0 on success.
-    Upgrade(UpgradeArgs),
+    Upgrade(WaitingCallArgs),
     /// Show generations, listeners and the last upgrade.
     Status(StatusArgs),
     /// Stop every generation gracefully, then sockvisor; returns when all
     /// have exited.
-    Stop(StopArgs),
+    Stop(WaitingCallArgs),
     /// Send a signal to the current generation.
     Signal(SignalArgs),
 }
@@ -53,12 +53,13 @@ pub struct InstanceArgs {
     pub control: Option<PathBuf>,
 }
 
+/// Arguments of the commands that wait for a result (upgrade, stop).
 #[derive(Debug, Args)]
-pub struct UpgradeArgs {
+pub struct WaitingCallArgs {
     #[command(flatten)]
     pub instance: InstanceArgs,
-    /// Give up waiting for the result after this long (the upgrade itself
-    /// goes on).
+    /// Give up waiting for the result after this long (the operation itself
+    /// goes on inside sockvisor).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
     /// Print the protocol's JSON lines instead of text.
@@ -71,18 +72,6 @@ pub struct StatusArgs {
     #[command(flatten)]
     pub instance: InstanceArgs,
     /// Print the status as JSON.
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct StopArgs {
-    #[command(flatten)]
-    pub instance: InstanceArgs,
-    /// Give up waiting after this long (the stop itself goes on).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub timeout: Option<Duration>,
-    /// Print the protocol's JSON lines instead of text.
     #[arg(long)]
     pub json: bool,
 }

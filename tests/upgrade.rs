@@ -34,6 +34,18 @@ fn pid_of_generation(sockvisor: &Sockvisor, generation: u32) -> String {
     format!("pid={}", sockvisor.report(generation)["pid"])
 }
 
+/// Runs `sockvisor upgrade` in a thread, for tests that act while it runs.
+fn upgrade_in_background(sockvisor: &Sockvisor) -> thread::JoinHandle<Output> {
+    let control = sockvisor.control_path();
+    thread::spawn(move || {
+        std::process::Command::new(sockvisor_bin())
+            .args(["upgrade", "--control"])
+            .arg(control)
+            .output()
+            .unwrap()
+    })
+}
+
 /// Waits until generation 1 is ready (the probe notifies at once).
 fn serving(sockvisor: &Sockvisor) -> String {
     sockvisor.wait_for_log("generation 1 (pid");
@@ -188,14 +200,7 @@ fn a_slow_new_generation_leaves_the_old_one_serving_until_it_is_ready() {
         &["--ready-delay-ms", "1500", "--faults-from", "2"],
     );
     let address = serving(&sockvisor);
-    let control = sockvisor.control_path();
-    let upgrade = thread::spawn(move || {
-        std::process::Command::new(sockvisor_bin())
-            .args(["upgrade", "--control"])
-            .arg(control)
-            .output()
-            .unwrap()
-    });
+    let upgrade = upgrade_in_background(&sockvisor);
     sockvisor.report(2);
     // Generation 2 exists but is not ready: every answer is generation 1's.
     let load = Load::start(&address, 2);
@@ -217,14 +222,7 @@ fn a_second_upgrade_while_one_is_starting_gets_a_clear_refusal() {
         &["--ready-delay-ms", "1000", "--faults-from", "2"],
     );
     serving(&sockvisor);
-    let control = sockvisor.control_path();
-    let first = thread::spawn(move || {
-        std::process::Command::new(sockvisor_bin())
-            .args(["upgrade", "--control"])
-            .arg(control)
-            .output()
-            .unwrap()
-    });
+    let first = upgrade_in_background(&sockvisor);
     sockvisor.report(2);
     let second = sockvisor.client(&["upgrade"]);
     assert_eq!(second.status.code(), Some(4), "{}", stderr(&second));
@@ -249,14 +247,7 @@ fn an_upgrade_may_start_while_an_older_generation_still_drains() {
         &["--ignore", "SIGQUIT", "--faults-until", "1"],
     );
     serving(&sockvisor);
-    let control = sockvisor.control_path();
-    let first = thread::spawn(move || {
-        std::process::Command::new(sockvisor_bin())
-            .args(["upgrade", "--control"])
-            .arg(control)
-            .output()
-            .unwrap()
-    });
+    let first = upgrade_in_background(&sockvisor);
     wait_for("generation 2 to serve while 1 drains", || {
         let status = status_json(&sockvisor);
         (status["current"] == 2).then_some(())
@@ -288,14 +279,7 @@ fn stop_during_an_upgrade_leaves_nothing_running() {
         &["--ready-delay-ms", "3000", "--faults-from", "2"],
     );
     serving(&sockvisor);
-    let control = sockvisor.control_path();
-    let upgrade = thread::spawn(move || {
-        std::process::Command::new(sockvisor_bin())
-            .args(["upgrade", "--control"])
-            .arg(control)
-            .output()
-            .unwrap()
-    });
+    let upgrade = upgrade_in_background(&sockvisor);
     let pid2 = sockvisor.report(2)["pid"].as_i64().unwrap();
     let pid1 = sockvisor.report(1)["pid"].as_i64().unwrap();
     let stop = sockvisor.client(&["stop", "--timeout", "20s"]);
