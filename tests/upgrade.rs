@@ -383,3 +383,35 @@ fn pidfile_holds_sockvisors_pid_across_upgrades_and_is_removed_at_exit() {
     assert_eq!(sockvisor.wait_exit(), 0);
     assert!(!pidfile.exists());
 }
+
+#[test]
+fn an_upgrade_runs_the_command_as_it_is_on_disk_now() {
+    let dir = TestDir::new("replaced");
+    let script = dir.join("server.sh");
+    let dir_path = dir.path.clone();
+    let write_version = |version: &str| {
+        let text = format!(
+            "#!/bin/sh\nexec {} --report-dir {} --status {version}\n",
+            probe_bin().display(),
+            dir_path.display()
+        );
+        // Replace the file as a deploy does: write aside, rename over.
+        let temp = dir_path.join("server.sh.new");
+        std::fs::write(&temp, text).unwrap();
+        std::fs::set_permissions(&temp, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        std::fs::rename(&temp, &script).unwrap();
+    };
+    write_version("v1");
+    let mut command = std::process::Command::new(sockvisor_bin());
+    command
+        .args(["run", "--listen", "127.0.0.1:0", "--"])
+        .arg(&script);
+    let sockvisor = Sockvisor::spawn(dir, command);
+    serving(&sockvisor);
+    write_version("v2");
+    let output = sockvisor.client(&["upgrade"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let status = status_json(&sockvisor);
+    assert_eq!(status["generations"][0]["status"], "v2", "{status}");
+}
