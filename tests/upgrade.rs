@@ -86,6 +86,12 @@ fn five_upgrades_under_load_fail_no_request() {
         );
     }
     let result = load.stop();
+    eprintln!(
+        "five upgrades under load: {} requests answered by {} pids, {} failed",
+        result.ok,
+        result.pids.len(),
+        result.failures.len()
+    );
     assert_eq!(
         result.failures,
         Vec::<String>::new(),
