@@ -60,6 +60,7 @@ fn five_upgrades_under_load_fail_no_request() {
     let address = serving(&sockvisor);
     let load = Load::start(&address, 4);
     for generation in 2..=6 {
+        load.wait_for_answers(200);
         let output = sockvisor.client(&["upgrade", "--timeout", "30s"]);
         assert!(
             output.status.success(),
@@ -85,6 +86,7 @@ fn five_upgrades_under_load_fail_no_request() {
             "{out}"
         );
     }
+    load.wait_for_answers(200);
     let result = load.stop();
     eprintln!(
         "five upgrades under load: {} requests answered by {} pids, {} failed",
@@ -113,7 +115,9 @@ fn upgrade_keeps_the_old_generation_when_the_new_one_crashes_at_start() {
     let sockvisor = run("crash", &[], &["--exit-code", "17", "--faults-from", "2"]);
     let address = serving(&sockvisor);
     let load = Load::start(&address, 2);
+    load.wait_for_answers(100);
     let output = sockvisor.client(&["upgrade"]);
+    load.wait_for_answers(100);
     let result = load.stop();
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     let pid2 = sockvisor.report(2)["pid"].to_string();
@@ -137,7 +141,9 @@ fn upgrade_that_never_becomes_ready_is_rolled_back_at_the_deadline() {
     );
     let address = serving(&sockvisor);
     let load = Load::start(&address, 2);
+    load.wait_for_answers(100);
     let output = sockvisor.client(&["upgrade"]);
+    load.wait_for_answers(100);
     let result = load.stop();
     assert_eq!(output.status.code(), Some(1));
     assert!(
@@ -167,7 +173,9 @@ fn exec_probe_that_never_succeeds_rolls_the_upgrade_back() {
     );
     let address = serving(&sockvisor);
     let load = Load::start(&address, 2);
+    load.wait_for_answers(100);
     let output = sockvisor.client(&["upgrade"]);
+    load.wait_for_answers(100);
     let result = load.stop();
     assert_eq!(output.status.code(), Some(1));
     assert!(
@@ -314,6 +322,7 @@ fn a_sighup_storm_ends_with_one_generation_serving() {
     let sockvisor = run("storm", &[], &[]);
     let address = serving(&sockvisor);
     let load = Load::start(&address, 2);
+    load.wait_for_answers(100);
     for _ in 0..25 {
         sockvisor.signal(libc::SIGHUP);
     }

@@ -337,6 +337,8 @@ pub fn children_of(parent: i32) -> Vec<i32> {
 /// count and time, recording every failure and which pid answered.
 pub struct Load {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Successful requests so far, across all clients.
+    answered: std::sync::Arc<std::sync::atomic::AtomicU64>,
     threads: Vec<std::thread::JoinHandle<LoadResult>>,
 }
 
@@ -357,9 +359,11 @@ const LOAD_MAX_TIME: Duration = Duration::from_secs(120);
 impl Load {
     pub fn start(address: &str, clients: usize) -> Load {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let answered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let threads = (0..clients)
             .map(|_| {
                 let stop = stop.clone();
+                let answered = answered.clone();
                 let address = address.to_string();
                 std::thread::spawn(move || {
                     let mut result = LoadResult::default();
@@ -371,6 +375,7 @@ impl Load {
                         match http_get_tcp(&address) {
                             Ok(response) if body(&response).starts_with("pid=") => {
                                 result.ok += 1;
+                                answered.fetch_add(1, Ordering::SeqCst);
                                 let pid = body(&response)
                                     .split_whitespace()
                                     .next()
@@ -391,7 +396,20 @@ impl Load {
                 })
             })
             .collect();
-        Load { stop, threads }
+        Load {
+            stop,
+            answered,
+            threads,
+        }
+    }
+
+    /// Waits until `n` more requests have been answered, so that traffic is
+    /// known to flow at this point of the test.
+    pub fn wait_for_answers(&self, n: u64) {
+        let target = self.answered.load(Ordering::SeqCst) + n;
+        wait_for(&format!("{n} more answered requests"), || {
+            (self.answered.load(Ordering::SeqCst) >= target).then_some(())
+        });
     }
 
     /// Stops the clients and adds up what they saw.
