@@ -302,6 +302,22 @@ impl<P: ProcessControl> Supervisor<P> {
                 if self.current == Some(generation.number) {
                     self.current = None;
                 }
+                // Its upgrade was waiting for the old generation to drain:
+                // reporting success now would be untrue.
+                if let Some(id) = self
+                    .upgrades
+                    .iter()
+                    .find(|u| u.new == generation.number)
+                    .map(|u| u.id)
+                {
+                    let message = format!(
+                        "{} became ready but then {}",
+                        generation.describe(),
+                        exit.status
+                    );
+                    tracing::warn!("{message}");
+                    self.finish_upgrade(Some(id), Err(message), now);
+                }
                 if self.stop.is_some() {
                     tracing::info!("{} {}; stopped", generation.describe(), exit.status);
                     self.exit_status = Some(self.stopped_exit_code(exit.status));

@@ -536,3 +536,26 @@ fn if_both_die_during_an_upgrade_the_restart_policy_applies() {
     s.on_tick(s.next_deadline().unwrap());
     assert_eq!(spawns(&s), 3);
 }
+
+#[test]
+fn a_new_generation_crashing_after_ready_fails_its_upgrade_truthfully() {
+    let (mut s, now) = serving_with_notify();
+    s.request_upgrade(now).unwrap();
+    s.on_notify(2, &ready(), now);
+    s.take_notices();
+    s.on_exit(exit(2, ExitStatus::Code(9)), now);
+    let result = finished(&s.take_notices()).unwrap();
+    assert_eq!(
+        result,
+        Err("generation 2 (pid 1002) became ready but then exited with status 9".into())
+    );
+    s.on_exit(exit(1, ExitStatus::Code(0)), now);
+    assert!(
+        s.take_notices().is_empty(),
+        "no second result for the same upgrade"
+    );
+    assert!(
+        s.next_deadline().is_some(),
+        "the restart policy brings a generation back"
+    );
+}
