@@ -5,7 +5,9 @@
 //! sends `READY=1` to `NOTIFY_SOCKET` (not with `--no-ready`) and serves.
 //! The fault knobs (`--exit-code`, `--ignore`, `--no-ready`,
 //! `--ready-delay-ms`) apply only to generations from `--faults-from` to
-//! `--faults-until` (default: all).
+//! `--faults-until` (default: all). `--gen G` before any knob limits that
+//! one knob to generation G, so old and new generations can misbehave
+//! differently in one run.
 //!
 //! At start, before opening anything, it writes `REPORT_DIR/<generation>.json`
 //! with its pid, its process group, the protocol variables, every open
@@ -21,6 +23,8 @@
 //! probe_server --report-dir DIR [--request-delay-ms N] [--exit-code N]
 //!              [--ignore SIGNAL]... [--orphan] [--ready-delay-ms N]
 //!              [--no-ready] [--status TEXT] [--faults-from G] [--faults-until G]
+//!              [--crash-after-ready-ms N] [--drain-delay-ms N] [--drain-exit-code N]
+//!              [--flood N] [--ready-from-worker] [--gen G <knob>]...
 //! ```
 
 use std::collections::BTreeMap;
@@ -49,6 +53,16 @@ struct Options {
     ready_delay: Duration,
     notify_ready: bool,
     status: Option<String>,
+    /// Exit with status 9 this long after sending READY=1.
+    crash_after_ready: Option<Duration>,
+    /// On a stop signal, wait this long before finishing.
+    drain_delay: Duration,
+    /// Exit status after a graceful stop.
+    drain_exit_code: i32,
+    /// Garbage datagrams sent to the notify socket before READY=1.
+    flood: u32,
+    /// READY=1 comes from a forked worker process instead.
+    ready_from_worker: bool,
 }
 
 fn main() {
@@ -57,9 +71,9 @@ fn main() {
     let env = protocol_env();
     let mut listenfd = listenfd::ListenFd::from_env();
     let report = collect_report(env, &listenfd);
-    let mut options = parse_options();
     let generation = std::env::var("SOCKVISOR_GENERATION").unwrap_or_else(|_| "0".into());
     let number: u32 = generation.parse().unwrap_or(0);
+    let mut options = parse_options(number);
     if !(options.faults_from..=options.faults_until).contains(&number) {
         options.exit_code = None;
         options.ignore.clear();
@@ -80,10 +94,14 @@ fn main() {
     if let Some(code) = options.exit_code {
         std::process::exit(code);
     }
+    if options.ready_from_worker {
+        ready_from_worker();
+        options.notify_ready = false;
+    }
     serve(&options, &generation, take_sockets(&mut listenfd));
 }
 
-fn parse_options() -> Options {
+fn parse_options(generation: u32) -> Options {
     let mut options = Options {
         report_dir: std::env::temp_dir(),
         request_delay: Duration::ZERO,
@@ -95,10 +113,30 @@ fn parse_options() -> Options {
         ready_delay: Duration::ZERO,
         notify_ready: true,
         status: None,
+        crash_after_ready: None,
+        drain_delay: Duration::ZERO,
+        drain_exit_code: 0,
+        flood: 0,
+        ready_from_worker: false,
     };
     let mut args = std::env::args().skip(1);
+    let mut scope: Option<u32> = None;
     while let Some(arg) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| panic!("{arg} needs a value"));
+        if arg == "--gen" {
+            scope = Some(value().parse().unwrap());
+            continue;
+        }
+        if scope.take().is_some_and(|only| only != generation) {
+            // A knob for another generation: consume its value, if any.
+            if !matches!(
+                arg.as_str(),
+                "--orphan" | "--no-ready" | "--ready-from-worker"
+            ) {
+                value();
+            }
+            continue;
+        }
         match arg.as_str() {
             "--report-dir" => options.report_dir = value().into(),
             "--request-delay-ms" => {
@@ -114,6 +152,15 @@ fn parse_options() -> Options {
             }
             "--no-ready" => options.notify_ready = false,
             "--status" => options.status = Some(value()),
+            "--crash-after-ready-ms" => {
+                options.crash_after_ready = Some(Duration::from_millis(value().parse().unwrap()))
+            }
+            "--drain-delay-ms" => {
+                options.drain_delay = Duration::from_millis(value().parse().unwrap())
+            }
+            "--drain-exit-code" => options.drain_exit_code = value().parse().unwrap(),
+            "--flood" => options.flood = value().parse().unwrap(),
+            "--ready-from-worker" => options.ready_from_worker = true,
             other => panic!("unknown argument {other}"),
         }
     }
@@ -314,8 +361,21 @@ fn serve(options: &Options, generation: &str, sockets: Vec<Socket>) {
     if let Some(text) = &options.status {
         notify(&format!("STATUS={text}"));
     }
+    for i in 0..options.flood {
+        notify(if i % 2 == 0 {
+            "garbage without an equals sign"
+        } else {
+            "STATUS=flooding"
+        });
+    }
     if options.notify_ready {
         notify("READY=1");
+    }
+    if let Some(after) = options.crash_after_ready {
+        thread::spawn(move || {
+            thread::sleep(after);
+            std::process::exit(9);
+        });
     }
     let mut in_flight = Vec::new();
     loop {
@@ -345,10 +405,31 @@ fn serve(options: &Options, generation: &str, sockets: Vec<Socket>) {
         }
         in_flight.retain(|h: &thread::JoinHandle<()>| !h.is_finished());
     }
+    thread::sleep(options.drain_delay);
     for handle in in_flight {
         let _ = handle.join();
     }
-    std::process::exit(0);
+    std::process::exit(options.drain_exit_code);
+}
+
+/// Forks a worker (in the same process group) that reports readiness for
+/// the whole generation, as pre-forking servers do, then idles.
+fn ready_from_worker() {
+    // SAFETY: the probe is single-threaded here; the child only sends one
+    // datagram and sleeps.
+    match unsafe { libc::fork() } {
+        0 => {
+            notify(&format!(
+                "READY=1\nSTATUS=ready from worker {}",
+                std::process::id()
+            ));
+            loop {
+                thread::sleep(Duration::from_secs(3600));
+            }
+        }
+        -1 => panic!("fork failed"),
+        _ => {}
+    }
 }
 
 fn accept_one(socket: &Socket, body: &str, delay: Duration) -> Option<thread::JoinHandle<()>> {
