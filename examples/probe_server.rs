@@ -9,6 +9,9 @@
 //! one knob to generation G, so old and new generations can misbehave
 //! differently in one run.
 //!
+//! After READY=1 it writes `REPORT_DIR/<generation>.ready`: microseconds from
+//! `main` to READY=1, its own start-up time.
+//!
 //! At start, before opening anything, it writes `REPORT_DIR/<generation>.json`
 //! with its pid, its process group, the protocol variables, every open
 //! descriptor (kind, local address, listening, blocking, close-on-exec) and
@@ -29,11 +32,12 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
@@ -63,9 +67,16 @@ struct Options {
     flood: u32,
     /// READY=1 comes from a forked worker process instead.
     ready_from_worker: bool,
+    /// Bind this TCP address itself instead of taking LISTEN_FDS (the
+    /// "server bound directly" baseline of the benchmarks).
+    bind: Option<String>,
 }
 
+/// When `main` began, to report the server's own start-up time.
+static MAIN_STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
 fn main() {
+    MAIN_STARTED.get_or_init(std::time::Instant::now);
     // Facts first: nothing may be opened before the descriptors are listed.
     // listenfd removes LISTEN_* from the environment: read it first.
     let env = protocol_env();
@@ -98,7 +109,11 @@ fn main() {
         ready_from_worker();
         options.notify_ready = false;
     }
-    serve(&options, &generation, take_sockets(&mut listenfd));
+    let sockets = match &options.bind {
+        Some(address) => vec![Socket::Tcp(TcpListener::bind(address).unwrap())],
+        None => take_sockets(&mut listenfd),
+    };
+    serve(&options, &generation, sockets);
 }
 
 fn parse_options(generation: u32) -> Options {
@@ -118,6 +133,7 @@ fn parse_options(generation: u32) -> Options {
         drain_exit_code: 0,
         flood: 0,
         ready_from_worker: false,
+        bind: None,
     };
     let mut args = std::env::args().skip(1);
     let mut scope: Option<u32> = None;
@@ -161,6 +177,7 @@ fn parse_options(generation: u32) -> Options {
             "--drain-exit-code" => options.drain_exit_code = value().parse().unwrap(),
             "--flood" => options.flood = value().parse().unwrap(),
             "--ready-from-worker" => options.ready_from_worker = true,
+            "--bind" => options.bind = Some(value()),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -370,6 +387,11 @@ fn serve(options: &Options, generation: &str, sockets: Vec<Socket>) {
     }
     if options.notify_ready {
         notify("READY=1");
+        // The server's own start-up, from main() to READY=1, for the
+        // benchmarks to tell it apart from sockvisor's overhead.
+        let startup = MAIN_STARTED.get().map_or(0, |t| t.elapsed().as_micros());
+        let path = options.report_dir.join(format!("{generation}.ready"));
+        let _ = std::fs::write(path, format!("{startup}\n"));
     }
     if let Some(after) = options.crash_after_ready {
         thread::spawn(move || {
@@ -392,6 +414,7 @@ fn serve(options: &Options, generation: &str, sockets: Vec<Socket>) {
             .and_then(|f| f.revents())
             .is_some_and(|r| !r.is_empty());
         if stop {
+            STOPPING.store(true, Ordering::SeqCst);
             break;
         }
         let ready: Vec<bool> = fds
@@ -438,12 +461,15 @@ fn accept_one(socket: &Socket, body: &str, delay: Duration) -> Option<thread::Jo
         Socket::Tcp(listener) => {
             let (stream, _) = listener.accept().ok()?;
             stream.set_nonblocking(false).ok()?;
-            Some(thread::spawn(move || answer(stream, &body, delay)))
+            let _ = stream.set_nodelay(true);
+            let reader = stream.try_clone().ok()?;
+            Some(thread::spawn(move || answer(reader, stream, &body, delay)))
         }
         Socket::Unix(listener) => {
             let (stream, _) = listener.accept().ok()?;
             stream.set_nonblocking(false).ok()?;
-            Some(thread::spawn(move || answer(stream, &body, delay)))
+            let reader = stream.try_clone().ok()?;
+            Some(thread::spawn(move || answer(reader, stream, &body, delay)))
         }
         Socket::Udp(udp) => {
             let mut buf = [0u8; 2048];
@@ -464,23 +490,56 @@ fn notify(message: &str) {
     let _ = socket.send_to(message.as_bytes(), path);
 }
 
-/// Reads one request head, answers the status line at once (so a client
-/// knows its request is in flight), then the rest after `delay`.
-fn answer<S: Read + Write>(mut stream: S, body: &str, delay: Duration) {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") && !head.ends_with(b"\n\n") {
-        match stream.read(&mut byte) {
-            Ok(1) => head.push(byte[0]),
-            _ => return,
+/// Set once a stop signal arrived: kept-alive connections are closed after
+/// their current request, idle ones at once.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+/// Serves the requests of one connection. Each answer starts with the status
+/// line at once (so a client knows its request is in flight); the rest
+/// follows after `delay`. HTTP/1.1 connections are kept alive unless the
+/// client says `Connection: close` or the server is stopping.
+fn answer<R: Read + AsFd, W: Write>(reader: R, mut writer: W, body: &str, delay: Duration) {
+    let mut reader = BufReader::new(reader);
+    loop {
+        // Wait for the next request, but notice a stop while idle.
+        while reader.buffer().is_empty() {
+            let mut fds = [PollFd::new(reader.get_ref().as_fd(), PollFlags::POLLIN)];
+            if poll(&mut fds, PollTimeout::from(100u16)).unwrap_or(0) > 0 {
+                break;
+            }
+            if STOPPING.load(Ordering::SeqCst) {
+                return;
+            }
+        }
+        let mut keep_alive = false;
+        let mut first = true;
+        loop {
+            let mut line = String::new();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            if first {
+                keep_alive = line.contains("HTTP/1.1");
+                first = false;
+            } else if line.to_ascii_lowercase().starts_with("connection: close") {
+                keep_alive = false;
+            }
+            if line == "\r\n" || line == "\n" {
+                break;
+            }
+        }
+        let _ = writer.write_all(b"HTTP/1.1 200 OK\r\n");
+        let _ = writer.flush();
+        thread::sleep(delay);
+        let keep_alive = keep_alive && !STOPPING.load(Ordering::SeqCst);
+        let connection = if keep_alive { "keep-alive" } else { "close" };
+        let rest = format!(
+            "Content-Length: {}\r\nConnection: {connection}\r\n\r\n{body}",
+            body.len()
+        );
+        if writer.write_all(rest.as_bytes()).is_err() || !keep_alive {
+            return;
         }
     }
-    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\n");
-    let _ = stream.flush();
-    thread::sleep(delay);
-    let rest = format!(
-        "Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = stream.write_all(rest.as_bytes());
 }
