@@ -183,6 +183,41 @@ mod tests {
         );
     }
 
+    // Inputs the fuzzer (fuzz/fuzz_targets/control_request.rs) found worth
+    // keeping, each pinned to the rule it exercises.
+
+    #[test]
+    fn json_that_is_not_an_object_has_no_version() {
+        for line in [&b"[[]]"[..], b"7e7", b"\"\\\"\"", b"1   "] {
+            assert_eq!(
+                error_kind(line),
+                Some(ErrorKind::UnsupportedVersion),
+                "{line:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn truncated_or_binary_json_is_a_bad_request() {
+        for line in [
+            &b"{\"\":"[..],
+            b"[1,3",
+            b"fal\x02",
+            b"\"\x81\\f",
+            b"{\"\"\xef",
+        ] {
+            assert_eq!(error_kind(line), Some(ErrorKind::BadRequest), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn a_signal_request_without_its_signal_is_a_bad_request() {
+        assert_eq!(
+            error_kind(br#"{"version":1,"command":"signal"}"#),
+            Some(ErrorKind::BadRequest)
+        );
+    }
+
     #[test]
     fn replies_are_single_lines() {
         let line = Reply::failure(ErrorKind::Busy, "a\nb").to_line();

@@ -6,7 +6,7 @@
 //! ```text
 //! SPEC    = ADDRESS [ "," OPTION ]*
 //! ADDRESS = HOST:PORT | tcp://HOST:PORT | udp://HOST:PORT
-//!         | unix:/path/to.sock | unix:@abstract-name
+//!         | unix:/absolute/path.sock | unix:@abstract-name
 //! HOST    = IPv4 literal | "[" IPv6 literal "]"
 //! OPTION  = name=NAME | backlog=N | reuseport | mode=OCTAL | v6only
 //! ```
@@ -221,6 +221,11 @@ fn parse_unix(rest: &str) -> Result<ListenAddress, String> {
     if rest.is_empty() {
         return Err("the unix socket path is empty; write e.g. 'unix:/run/app.sock'".into());
     }
+    if !rest.starts_with('/') {
+        return Err(format!(
+            "unix socket path '{rest}' is relative; write an absolute path like 'unix:/run/app.sock'"
+        ));
+    }
     if rest.len() > MAX_UNIX_PATH_LEN {
         return Err(format!(
             "the unix socket path is {} bytes; the kernel's limit is {}",
@@ -397,6 +402,38 @@ mod tests {
         assert!(reason("unix:/a,mode=999").contains("octal"));
         assert!(reason("1.2.3.4:1,name").contains("needs a value"));
         assert!(reason("1.2.3.4:1,reuseport=1").contains("takes no value"));
+    }
+
+    // Inputs the fuzzer (fuzz/fuzz_targets/listen_spec.rs) found worth
+    // keeping, each pinned to the rule it exercises.
+
+    #[test]
+    fn relative_unix_paths_are_rejected() {
+        assert!(reason("unix::").contains("relative"));
+        assert!(reason("unix:app.sock").contains("absolute path"));
+    }
+
+    #[test]
+    fn empty_brackets_are_not_an_ipv6_address() {
+        assert!(reason("[]:6").contains("not an IPv6 address"));
+        assert!(reason("[::6").contains("brackets"));
+    }
+
+    #[test]
+    fn a_scheme_without_an_address_is_explained() {
+        assert!(reason("tcp://").contains("missing ':PORT'"));
+        assert!(reason("udp://").contains("missing ':PORT'"));
+    }
+
+    #[test]
+    fn control_characters_in_the_host_are_not_an_address() {
+        assert!(reason("\0\0\0:3").contains("not an IP address"));
+        assert!(reason("\n::/:").contains("port"));
+    }
+
+    #[test]
+    fn a_trailing_comma_is_an_empty_unknown_option() {
+        assert!(reason("0.0.0.0:80,").contains("unknown option ''"));
     }
 
     #[test]

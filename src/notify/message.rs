@@ -177,6 +177,34 @@ mod tests {
         ));
     }
 
+    // Inputs the fuzzer (fuzz/fuzz_targets/notify_message.rs) found worth
+    // keeping, each pinned to the rule it exercises.
+
+    #[test]
+    fn an_empty_key_is_ignored_like_any_unknown_key() {
+        assert_eq!(parse("=\n=\n="), NotifyMessage::default());
+    }
+
+    #[test]
+    fn empty_values_do_not_count() {
+        let m = parse("READY=\nERRNO=\nBARRIER=\nSTOPPING=");
+        assert!(!m.ready && !m.barrier && !m.stopping);
+        assert_eq!(m.errno, None);
+    }
+
+    #[test]
+    fn a_non_numeric_errno_is_ignored() {
+        for text in ["ERRNO=N", "ERRNO=-", "ERRNO=+", "ERRNO=0R"] {
+            assert_eq!(parse(text).errno, None, "{text}");
+        }
+        assert_eq!(parse("ERRNO=2").errno, Some(2));
+    }
+
+    #[test]
+    fn blank_lines_are_skipped() {
+        assert!(parse("\n\nREADY=1\n\n").ready);
+    }
+
     #[test]
     fn binary_garbage_is_rejected() {
         assert_eq!(
