@@ -34,6 +34,16 @@ fn pid_of_generation(sockvisor: &Sockvisor, generation: u32) -> String {
     format!("pid={}", sockvisor.report(generation)["pid"])
 }
 
+/// Runs `sockvisor upgrade` while two clients load the service, with
+/// traffic flowing before and after it.
+fn upgrade_under_load(sockvisor: &Sockvisor, address: &str) -> (Output, LoadResult) {
+    let load = Load::start(address, 2);
+    load.wait_for_answers(100);
+    let output = sockvisor.client(&["upgrade"]);
+    load.wait_for_answers(100);
+    (output, load.stop())
+}
+
 /// Runs `sockvisor upgrade` in a thread, for tests that act while it runs.
 fn upgrade_in_background(sockvisor: &Sockvisor) -> thread::JoinHandle<Output> {
     let control = sockvisor.control_path();
@@ -114,11 +124,7 @@ fn five_upgrades_under_load_fail_no_request() {
 fn upgrade_keeps_the_old_generation_when_the_new_one_crashes_at_start() {
     let sockvisor = run("crash", &[], &["--exit-code", "17", "--faults-from", "2"]);
     let address = serving(&sockvisor);
-    let load = Load::start(&address, 2);
-    load.wait_for_answers(100);
-    let output = sockvisor.client(&["upgrade"]);
-    load.wait_for_answers(100);
-    let result = load.stop();
+    let (output, result) = upgrade_under_load(&sockvisor, &address);
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     let pid2 = sockvisor.report(2)["pid"].to_string();
     assert!(
@@ -140,11 +146,7 @@ fn upgrade_that_never_becomes_ready_is_rolled_back_at_the_deadline() {
         &["--no-ready", "--faults-from", "2"],
     );
     let address = serving(&sockvisor);
-    let load = Load::start(&address, 2);
-    load.wait_for_answers(100);
-    let output = sockvisor.client(&["upgrade"]);
-    load.wait_for_answers(100);
-    let result = load.stop();
+    let (output, result) = upgrade_under_load(&sockvisor, &address);
     assert_eq!(output.status.code(), Some(1));
     assert!(
         stderr(&output).contains("was not ready within 500ms; generation 1 keeps serving"),
@@ -172,11 +174,7 @@ fn exec_probe_that_never_succeeds_rolls_the_upgrade_back() {
         &[],
     );
     let address = serving(&sockvisor);
-    let load = Load::start(&address, 2);
-    load.wait_for_answers(100);
-    let output = sockvisor.client(&["upgrade"]);
-    load.wait_for_answers(100);
-    let result = load.stop();
+    let (output, result) = upgrade_under_load(&sockvisor, &address);
     assert_eq!(output.status.code(), Some(1));
     assert!(
         stderr(&output).contains("was not ready within 700ms"),
