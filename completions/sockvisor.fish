@@ -1,0 +1,120 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_sockvisor_global_optspecs
+    string join \n log-level= log-format= h/help V/version
+end
+
+function __fish_sockvisor_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_sockvisor_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_sockvisor_using_subcommand
+    set -l cmd (__fish_sockvisor_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c sockvisor -n "__fish_sockvisor_needs_command" -l log-level -d 'Most detailed level logged to stderr' -r -f -a "error\t''
+warn\t''
+info\t''
+debug\t''
+trace\t''"
+complete -c sockvisor -n "__fish_sockvisor_needs_command" -l log-format -d 'Log line format' -r -f -a "text\t''
+json\t''"
+complete -c sockvisor -n "__fish_sockvisor_needs_command" -s h -l help -d 'Print help'
+complete -c sockvisor -n "__fish_sockvisor_needs_command" -s V -l version -d 'Print version'
+complete -c sockvisor -n "__fish_sockvisor_needs_command" -f -a "run" -d 'Bind the listeners and run COMMAND as a supervised child'
+complete -c sockvisor -n "__fish_sockvisor_needs_command" -f -a "upgrade" -d 'Start a new generation on the same sockets; retire the current one once the new one is ready. Prints progress; exits 0 on success'
+complete -c sockvisor -n "__fish_sockvisor_needs_command" -f -a "status" -d 'Show generations, listeners and the last upgrade'
+complete -c sockvisor -n "__fish_sockvisor_needs_command" -f -a "stop" -d 'Stop every generation gracefully, then sockvisor; returns when all have exited'
+complete -c sockvisor -n "__fish_sockvisor_needs_command" -f -a "signal" -d 'Send a signal to the current generation'
+complete -c sockvisor -n "__fish_sockvisor_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand run" -s l -l listen -d 'Socket to bind and pass to the child (repeatable; the order gives fds 3, 4, …). Without any, no LISTEN_* variables are set' -r
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand run" -l restart -d 'When the child exits on its own: restart it or exit with its status' -r -f -a "never\t'Exit with the child\'s status'
+on-failure\t'Restart after a non-zero exit or a death by signal; exit 0 after a clean exit'
+always\t'Restart whatever the status'"
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand run" -l restart-delay -d 'Delay before the first restart; doubles after each consecutive failure' -r
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand run" -l restart-delay-max -d 'Longest restart delay; a child that ran this long resets the backoff' -r
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand run" -l stop-signal -d 'Signal that asks the child to stop gracefully (name or number)' -r
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand run" -l stop-timeout -d 'How long a stop of sockvisor may take before every remaining process group is killed with SIGKILL' -r
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand run" -l ready -d 'How a new generation shows it is ready: notify (READY=1 on NOTIFY_SOCKET), now, delay=DURATION (alive that long), or exec=COMMAND (a shell command that exits 0; SOCKVISOR_READY_PID holds the generation\'s pid)' -r
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand run" -l ready-timeout -d 'How long a new generation may take to become ready before it is stopped (and, in an upgrade, the old one keeps serving)' -r
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand run" -l drain-timeout -d 'How long a replaced generation may drain after the stop signal before its process group is killed with SIGKILL' -r
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand run" -l name -d 'Instance name; selects the control socket (/run/sockvisor/NAME.sock for root)' -r
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand run" -l control -d 'Control socket path, overriding the one derived from --name' -r -F
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand run" -l pidfile -d 'Write sockvisor\'s pid to this file (removed at exit). The pid stays the same across upgrades' -r -F
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand run" -l log-level -d 'Most detailed level logged to stderr' -r -f -a "error\t''
+warn\t''
+info\t''
+debug\t''
+trace\t''"
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand run" -l log-format -d 'Log line format' -r -f -a "text\t''
+json\t''"
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand run" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand run" -s V -l version -d 'Print version'
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand upgrade" -l name -d 'Instance name; selects the control socket (/run/sockvisor/NAME.sock for root)' -r
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand upgrade" -l control -d 'Control socket path, overriding the one derived from --name' -r -F
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand upgrade" -l timeout -d 'Give up waiting for the result after this long (the operation itself goes on inside sockvisor)' -r
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand upgrade" -l log-level -d 'Most detailed level logged to stderr' -r -f -a "error\t''
+warn\t''
+info\t''
+debug\t''
+trace\t''"
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand upgrade" -l log-format -d 'Log line format' -r -f -a "text\t''
+json\t''"
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand upgrade" -l json -d 'Print the protocol\'s JSON lines instead of text'
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand upgrade" -s h -l help -d 'Print help'
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand upgrade" -s V -l version -d 'Print version'
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand status" -l name -d 'Instance name; selects the control socket (/run/sockvisor/NAME.sock for root)' -r
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand status" -l control -d 'Control socket path, overriding the one derived from --name' -r -F
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand status" -l log-level -d 'Most detailed level logged to stderr' -r -f -a "error\t''
+warn\t''
+info\t''
+debug\t''
+trace\t''"
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand status" -l log-format -d 'Log line format' -r -f -a "text\t''
+json\t''"
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand status" -l json -d 'Print the status as JSON'
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand status" -s h -l help -d 'Print help'
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand status" -s V -l version -d 'Print version'
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand stop" -l name -d 'Instance name; selects the control socket (/run/sockvisor/NAME.sock for root)' -r
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand stop" -l control -d 'Control socket path, overriding the one derived from --name' -r -F
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand stop" -l timeout -d 'Give up waiting for the result after this long (the operation itself goes on inside sockvisor)' -r
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand stop" -l log-level -d 'Most detailed level logged to stderr' -r -f -a "error\t''
+warn\t''
+info\t''
+debug\t''
+trace\t''"
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand stop" -l log-format -d 'Log line format' -r -f -a "text\t''
+json\t''"
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand stop" -l json -d 'Print the protocol\'s JSON lines instead of text'
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand stop" -s h -l help -d 'Print help'
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand stop" -s V -l version -d 'Print version'
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand signal" -l name -d 'Instance name; selects the control socket (/run/sockvisor/NAME.sock for root)' -r
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand signal" -l control -d 'Control socket path, overriding the one derived from --name' -r -F
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand signal" -l log-level -d 'Most detailed level logged to stderr' -r -f -a "error\t''
+warn\t''
+info\t''
+debug\t''
+trace\t''"
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand signal" -l log-format -d 'Log line format' -r -f -a "text\t''
+json\t''"
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand signal" -l json -d 'Print the protocol\'s JSON lines instead of text'
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand signal" -s h -l help -d 'Print help'
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand signal" -s V -l version -d 'Print version'
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand help; and not __fish_seen_subcommand_from run upgrade status stop signal help" -f -a "run" -d 'Bind the listeners and run COMMAND as a supervised child'
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand help; and not __fish_seen_subcommand_from run upgrade status stop signal help" -f -a "upgrade" -d 'Start a new generation on the same sockets; retire the current one once the new one is ready. Prints progress; exits 0 on success'
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand help; and not __fish_seen_subcommand_from run upgrade status stop signal help" -f -a "status" -d 'Show generations, listeners and the last upgrade'
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand help; and not __fish_seen_subcommand_from run upgrade status stop signal help" -f -a "stop" -d 'Stop every generation gracefully, then sockvisor; returns when all have exited'
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand help; and not __fish_seen_subcommand_from run upgrade status stop signal help" -f -a "signal" -d 'Send a signal to the current generation'
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand help; and not __fish_seen_subcommand_from run upgrade status stop signal help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
