@@ -17,6 +17,7 @@ use crate::children::Children;
 use crate::control::server::ConnectionId;
 use crate::control::{Command, ControlServer, ErrorKind, Incoming, Reply};
 use crate::reaper;
+use crate::service_notify::{ServiceNotifier, ServiceState};
 use crate::signals::{STOP_REQUESTS, SignalSource, UPGRADE_REQUESTS, parse_signal};
 use crate::supervisor::{Supervisor, UpgradeRejection};
 
@@ -28,6 +29,8 @@ pub struct EventLoop {
     supervisor: Supervisor<Children>,
     signals: SignalSource,
     control: ControlServer,
+    /// sockvisor's own service manager, when it runs under one.
+    service: Option<ServiceNotifier>,
 }
 
 /// What one `poll` reported.
@@ -42,17 +45,20 @@ impl EventLoop {
         supervisor: Supervisor<Children>,
         signals: SignalSource,
         control: ControlServer,
+        service: Option<ServiceNotifier>,
     ) -> EventLoop {
         EventLoop {
             supervisor,
             signals,
             control,
+            service,
         }
     }
 
     /// Runs until the supervisor has an exit status, and returns it.
     pub fn run(mut self) -> i32 {
         loop {
+            self.tell_service_manager();
             if let Some(code) = self.supervisor.exit_code() {
                 self.control.close_for_exit(code);
                 return code;
@@ -76,6 +82,17 @@ impl EventLoop {
             for notice in self.supervisor.take_notices() {
                 self.control.deliver(&notice);
             }
+        }
+    }
+
+    fn tell_service_manager(&mut self) {
+        if let Some(service) = &mut self.service {
+            let serving = self.supervisor.current().map(|g| g.number);
+            service.update(&ServiceState {
+                serving,
+                upgrading: serving.is_some() && self.supervisor.is_starting(),
+                stopping: self.supervisor.is_stopping(),
+            });
         }
     }
 

@@ -20,6 +20,7 @@ pub mod paths;
 pub mod pidfile;
 pub mod reaper;
 pub mod run;
+pub mod service_notify;
 pub mod signals;
 pub mod spawn;
 pub mod supervisor;

@@ -12,9 +12,10 @@ use crate::cli::RunArgs;
 use crate::control::ControlServer;
 use crate::event_loop::EventLoop;
 use crate::init::{self, ReaperRole};
-use crate::listen::{BindError, ListenSpec, SpecError, bind_all};
+use crate::listen::{BindError, ListenSpec, SpecError, bind_all, take_inherited};
 use crate::paths::{self, PrivateDir};
 use crate::pidfile::PidFile;
+use crate::service_notify::ServiceNotifier;
 use crate::signals::SignalSource;
 use crate::spawn::{self, Command, SpawnError};
 use crate::supervisor::{Config, Supervisor};
@@ -87,7 +88,10 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
         })?;
     }
     let control = ControlServer::bind(&control_path).map_err(RunError::Setup)?;
-    let listeners = bind_all(&specs).map_err(RunError::Bind)?;
+    // Sockets from a service manager (systemd socket activation) come
+    // first, at fds 3.., then the ones bound here.
+    let mut listeners = take_inherited().map_err(RunError::Setup)?;
+    listeners.extend(bind_all(&specs).map_err(RunError::Bind)?);
     for (index, listener) in listeners.iter().enumerate() {
         tracing::info!(
             "listening on {} (fd {}, name {})",
@@ -124,5 +128,6 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
     let children = Children::new(command, listeners, getpid(), control_path, notify_dir);
     let mut supervisor = Supervisor::new(config, children);
     supervisor.start(Instant::now()).map_err(RunError::Spawn)?;
-    Ok(EventLoop::new(supervisor, signals, control).run())
+    let service = ServiceNotifier::from_env();
+    Ok(EventLoop::new(supervisor, signals, control, service).run())
 }

@@ -49,6 +49,26 @@ impl Listener {
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
+
+    /// A socket received from the service manager at `number`.
+    pub(crate) fn inherited(fd: OwnedFd, number: i32, name: String) -> Listener {
+        let address = ListenAddress::Inherited(number);
+        let bound = describe_socket(&fd).unwrap_or_else(|| address.to_string());
+        Listener {
+            spec: ListenSpec {
+                text: address.to_string(),
+                address,
+                name,
+                backlog: None,
+                reuseport: false,
+                mode: None,
+                v6only: false,
+            },
+            fd,
+            bound,
+            socket_file: None,
+        }
+    }
 }
 
 impl Drop for Listener {
@@ -107,6 +127,13 @@ pub fn bind(spec: &ListenSpec) -> Result<Listener, BindError> {
         ListenAddress::UnixAbstract(name) => {
             let addr = UnixAddr::new_abstract(name.as_bytes()).map_err(|e| fail(e, None))?;
             (bind_unix(&addr, backlog, None), None)
+        }
+        ListenAddress::Inherited(_) => {
+            return Err(BindError {
+                spec: spec.text.clone(),
+                reason: "an inherited socket is taken over, not bound".into(),
+                hint: None,
+            });
         }
         ListenAddress::UnixPath(path) => {
             remove_stale_socket(spec, path)?;
@@ -293,18 +320,33 @@ fn default_backlog() -> i32 {
 
 /// Describes the address the kernel bound, with the real port for port 0.
 fn describe_bound(address: &ListenAddress, fd: &OwnedFd) -> String {
-    let local = socket::getsockname::<SockaddrStorage>(fd.as_raw_fd()).ok();
-    let inet = local.and_then(|s| {
-        s.as_sockaddr_in()
-            .map(|a| SocketAddr::from(std::net::SocketAddrV4::from(*a)))
-            .or_else(|| {
-                s.as_sockaddr_in6()
-                    .map(|a| SocketAddr::from(std::net::SocketAddrV6::from(*a)))
-            })
-    });
-    match (address, inet) {
-        (ListenAddress::Tcp(_), Some(addr)) => ListenAddress::Tcp(addr).to_string(),
-        (ListenAddress::Udp(_), Some(addr)) => ListenAddress::Udp(addr).to_string(),
-        _ => address.to_string(),
+    describe_socket(fd).unwrap_or_else(|| address.to_string())
+}
+
+/// Describes a socket from what the kernel says of it: `tcp://…`,
+/// `udp://…`, `unix:/path` or `unix:@name`.
+fn describe_socket(fd: &OwnedFd) -> Option<String> {
+    let local = socket::getsockname::<SockaddrStorage>(fd.as_raw_fd()).ok()?;
+    let kind = socket::getsockopt(fd, sockopt::SockType).ok()?;
+    let inet = local
+        .as_sockaddr_in()
+        .map(|a| SocketAddr::from(std::net::SocketAddrV4::from(*a)))
+        .or_else(|| {
+            local
+                .as_sockaddr_in6()
+                .map(|a| SocketAddr::from(std::net::SocketAddrV6::from(*a)))
+        });
+    if let Some(addr) = inet {
+        return Some(match kind {
+            SockType::Datagram => ListenAddress::Udp(addr).to_string(),
+            _ => ListenAddress::Tcp(addr).to_string(),
+        });
     }
+    let unix = local.as_unix_addr()?;
+    if let Some(path) = unix.path() {
+        return Some(ListenAddress::UnixPath(path.to_path_buf()).to_string());
+    }
+    unix.as_abstract().map(|name| {
+        ListenAddress::UnixAbstract(String::from_utf8_lossy(name).into_owned()).to_string()
+    })
 }

@@ -1,10 +1,14 @@
 //! Listening sockets: the `--listen` spec language and binding.
 //!
 //! sockvisor binds every socket once, before the first child starts, and
-//! holds it for its whole life; children receive duplicates.
+//! holds it for its whole life; children receive duplicates. Sockets that
+//! sockvisor itself received from a service manager come first.
 
+mod activation;
 mod bind;
 mod spec;
+
+pub use activation::take_inherited;
 
 pub use bind::{BindError, Listener, bind, bind_all};
 pub(crate) use bind::{bind_unix, socket_is_live};

@@ -36,6 +36,9 @@ pub enum ListenAddress {
     UnixPath(PathBuf),
     /// An abstract unix socket name, without the leading `@`.
     UnixAbstract(String),
+    /// A socket sockvisor received from its service manager at this fd;
+    /// never produced by the parser.
+    Inherited(i32),
 }
 
 /// One parsed `--listen` argument.
@@ -275,6 +278,7 @@ impl fmt::Display for ListenAddress {
             ListenAddress::Udp(addr) => write!(f, "udp://{addr}"),
             ListenAddress::UnixPath(path) => write!(f, "unix:{}", path.display()),
             ListenAddress::UnixAbstract(name) => write!(f, "unix:@{name}"),
+            ListenAddress::Inherited(fd) => write!(f, "inherited fd {fd}"),
         }
     }
 }

@@ -58,6 +58,11 @@ impl<P: ProcessControl> Supervisor<P> {
         }
     }
 
+    /// True once a stop has been requested.
+    pub fn is_stopping(&self) -> bool {
+        self.stop.is_some()
+    }
+
     /// True while a generation is starting (an upgrade is in flight).
     pub fn is_starting(&self) -> bool {
         self.generations.iter().any(|g| g.phase == Phase::Starting)

@@ -1,0 +1,168 @@
+//! sockvisor's own readiness, told to its service manager: when sockvisor
+//! runs under systemd with `Type=notify` (it inherited `NOTIFY_SOCKET`), it
+//! sends `READY=1` once a generation serves, `RELOADING=1` with
+//! `MONOTONIC_USEC=` while an upgrade's new generation starts and `READY=1`
+//! again after, `STATUS=` naming the serving generation, and `STOPPING=1`
+//! when it stops. With `Type=notify-reload`, systemd's SIGHUP starts the
+//! upgrade.
+//!
+//! What to send is derived from the supervisor's state after each event;
+//! this module owns only the socket and the "what was already said".
+
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixDatagram};
+
+/// What the service manager has been told so far.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Announced {
+    pub ready: bool,
+    pub reloading: bool,
+    pub stopping: bool,
+    pub status: String,
+}
+
+/// The state to announce, from the supervisor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceState {
+    /// A generation is serving.
+    pub serving: Option<u32>,
+    /// A new generation is starting while another serves (an upgrade).
+    pub upgrading: bool,
+    pub stopping: bool,
+}
+
+pub struct ServiceNotifier {
+    socket: UnixDatagram,
+    address: SocketAddr,
+    announced: Announced,
+}
+
+impl ServiceNotifier {
+    /// Connects to the `NOTIFY_SOCKET` sockvisor inherited, if any. The
+    /// variable itself is never passed on to the children.
+    pub fn from_env() -> Option<ServiceNotifier> {
+        let path = std::env::var_os("NOTIFY_SOCKET")?;
+        let path = path.to_string_lossy();
+        let address = match path.strip_prefix('@') {
+            Some(name) => SocketAddr::from_abstract_name(name.as_bytes()).ok()?,
+            None => SocketAddr::from_pathname(&*path).ok()?,
+        };
+        let socket = UnixDatagram::unbound().ok()?;
+        Some(ServiceNotifier {
+            socket,
+            address,
+            announced: Announced::default(),
+        })
+    }
+
+    /// Tells the service manager whatever changed since the last call.
+    pub fn update(&mut self, state: &ServiceState) {
+        if let Some(message) = next_message(&mut self.announced, state) {
+            if let Err(err) = self.socket.send_to_addr(message.as_bytes(), &self.address) {
+                tracing::debug!("cannot notify the service manager: {err}");
+            }
+        }
+    }
+}
+
+/// The message that brings the service manager from `announced` to
+/// `state`, if any; updates `announced`.
+pub fn next_message(announced: &mut Announced, state: &ServiceState) -> Option<String> {
+    let mut lines = Vec::new();
+    if state.stopping {
+        if !announced.stopping {
+            announced.stopping = true;
+            lines.push("STOPPING=1".to_string());
+            lines.push("STATUS=stopping every generation".to_string());
+        }
+        return (!lines.is_empty()).then(|| lines.join("\n"));
+    }
+    if state.upgrading && announced.ready && !announced.reloading {
+        announced.reloading = true;
+        lines.push("RELOADING=1".to_string());
+        lines.push(format!("MONOTONIC_USEC={}", monotonic_usec()));
+    }
+    if state.serving.is_some() && !state.upgrading && (!announced.ready || announced.reloading) {
+        announced.ready = true;
+        announced.reloading = false;
+        lines.push("READY=1".to_string());
+    }
+    let status = match state.serving {
+        Some(generation) if state.upgrading => {
+            format!("generation {generation} serving, upgrade in progress")
+        }
+        Some(generation) => format!("generation {generation} serving"),
+        None => "no generation serving".to_string(),
+    };
+    if status != announced.status {
+        announced.status = status.clone();
+        lines.push(format!("STATUS={status}"));
+    }
+    (!lines.is_empty()).then(|| lines.join("\n"))
+}
+
+fn monotonic_usec() -> u64 {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1_000);
+    now.unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(serving: Option<u32>, upgrading: bool, stopping: bool) -> ServiceState {
+        ServiceState {
+            serving,
+            upgrading,
+            stopping,
+        }
+    }
+
+    #[test]
+    fn ready_once_the_first_generation_serves() {
+        let mut announced = Announced::default();
+        let starting = next_message(&mut announced, &state(None, false, false)).unwrap();
+        assert!(!starting.contains("READY=1"));
+        let ready = next_message(&mut announced, &state(Some(1), false, false)).unwrap();
+        assert_eq!(ready, "READY=1\nSTATUS=generation 1 serving");
+        assert_eq!(
+            next_message(&mut announced, &state(Some(1), false, false)),
+            None
+        );
+    }
+
+    #[test]
+    fn an_upgrade_is_a_reload_with_a_monotonic_timestamp() {
+        let mut announced = Announced::default();
+        next_message(&mut announced, &state(Some(1), false, false));
+        let reloading = next_message(&mut announced, &state(Some(1), true, false)).unwrap();
+        assert!(
+            reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
+            "{reloading}"
+        );
+        let done = next_message(&mut announced, &state(Some(2), false, false)).unwrap();
+        assert_eq!(done, "READY=1\nSTATUS=generation 2 serving");
+    }
+
+    #[test]
+    fn a_failed_upgrade_returns_to_ready_with_the_old_generation() {
+        let mut announced = Announced::default();
+        next_message(&mut announced, &state(Some(1), false, false));
+        next_message(&mut announced, &state(Some(1), true, false));
+        let back = next_message(&mut announced, &state(Some(1), false, false)).unwrap();
+        assert_eq!(back, "READY=1\nSTATUS=generation 1 serving");
+    }
+
+    #[test]
+    fn stopping_is_said_once() {
+        let mut announced = Announced::default();
+        next_message(&mut announced, &state(Some(1), false, false));
+        let stopping = next_message(&mut announced, &state(Some(1), false, true)).unwrap();
+        assert!(stopping.starts_with("STOPPING=1"));
+        assert_eq!(
+            next_message(&mut announced, &state(None, false, true)),
+            None
+        );
+    }
+}
