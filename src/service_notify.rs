@@ -57,10 +57,10 @@ impl ServiceNotifier {
 
     /// Tells the service manager whatever changed since the last call.
     pub fn update(&mut self, state: &ServiceState) {
-        if let Some(message) = next_message(&mut self.announced, state) {
-            if let Err(err) = self.socket.send_to_addr(message.as_bytes(), &self.address) {
-                tracing::debug!("cannot notify the service manager: {err}");
-            }
+        if let Some(message) = next_message(&mut self.announced, state)
+            && let Err(err) = self.socket.send_to_addr(message.as_bytes(), &self.address)
+        {
+            tracing::debug!("cannot notify the service manager: {err}");
         }
     }
 }
