@@ -273,6 +273,20 @@ pub fn http_get_tcp(address: &str) -> std::io::Result<String> {
     http_get(stream)
 }
 
+/// `pid=N` for a 200 answer naming its pid, as the probe server
+/// (`pid=N generation=G`) and the example servers (`hello from pid N`) do.
+pub fn answering_pid(response: &str) -> Option<String> {
+    if !response.starts_with("HTTP/1.") || !response.lines().next()?.contains(" 200 ") {
+        return None;
+    }
+    let words: Vec<&str> = body(response).split_whitespace().collect();
+    if let Some(pid) = words.iter().find(|w| w.starts_with("pid=")) {
+        return Some(pid.to_string());
+    }
+    let index = words.iter().position(|w| *w == "pid")?;
+    Some(format!("pid={}", words.get(index + 1)?))
+}
+
 /// The body line `pid=… generation=…` of a probe server response.
 pub fn body(response: &str) -> &str {
     response
@@ -373,14 +387,10 @@ impl Load {
                         && started.elapsed() < LOAD_MAX_TIME
                     {
                         match http_get_tcp(&address) {
-                            Ok(response) if body(&response).starts_with("pid=") => {
+                            Ok(response) if answering_pid(&response).is_some() => {
                                 result.ok += 1;
                                 answered.fetch_add(1, Ordering::SeqCst);
-                                let pid = body(&response)
-                                    .split_whitespace()
-                                    .next()
-                                    .unwrap_or_default()
-                                    .to_string();
+                                let pid = answering_pid(&response).unwrap_or_default();
                                 if !result.pids.contains(&pid) {
                                     result.pids.push(pid.clone());
                                 }

@@ -1,0 +1,3 @@
+module sockvisor.example/server
+
+go 1.19
