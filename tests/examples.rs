@@ -82,6 +82,9 @@ fn go_example_survives_upgrades_under_load() {
         .arg(&binary)
         .arg(".")
         .current_dir(manifest("examples/go"))
+        // Independent of $HOME, which CI may not set.
+        .env("GOCACHE", manifest("target/go/cache"))
+        .env("GOPATH", manifest("target/go/path"))
         .status()
         .expect("go (Debian package golang-go) is needed; .ci/run installs it");
     assert!(status.success(), "go build failed");
