@@ -179,7 +179,7 @@ _sockvisor() {
             return 0
             ;;
         sockvisor__subcmd__run)
-            opts="-l -h -V --listen --restart --restart-delay --restart-delay-max --stop-signal --stop-timeout --ready --ready-timeout --drain-timeout --name --control --pidfile --log-level --log-format --help --version"
+            opts="-l -h -V --listen --restart --restart-delay --restart-delay-max --stop-signal --stop-timeout --ready --ready-timeout --drain-timeout --fd-env --name --control --pidfile --log-level --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -223,6 +223,10 @@ _sockvisor() {
                     ;;
                 --drain-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --fd-env)
+                    COMPREPLY=($(compgen -W "einhorn server-starter" -- "${cur}"))
                     return 0
                     ;;
                 --name)

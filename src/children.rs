@@ -14,6 +14,8 @@ use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
+use crate::cli::FdEnv;
+use crate::fd_env;
 use crate::listen::Listener;
 use crate::notify::NotifySocket;
 use crate::paths::PrivateDir;
@@ -27,6 +29,8 @@ pub struct Children {
     pub control_path: PathBuf,
     /// Holds the notify sockets; removed with them when sockvisor exits.
     pub notify_dir: PrivateDir,
+    /// Other socket managers' variables to set as well.
+    pub fd_env: Vec<FdEnv>,
     notify: Vec<(u32, NotifySocket)>,
 }
 
@@ -37,6 +41,7 @@ impl Children {
         sockvisor_pid: Pid,
         control_path: PathBuf,
         notify_dir: PrivateDir,
+        fd_env: Vec<FdEnv>,
     ) -> Children {
         Children {
             command,
@@ -44,6 +49,7 @@ impl Children {
             sockvisor_pid,
             control_path,
             notify_dir,
+            fd_env,
             notify: Vec::new(),
         }
     }
@@ -69,15 +75,31 @@ impl ProcessControl for Children {
             .join(format!("notify-{generation}.sock"));
         let notify = NotifySocket::bind(&path)
             .map_err(|e| SpawnError::Fork(e.raw_os_error().map_or(Errno::EIO, Errno::from_raw)))?;
-        let extra_env = [
+        let control_path = self.control_path.display().to_string();
+        let mut extra_env = vec![
             ("NOTIFY_SOCKET".to_string(), path.display().to_string()),
             ("SOCKVISOR_GENERATION".to_string(), generation.to_string()),
             ("SOCKVISOR_PID".to_string(), self.sockvisor_pid.to_string()),
-            (
-                "SOCKVISOR_CONTROL".to_string(),
-                self.control_path.display().to_string(),
-            ),
+            ("SOCKVISOR_CONTROL".to_string(), control_path.clone()),
         ];
+        let passed: Vec<fd_env::Passed<'_>> = self
+            .listeners
+            .iter()
+            .enumerate()
+            .map(|(index, l)| fd_env::Passed {
+                fd: 3 + index as i32,
+                bound: &l.bound,
+            })
+            .collect();
+        extra_env.extend(fd_env::variables(
+            &self.fd_env,
+            &passed,
+            &fd_env::Context {
+                generation,
+                sockvisor_pid: self.sockvisor_pid.as_raw(),
+                control_path: &control_path,
+            },
+        ));
         let pid = spawn::spawn(&SpawnRequest {
             command: &self.command,
             listeners: &self.listeners,

@@ -107,6 +107,16 @@ pub enum LogLevel {
     Trace,
 }
 
+/// Socket-passing conventions of other socket managers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FdEnv {
+    /// einhorn: EINHORN_FD_COUNT, EINHORN_FD_n, EINHORN_FD_FAMILY_n,
+    /// EINHORN_MASTER_PID, EINHORN_SOCK_PATH.
+    Einhorn,
+    /// Server::Starter: SERVER_STARTER_PORT, SERVER_STARTER_GENERATION.
+    ServerStarter,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -163,6 +173,13 @@ pub struct RunArgs {
     /// before its process group is killed with SIGKILL.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
     pub drain_timeout: Duration,
+
+    /// Also describe the sockets the way another socket manager does, so
+    /// apps written for it run unchanged: einhorn (EINHORN_FD_COUNT,
+    /// EINHORN_FD_n, its worker:ack counts as READY=1) or server-starter
+    /// (SERVER_STARTER_PORT). Repeatable; systemd's variables are always set.
+    #[arg(long, value_name = "STYLE", value_enum)]
+    pub fd_env: Vec<FdEnv>,
 
     #[command(flatten)]
     pub instance: InstanceArgs,

@@ -205,7 +205,24 @@ impl EventLoop {
                     .on_stop_request("stop requested on the control socket", now);
             }
             Command::Signal { signal } => self.signal_request(connection, &signal),
+            Command::WorkerAck { pid } => self.worker_ack(connection, pid, now),
         }
+    }
+
+    fn worker_ack(&mut self, connection: ConnectionId, pid: i32, now: Instant) {
+        let pid = nix::unistd::Pid::from_raw(pid);
+        let group = nix::unistd::getpgid(Some(pid)).ok();
+        let reply = match self.supervisor.generation_of(pid, group) {
+            None => Reply::failure(
+                ErrorKind::Failed,
+                format!("pid {pid} is not in any generation"),
+            ),
+            Some(generation) => match self.supervisor.on_worker_ack(generation, now) {
+                Ok(()) => Reply::success(format!("generation {generation} acknowledged")),
+                Err(why) => Reply::failure(ErrorKind::Failed, why),
+            },
+        };
+        self.control.reply(connection, reply);
     }
 
     fn signal_request(&mut self, connection: ConnectionId, signal: &str) {

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod control;
 pub mod duration;
 pub mod event_loop;
+pub mod fd_env;
 pub mod init;
 pub mod listen;
 pub mod logging;

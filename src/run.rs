@@ -125,7 +125,14 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
         ready: args.ready,
         ready_timeout: args.ready_timeout,
     };
-    let children = Children::new(command, listeners, getpid(), control_path, notify_dir);
+    let children = Children::new(
+        command,
+        listeners,
+        getpid(),
+        control_path,
+        notify_dir,
+        args.fd_env,
+    );
     let mut supervisor = Supervisor::new(config, children);
     supervisor.start(Instant::now()).map_err(RunError::Spawn)?;
     let service = ServiceNotifier::from_env();

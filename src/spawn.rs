@@ -10,7 +10,7 @@
 //!   `LISTEN_PID` that the child fills in with its pid before `exec`: no
 //!   allocation after `fork`, no trampoline process;
 //! - variables sockvisor itself inherited (`LISTEN_*`, `NOTIFY_SOCKET`,
-//!   `WATCHDOG_*`) are not passed on;
+//!   `WATCHDOG_*`, and einhorn's and Server::Starter's) are not passed on;
 //! - empty signal mask and default dispositions (`SIGPIPE` included);
 //! - its own process group, so a terminal's ^C reaches sockvisor only;
 //! - a parent-death signal (`SIGKILL`), so a child never outlives a killed
@@ -224,7 +224,8 @@ const LISTEN_PID_SLOT_LEN: usize = 32;
 /// Variables a parent may have set for sockvisor that describe sockvisor's
 /// own sockets and watchdog, never the child's.
 fn is_inherited_protocol_variable(key: &[u8]) -> bool {
-    key.starts_with(b"LISTEN_") || key.starts_with(b"WATCHDOG_") || key == b"NOTIFY_SOCKET"
+    const PREFIXES: [&[u8]; 4] = [b"LISTEN_", b"WATCHDOG_", b"EINHORN_", b"SERVER_STARTER_"];
+    PREFIXES.iter().any(|p| key.starts_with(p)) || key == b"NOTIFY_SOCKET"
 }
 
 fn cstring(bytes: Vec<u8>) -> CString {

@@ -215,3 +215,32 @@ fn a_client_with_no_sockvisor_to_talk_to_says_so() {
     assert!(stderr.contains("cannot reach sockvisor at"), "{stderr}");
     assert!(stderr.contains("is sockvisor running?"), "{stderr}");
 }
+
+#[test]
+fn a_request_from_a_client_that_closes_at_once_is_still_carried_out() {
+    let sockvisor = run("sendclose");
+    let mut stream = UnixStream::connect(sockvisor.control_path()).unwrap();
+    stream
+        .write_all(b"{\"version\":1,\"command\":\"upgrade\"}\n")
+        .unwrap();
+    drop(stream);
+    wait_for("the upgrade to happen anyway", || {
+        (status_json(&sockvisor)["current"] == 2).then_some(())
+    });
+}
+
+#[test]
+fn a_client_that_half_closes_still_gets_its_reply() {
+    let sockvisor = run("halfclose");
+    let mut stream = UnixStream::connect(sockvisor.control_path()).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    stream
+        .write_all(b"{\"version\":1,\"command\":\"status\"}\n")
+        .unwrap();
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let reply: Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert_eq!(reply["status"]["current"], 1);
+}

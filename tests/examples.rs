@@ -111,3 +111,25 @@ fn a_server_that_cannot_notify_works_with_ready_delay() {
     let server = vec!["sh".into(), manifest("examples/shell/server.sh")];
     survives_upgrades_under_load("legacy", &["--ready", "delay=300ms"], &server);
 }
+
+#[test]
+fn an_app_written_for_einhorn_runs_unchanged_with_fd_env_einhorn() {
+    let server = vec![
+        "python3".into(),
+        manifest("examples/compat/einhorn_worker.py"),
+    ];
+    survives_upgrades_under_load("einhorn", &["--fd-env", "einhorn"], &server);
+}
+
+#[test]
+fn an_app_written_for_server_starter_runs_unchanged_with_fd_env_server_starter() {
+    let server = vec![
+        "python3".into(),
+        manifest("examples/compat/server_starter_worker.py"),
+    ];
+    survives_upgrades_under_load(
+        "server-starter",
+        &["--fd-env", "server-starter", "--ready", "delay=300ms"],
+        &server,
+    );
+}

@@ -158,6 +158,7 @@ fn verb(command: &Command) -> &'static str {
         Command::Status => "status",
         Command::Stop => "stop",
         Command::Signal { .. } => "signal",
+        Command::WorkerAck { .. } => "worker:ack",
     }
 }
 

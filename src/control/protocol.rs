@@ -24,6 +24,10 @@ pub enum Command {
     Stop,
     /// Send a signal to the current generation.
     Signal { signal: String },
+    /// einhorn's readiness message from a worker (`--fd-env einhorn`): sent
+    /// without a protocol version, counted like READY=1.
+    #[serde(rename = "worker:ack")]
+    WorkerAck { pid: i32 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +101,20 @@ impl Reply {
 pub fn decode_request(line: &[u8]) -> Result<Request, Reply> {
     let value: serde_json::Value = serde_json::from_slice(line)
         .map_err(|e| Reply::failure(ErrorKind::BadRequest, format!("invalid JSON: {e}")))?;
+    if value.get("command").and_then(serde_json::Value::as_str) == Some("worker:ack") {
+        // einhorn workers speak einhorn's protocol, which has no version.
+        let pid = value.get("pid").and_then(serde_json::Value::as_i64);
+        return match pid.and_then(|p| i32::try_from(p).ok()) {
+            Some(pid) => Ok(Request {
+                version: PROTOCOL_VERSION,
+                command: Command::WorkerAck { pid },
+            }),
+            None => Err(Reply::failure(
+                ErrorKind::BadRequest,
+                "worker:ack needs a pid",
+            )),
+        };
+    }
     let version = value.get("version").and_then(serde_json::Value::as_u64);
     if version != Some(u64::from(PROTOCOL_VERSION)) {
         return Err(Reply::failure(
@@ -214,6 +232,16 @@ mod tests {
     fn a_signal_request_without_its_signal_is_a_bad_request() {
         assert_eq!(
             error_kind(br#"{"version":1,"command":"signal"}"#),
+            Some(ErrorKind::BadRequest)
+        );
+    }
+
+    #[test]
+    fn einhorns_worker_ack_is_understood_without_a_version() {
+        let request = decode_request(br#"{"command":"worker:ack","pid":4242}"#).unwrap();
+        assert_eq!(request.command, Command::WorkerAck { pid: 4242 });
+        assert_eq!(
+            error_kind(br#"{"command":"worker:ack"}"#),
             Some(ErrorKind::BadRequest)
         );
     }

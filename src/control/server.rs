@@ -60,6 +60,8 @@ struct Connection {
     output: Vec<u8>,
     accepted: Instant,
     state: State,
+    /// The client has finished sending (end-of-file); replies may still go.
+    read_closed: bool,
     /// Broken or abandoned: removed at the next sweep.
     dead: bool,
 }
@@ -119,7 +121,11 @@ impl ControlServer {
     pub fn poll_fds(&self) -> Vec<(BorrowedFd<'_>, PollFlags)> {
         let mut fds = vec![(self.listener.as_fd(), PollFlags::POLLIN)];
         for connection in &self.connections {
-            let mut flags = PollFlags::POLLIN;
+            // After end-of-file the socket would report readable forever.
+            let mut flags = PollFlags::empty();
+            if !connection.read_closed {
+                flags |= PollFlags::POLLIN;
+            }
             if !connection.output.is_empty() {
                 flags |= PollFlags::POLLOUT;
             }
@@ -141,12 +147,18 @@ impl ControlServer {
                 connection.flush();
             }
             if events.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
+                && !connection.read_closed
                 && let Some(request) = connection.read()
             {
                 incoming.push(Incoming {
                     connection: connection.id,
                     request,
                 });
+            }
+            if events.intersects(PollFlags::POLLHUP | PollFlags::POLLERR) {
+                // Gone in both directions: nothing more can be written. A
+                // request it sent before leaving is carried out all the same.
+                connection.dead = true;
             }
         }
         if listener_events.is_some_and(|e| !e.is_empty()) {
@@ -169,6 +181,7 @@ impl ControlServer {
                 output: Vec::new(),
                 accepted: now,
                 state: State::Reading,
+                read_closed: false,
                 dead: false,
             };
             if let Err(why) = peer_allowed(&connection.stream) {
@@ -316,9 +329,10 @@ impl Connection {
         loop {
             match self.stream.read(&mut buf) {
                 Ok(0) => {
-                    // The client went away. Whatever it asked for goes on.
-                    self.dead = true;
-                    return None;
+                    // The client has sent all it will (it may still read
+                    // the reply). A complete request still counts.
+                    self.read_closed = true;
+                    break;
                 }
                 Ok(n) if self.state == State::Reading => self.input.extend_from_slice(&buf[..n]),
                 Ok(_) => {} // Only one request per connection: ignore the rest.
@@ -352,6 +366,11 @@ impl Connection {
                         None
                     }
                 }
+            }
+            _ if self.read_closed => {
+                // Went away without a whole request: nothing to answer.
+                self.dead = true;
+                None
             }
             _ if self.input.len() > MAX_REQUEST_LINE => {
                 self.finish(Reply::failure(

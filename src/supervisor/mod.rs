@@ -364,6 +364,31 @@ impl<P: ProcessControl> Supervisor<P> {
         }
     }
 
+    /// einhorn's `worker:ack` from a process of generation `number`: counts
+    /// like READY=1 in `--ready notify` mode.
+    pub fn on_worker_ack(&mut self, number: u32, now: Instant) -> Result<(), String> {
+        let Some(generation) = self.generations.iter().find(|g| g.number == number) else {
+            return Err(format!("generation {number} is gone"));
+        };
+        if generation.phase != Phase::Starting {
+            return Ok(());
+        }
+        if self.config.ready != ReadyMode::Notify {
+            return Err("worker:ack counts only with --ready notify".into());
+        }
+        self.mark_ready(number, now);
+        Ok(())
+    }
+
+    /// The generation a process belongs to: its leader's pid is also its
+    /// process group.
+    pub fn generation_of(&self, pid: Pid, pgid: Option<Pid>) -> Option<u32> {
+        self.generations
+            .iter()
+            .find(|g| g.pid == pid || Some(g.pid) == pgid)
+            .map(|g| g.number)
+    }
+
     /// Acts on every deadline that has passed by `now`.
     pub fn on_tick(&mut self, now: Instant) {
         if self.restart_at.is_some_and(|at| at <= now) {
