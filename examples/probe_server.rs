@@ -91,29 +91,33 @@ fn main() {
         options.notify_ready = true;
         options.ready_delay = Duration::ZERO;
     }
-    write_atomically(
-        &options.report_dir.join(format!("{generation}.json")),
-        &serde_json::to_vec_pretty(&report).unwrap(),
-    );
     for signal in &options.ignore {
         // SAFETY: setting a disposition to SIG_IGN has no preconditions.
         unsafe { libc::signal(*signal, libc::SIG_IGN) };
     }
+    if options.ready_from_worker {
+        // Forked while the probe is still single-threaded.
+        ready_from_worker();
+        options.notify_ready = false;
+    }
+    // Every signal disposition is in place before the report is written:
+    // tests take the report as "this generation can be signalled now".
+    let stop = install_signal_handling(&options, &generation);
+    write_atomically(
+        &options.report_dir.join(format!("{generation}.json")),
+        &serde_json::to_vec_pretty(&report).unwrap(),
+    );
     if options.orphan {
         spawn_orphan(&options.report_dir, &generation);
     }
     if let Some(code) = options.exit_code {
         std::process::exit(code);
     }
-    if options.ready_from_worker {
-        ready_from_worker();
-        options.notify_ready = false;
-    }
     let sockets = match &options.bind {
         Some(address) => vec![Socket::Tcp(TcpListener::bind(address).unwrap())],
         None => take_sockets(&mut listenfd),
     };
-    serve(&options, &generation, sockets);
+    serve(&options, &generation, sockets, stop);
 }
 
 fn parse_options(generation: u32) -> Options {
@@ -334,7 +338,9 @@ fn take_sockets(listenfd: &mut listenfd::ListenFd) -> Vec<Socket> {
         .collect()
 }
 
-fn serve(options: &Options, generation: &str, sockets: Vec<Socket>) {
+/// Stop signals (unless ignored) write to the returned socket; the notable
+/// signals are logged by name to `<generation>.signals`.
+fn install_signal_handling(options: &Options, generation: &str) -> UnixStream {
     let (stop_read, stop_write) = UnixStream::pair().unwrap();
     for signal in [libc::SIGQUIT, libc::SIGTERM, libc::SIGINT] {
         if !options.ignore.contains(&signal) {
@@ -361,6 +367,10 @@ fn serve(options: &Options, generation: &str, sockets: Vec<Socket>) {
             writeln!(log, "{}", name.as_str()).unwrap();
         }
     });
+    stop_read
+}
+
+fn serve(options: &Options, generation: &str, sockets: Vec<Socket>, stop_read: UnixStream) {
     for socket in &sockets {
         // SAFETY: toggling O_NONBLOCK on our own descriptor.
         unsafe {

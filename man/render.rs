@@ -111,7 +111,7 @@ fn extra_sections_run(roff: &mut Roff) {
             ),
             (
                 "0",
-                "A requested stop in which the current generation exited 0 or died of the stop signal, or a stop while nothing was running.",
+                "A requested stop in which the current generation (or, with none serving yet, the one starting) exited 0 or died of the stop signal, or a stop while nothing was running.",
             ),
             (
                 "1",

@@ -32,12 +32,27 @@ fn after_sockvisor_is_killed_its_children_die_and_a_new_sockvisor_takes_the_port
         "a SIGKILLed sockvisor leaves its socket behind"
     );
 
+    // The kernel finishes tearing down the connections the dead server
+    // had (FIN_WAIT2 still holds the port) a moment after it dies.
+    wait_for("the port to be free again", || {
+        std::net::TcpListener::bind(&address).ok().map(drop)
+    });
+
     let second_dir = TestDir::new("sigkill-again");
     let mut command = Command::new(sockvisor_bin());
     command
         .args(["run", "--listen", &address, "--"])
         .args(Sockvisor::probe_args(&second_dir.path));
-    let second = Sockvisor::spawn(second_dir, command);
+    let mut second = Sockvisor::spawn(second_dir, command);
+    if let Some(code) = wait_for("the second sockvisor to start or fail", || {
+        let path = second.dir.join("1.json");
+        if path.exists() {
+            return Some(None);
+        }
+        second.try_status().map(|status| Some(status.code()))
+    }) {
+        panic!("the second sockvisor exited {code:?}: {}", second.stderr());
+    }
     let report = second.report(1);
     let answer = http_get_tcp(&address).unwrap();
     assert_eq!(body(&answer), format!("pid={} generation=1", report["pid"]));

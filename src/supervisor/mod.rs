@@ -279,6 +279,13 @@ impl<P: ProcessControl> Supervisor<P> {
             self.processes.signal_group(probe, Signal::SIGKILL);
         }
         self.processes.retire(generation.number);
+        if self.stop.is_some() && generation.phase != Phase::Ready && self.current.is_none() {
+            // No generation serves: the status of the ones stopped (e.g. a
+            // first generation killed before it was ready) is the answer,
+            // unless a current generation's exit sets it later.
+            let code = self.stopped_exit_code(exit.status);
+            self.exit_status = Some(self.exit_status.map_or(code, |c| c.max(code)));
+        }
         match generation.phase {
             Phase::Starting => self.on_exit_before_ready(&generation, exit.status, now),
             Phase::Failed => {

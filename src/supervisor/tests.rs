@@ -559,3 +559,30 @@ fn a_new_generation_crashing_after_ready_fails_its_upgrade_truthfully() {
         "the restart policy brings a generation back"
     );
 }
+
+#[test]
+fn a_generation_killed_before_it_was_ready_gives_its_status_to_the_stop() {
+    let (mut s, now) = started_with(RestartPolicy::OnFailure, ReadyMode::Notify);
+    s.on_stop_request("SIGTERM received", now);
+    s.on_stop_request("SIGINT received", now);
+    s.on_exit(exit(1, ExitStatus::Signal(Signal::SIGKILL)), now);
+    assert_eq!(
+        s.exit_code(),
+        Some(137),
+        "it had to be killed, and sockvisor says so"
+    );
+}
+
+#[test]
+fn the_current_generations_status_decides_a_stop_during_an_upgrade() {
+    let (mut s, now) = serving_with_notify();
+    s.request_upgrade(now).unwrap();
+    s.on_stop_request("SIGTERM received", now);
+    s.on_exit(exit(2, ExitStatus::Signal(Signal::SIGKILL)), now);
+    s.on_exit(exit(1, ExitStatus::Code(0)), now);
+    assert_eq!(
+        s.exit_code(),
+        Some(0),
+        "generation 1 served and stopped cleanly"
+    );
+}
