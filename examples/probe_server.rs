@@ -273,7 +273,8 @@ fn describe_fd(fd: RawFd, target: String) -> Value {
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) {
-    let temp = path.with_extension("tmp");
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(".tmp");
     fs::write(&temp, bytes).unwrap();
     fs::rename(&temp, path).unwrap();
 }
@@ -396,12 +397,13 @@ fn serve(options: &Options, generation: &str, sockets: Vec<Socket>, stop_read: U
         });
     }
     if options.notify_ready {
-        notify("READY=1");
         // The server's own start-up, from main() to READY=1, for the
-        // benchmarks to tell it apart from sockvisor's overhead.
+        // benchmarks to tell it apart from sockvisor's overhead. Written
+        // (atomically) before READY=1, so it exists once the upgrade is done.
         let startup = MAIN_STARTED.get().map_or(0, |t| t.elapsed().as_micros());
         let path = options.report_dir.join(format!("{generation}.ready"));
-        let _ = std::fs::write(path, format!("{startup}\n"));
+        write_atomically(&path, format!("{startup}\n").as_bytes());
+        notify("READY=1");
     }
     if let Some(after) = options.crash_after_ready {
         thread::spawn(move || {
