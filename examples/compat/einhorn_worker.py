@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import socket
-import threading
 
 
 def is_worker():
@@ -46,15 +45,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
 def main():
     assert is_worker(), "not started by an einhorn-compatible master"
     sock = get_socket(0)
-    sock.setblocking(True)
+    # Shared with other generations: accept() must not block (EAGAIN is
+    # skipped), and the drain handler only sets a flag.
+    sock.settimeout(None)
+    os.set_blocking(sock.fileno(), False)
     server = http.server.ThreadingHTTPServer(sock.getsockname(), Handler, bind_and_activate=False)
     server.socket = sock
     server.daemon_threads = False
-    drain = lambda *_: threading.Thread(target=server.shutdown).start()
-    signal.signal(signal.SIGQUIT, drain)
-    signal.signal(signal.SIGTERM, drain)
+    server.timeout = 0.05
+    draining = []
+    signal.signal(signal.SIGQUIT, lambda *_: draining.append(True))
+    signal.signal(signal.SIGTERM, lambda *_: draining.append(True))
     ack_startup()
-    server.serve_forever(poll_interval=0.05)
+    while not draining:
+        server.handle_request()
     server.server_close()
 
 

@@ -11,7 +11,6 @@ import http.server
 import os
 import signal
 import socket
-import threading
 
 
 def inherited_socket():
@@ -36,14 +35,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 def main():
     sock = inherited_socket()
-    sock.setblocking(True)
+    # Shared with other generations: accept() must not block (EAGAIN is
+    # skipped), and the drain handler only sets a flag.
+    sock.settimeout(None)
+    os.set_blocking(sock.fileno(), False)
     server = http.server.ThreadingHTTPServer(sock.getsockname(), Handler, bind_and_activate=False)
     server.socket = sock
     server.daemon_threads = False
-    drain = lambda *_: threading.Thread(target=server.shutdown).start()
-    signal.signal(signal.SIGQUIT, drain)
-    signal.signal(signal.SIGTERM, drain)
-    server.serve_forever(poll_interval=0.05)
+    server.timeout = 0.05
+    draining = []
+    signal.signal(signal.SIGQUIT, lambda *_: draining.append(True))
+    signal.signal(signal.SIGTERM, lambda *_: draining.append(True))
+    while not draining:
+        server.handle_request()
     server.server_close()
 
 

@@ -14,7 +14,6 @@ import os
 import signal
 import socket
 import sys
-import threading
 
 SD_LISTEN_FDS_START = 3
 
@@ -57,26 +56,43 @@ class Server(http.server.ThreadingHTTPServer):
     # Requests in flight are joined by server_close(): that is the drain.
     daemon_threads = False
     block_on_close = True
+    # handle_request() waits at most this long, so a drain is noticed promptly.
+    timeout = 0.1
+    draining = False
+
+
+def share_listener(sock):
+    """Makes accept() on the inherited socket safe to share.
+
+    Every generation accepts from the same socket, so a connection select()
+    reported may be taken by another process first; a blocking accept() would
+    then hang until the next connection, even after SIGQUIT. The descriptor is
+    made non-blocking at the OS level (accept() then fails with EAGAIN and
+    socketserver skips that wake-up) while Python keeps treating the socket as
+    blocking, so handle_request() still waits in select() instead of spinning.
+    """
+    sock.settimeout(None)
+    os.set_blocking(sock.fileno(), False)
 
 
 def main():
     sock = inherited_socket()
     if sock is None:
         sys.exit("server.py: no socket from LISTEN_FDS; run it under sockvisor")
-    # The socket's blocking mode is shared with sockvisor and every other
-    # generation; set the mode this server needs rather than assume it.
-    sock.setblocking(True)
+    share_listener(sock)
     server = Server(sock.getsockname(), Handler, bind_and_activate=False)
     server.socket = sock
 
     def drain(signum, frame):
-        # shutdown() waits for serve_forever() to return, so not in this thread.
-        threading.Thread(target=server.shutdown).start()
+        # Only set a flag: a signal handler that takes locks (starting a
+        # thread, server.shutdown()) can deadlock against the code it interrupted.
+        server.draining = True
 
     signal.signal(signal.SIGQUIT, drain)
     signal.signal(signal.SIGTERM, drain)
     notify("READY=1")
-    server.serve_forever()
+    while not server.draining:
+        server.handle_request()
     server.server_close()
 
 
