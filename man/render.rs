@@ -161,8 +161,12 @@ fn extra_sections_run(roff: &mut Roff) {
                 "The control socket (root). Other users: $XDG_RUNTIME_DIR/sockvisor/NAME.sock, or /tmp/sockvisor-UID/NAME.sock.",
             ),
             (
-                "CONTROL.d/notify-N.sock",
-                "Generation N's notify socket, in an owner-only directory beside the control socket.",
+                "RUNTIME/notify.PID.RANDOM/notify-N.sock",
+                "Generation N's notify socket, in a new owner-only directory in the runtime directory (RUNTIME: /run/sockvisor for root, $XDG_RUNTIME_DIR/sockvisor or /tmp/sockvisor-UID for others). sockvisor holds an flock on it while it runs; at start it removes the notify sockets of directories nobody holds locked, then those directories with rmdir, never recursively.",
+            ),
+            (
+                "Paths given by the user",
+                "--control, --pidfile and unix --listen paths are never removed or replaced unless sockvisor created them: a stale socket (nobody listening) or a stale pidfile (its process gone) is replaced; a live socket, a pidfile of a running process, or anything else (a regular file, directory, symbolic link) is a one-line error and is left as it was. At exit a file is removed only if it is still the one sockvisor wrote.",
             ),
         ],
     );

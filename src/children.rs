@@ -18,7 +18,7 @@ use crate::cli::FdEnv;
 use crate::fd_env;
 use crate::listen::Listener;
 use crate::notify::NotifySocket;
-use crate::paths::PrivateDir;
+use crate::paths::NotifyDir;
 use crate::spawn::{self, Command, SpawnError, SpawnRequest};
 use crate::supervisor::ProcessControl;
 
@@ -28,7 +28,7 @@ pub struct Children {
     pub sockvisor_pid: Pid,
     pub control_path: PathBuf,
     /// Holds the notify sockets; removed with them when sockvisor exits.
-    pub notify_dir: PrivateDir,
+    pub notify_dir: NotifyDir,
     /// Other socket managers' variables to set as well.
     pub fd_env: Vec<FdEnv>,
     notify: Vec<(u32, NotifySocket)>,
@@ -40,7 +40,7 @@ impl Children {
         listeners: Vec<Listener>,
         sockvisor_pid: Pid,
         control_path: PathBuf,
-        notify_dir: PrivateDir,
+        notify_dir: NotifyDir,
         fd_env: Vec<FdEnv>,
     ) -> Children {
         Children {
@@ -69,10 +69,7 @@ impl Children {
 
 impl ProcessControl for Children {
     fn spawn(&mut self, generation: u32) -> Result<Pid, SpawnError> {
-        let path = self
-            .notify_dir
-            .path()
-            .join(format!("notify-{generation}.sock"));
+        let path = self.notify_dir.socket_path(generation);
         let notify = NotifySocket::bind(&path)
             .map_err(|e| SpawnError::Fork(e.raw_os_error().map_or(Errno::EIO, Errno::from_raw)))?;
         let control_path = self.control_path.display().to_string();

@@ -23,5 +23,6 @@ pub mod reaper;
 pub mod run;
 pub mod service_notify;
 pub mod signals;
+pub mod socket_file;
 pub mod spawn;
 pub mod supervisor;

@@ -6,12 +6,16 @@
 //! Root uses `/run/sockvisor`; other users `$XDG_RUNTIME_DIR/sockvisor`, or
 //! `/tmp/sockvisor-<uid>` without it. The directory is owner-only, and one
 //! owned by somebody else is refused rather than used.
+//!
+//! Nothing here removes a path the user named: the notify directory is
+//! always sockvisor's own, made fresh inside the runtime base.
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::{Flock, FlockArg};
 use nix::unistd::Uid;
 
 /// Name used when `--name` is not given.
@@ -75,36 +79,142 @@ pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// A directory that only exists while this sockvisor runs.
+/// Prefix of a notify directory's name: `notify.<pid>.<random>`.
+const NOTIFY_DIR_PREFIX: &str = "notify.";
+
+/// The directory holding one sockvisor's notify sockets, inside its runtime
+/// base (never beside a path the user named, where it could meet a user's
+/// directory).
+///
+/// Its name carries the pid of the sockvisor that made it (for people) and
+/// 64 random bits, and it is created with `mkdir`, which fails rather than
+/// reuse anything already there. The sockvisor using it holds an exclusive
+/// `flock` on it for its whole life, which the kernel releases when that
+/// process dies, in whatever pid namespace: a directory nobody holds
+/// locked is a leftover. Only notify sockets (`notify-<N>.sock`) are ever
+/// removed from it, and it is removed with `rmdir`, which fails on anything
+/// else: never recursively.
 #[derive(Debug)]
-pub struct PrivateDir {
+pub struct NotifyDir {
     path: PathBuf,
+    _lock: Flock<fs::File>,
 }
 
-impl PrivateDir {
-    /// Creates `<control socket>.d`, owner-only. Named after the instance
-    /// rather than the pid, so that what a killed sockvisor left behind is
-    /// cleared by the next start of the same instance (which owns the
-    /// control socket, so no live sockvisor uses it).
-    pub fn beside(control: &Path) -> io::Result<PrivateDir> {
-        let mut path = control.as_os_str().to_owned();
-        path.push(".d");
-        let path = PathBuf::from(path);
-        // Removes a symlink itself, never what it points to.
-        let _ = fs::remove_dir_all(&path);
-        ensure_private_dir(&path)?;
-        Ok(PrivateDir { path })
+impl NotifyDir {
+    /// Creates a new notify directory in `base` (owner-only, ours), after
+    /// clearing what dead sockvisors left there.
+    pub fn create(base: &Path) -> io::Result<NotifyDir> {
+        ensure_private_dir(base)?;
+        clear_leftover_notify_dirs(base);
+        // Another sockvisor starting at this moment may take the new,
+        // not yet locked directory for a leftover and remove it: then
+        // make another.
+        for _ in 0..8 {
+            let name = format!(
+                "{NOTIFY_DIR_PREFIX}{}.{:016x}",
+                std::process::id(),
+                random_u64()?
+            );
+            let path = base.join(name);
+            fs::DirBuilder::new().mode(0o700).create(&path)?;
+            let dir = fs::File::open(&path)?;
+            let lock = Flock::lock(dir, FlockArg::LockExclusiveNonblock)
+                .map_err(|(_, errno)| io::Error::from(errno))?;
+            let locked = lock.metadata()?;
+            let still_there = fs::symlink_metadata(&path)
+                .is_ok_and(|m| (m.dev(), m.ino()) == (locked.dev(), locked.ino()));
+            if still_there {
+                return Ok(NotifyDir { path, _lock: lock });
+            }
+        }
+        Err(io::Error::other("the notify directory kept disappearing"))
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Where generation `number`'s notify socket goes.
+    pub fn socket_path(&self, number: u32) -> PathBuf {
+        self.path.join(format!("notify-{number}.sock"))
+    }
 }
 
-impl Drop for PrivateDir {
+impl Drop for NotifyDir {
     fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.path);
+        remove_notify_dir(&self.path);
     }
+}
+
+/// Removes the notify directories in `base` that no running sockvisor
+/// holds locked.
+fn clear_leftover_notify_dirs(base: &Path) {
+    let Ok(entries) = fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if !is_notify_dir_name(&entry.file_name().to_string_lossy()) {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(dir) = fs::File::open(&path) else {
+            continue;
+        };
+        // Held while cleaning, so that nobody else cleans it meanwhile.
+        if let Ok(_lock) = Flock::lock(dir, FlockArg::LockExclusiveNonblock) {
+            tracing::debug!("removing leftover notify directory {}", path.display());
+            remove_notify_dir(&path);
+        }
+    }
+}
+
+/// A notify directory's name: `notify.<pid>.<16 hex digits>`.
+fn is_notify_dir_name(name: &str) -> bool {
+    let Some((pid, random)) = name
+        .strip_prefix(NOTIFY_DIR_PREFIX)
+        .and_then(|rest| rest.split_once('.'))
+    else {
+        return false;
+    };
+    !pid.is_empty()
+        && pid.bytes().all(|b| b.is_ascii_digit())
+        && random.len() == 16
+        && random.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Removes the notify sockets in `dir`, then `dir` itself if that left it
+/// empty. Anything else in it stays, and so does the directory.
+fn remove_notify_dir(dir: &Path) {
+    let Ok(meta) = fs::symlink_metadata(dir) else {
+        return;
+    };
+    if !meta.is_dir() || meta.uid() != Uid::effective().as_raw() {
+        return;
+    }
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let is_socket = entry.file_type().is_ok_and(|t| t.is_socket());
+            if is_socket && is_notify_socket_name(&entry.file_name().to_string_lossy()) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+    if let Err(err) = fs::remove_dir(dir) {
+        tracing::debug!("notify directory {} kept: {err}", dir.display());
+    }
+}
+
+fn is_notify_socket_name(name: &str) -> bool {
+    name.strip_prefix("notify-")
+        .and_then(|rest| rest.strip_suffix(".sock"))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// 64 bits from the kernel's random source.
+fn random_u64() -> io::Result<u64> {
+    let mut bytes = [0u8; 8];
+    io::Read::read_exact(&mut fs::File::open("/dev/urandom")?, &mut bytes)?;
+    Ok(u64::from_ne_bytes(bytes))
 }
 
 #[cfg(test)]
@@ -124,5 +234,97 @@ mod tests {
         assert_eq!(control_path("web", None), runtime_base().join("web.sock"));
         let explicit = Path::new("/tmp/x.sock");
         assert_eq!(control_path("web", Some(explicit)), explicit);
+    }
+
+    fn temp_base(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("sockvisor-paths-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        ensure_private_dir(&dir).unwrap();
+        dir
+    }
+
+    fn bind_stale_socket(path: &Path) {
+        drop(std::os::unix::net::UnixDatagram::bind(path).unwrap());
+    }
+
+    #[test]
+    fn notify_dir_names_carry_a_pid_and_64_random_bits() {
+        assert!(is_notify_dir_name("notify.123.00112233aabbccdd"));
+        for other in [
+            "notify.123",
+            "notify..00112233aabbccdd",
+            "notify.12a.00112233aabbccdd",
+            "notify.123.0011",
+            "app.d",
+            "default.sock",
+        ] {
+            assert!(!is_notify_dir_name(other), "{other}");
+        }
+    }
+
+    #[test]
+    fn each_notify_dir_is_new_and_removed_with_its_sockets() {
+        let base = temp_base("fresh");
+        let first = NotifyDir::create(&base).unwrap();
+        let second = NotifyDir::create(&base).unwrap();
+        assert_ne!(first.path(), second.path());
+        let socket = first.socket_path(7);
+        bind_stale_socket(&socket);
+        let kept = first.path().to_path_buf();
+        drop(first);
+        assert!(!kept.exists());
+        drop(second);
+        fs::remove_dir_all(base).unwrap();
+    }
+
+    #[test]
+    fn a_dead_sockvisors_notify_dir_is_cleared_at_start() {
+        let base = temp_base("leftover");
+        let leftover = base.join("notify.4242.00112233aabbccdd");
+        fs::create_dir(&leftover).unwrap();
+        bind_stale_socket(&leftover.join("notify-3.sock"));
+        let dir = NotifyDir::create(&base).unwrap();
+        assert!(!leftover.exists());
+        drop(dir);
+        fs::remove_dir_all(base).unwrap();
+    }
+
+    #[test]
+    fn leftover_cleaning_keeps_anything_that_is_not_a_notify_socket() {
+        let base = temp_base("foreign");
+        let leftover = base.join("notify.4242.00112233aabbccdd");
+        fs::create_dir(&leftover).unwrap();
+        bind_stale_socket(&leftover.join("notify-1.sock"));
+        fs::write(leftover.join("notify-2.sock"), "a file, not a socket").unwrap();
+        fs::write(leftover.join("data.conf"), "x").unwrap();
+        let users = base.join("app.d");
+        fs::create_dir(&users).unwrap();
+        fs::write(users.join("data.conf"), "x").unwrap();
+        let dir = NotifyDir::create(&base).unwrap();
+        assert!(!leftover.join("notify-1.sock").exists());
+        assert_eq!(
+            fs::read_to_string(leftover.join("notify-2.sock")).unwrap(),
+            "a file, not a socket"
+        );
+        assert_eq!(fs::read_to_string(leftover.join("data.conf")).unwrap(), "x");
+        assert_eq!(fs::read_to_string(users.join("data.conf")).unwrap(), "x");
+        drop(dir);
+        fs::remove_dir_all(base).unwrap();
+    }
+
+    #[test]
+    fn a_notify_dir_in_use_is_left_alone_whatever_its_pid() {
+        let base = temp_base("running");
+        let in_use = NotifyDir::create(&base).unwrap();
+        let socket = in_use.socket_path(1);
+        bind_stale_socket(&socket);
+        // A second sockvisor starting beside it (here: in the same process,
+        // as one in another pid namespace would see a pid it cannot find).
+        let other = NotifyDir::create(&base).unwrap();
+        assert!(socket.exists());
+        drop(other);
+        drop(in_use);
+        fs::remove_dir_all(base).unwrap();
     }
 }

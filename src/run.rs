@@ -13,7 +13,7 @@ use crate::control::ControlServer;
 use crate::event_loop::EventLoop;
 use crate::init::{self, ReaperRole};
 use crate::listen::{BindError, ListenSpec, SpecError, bind_all, take_inherited};
-use crate::paths::{self, PrivateDir};
+use crate::paths::{self, NotifyDir};
 use crate::pidfile::PidFile;
 use crate::service_notify::ServiceNotifier;
 use crate::signals::SignalSource;
@@ -79,14 +79,13 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
     spawn::resolve(&command.program).map_err(RunError::Spawn)?;
 
     let control_path = paths::control_path(name, args.instance.control.as_deref());
-    if args.instance.control.is_none() {
-        paths::ensure_private_dir(&paths::runtime_base()).map_err(|e| {
-            RunError::Setup(format!(
-                "cannot create {}: {e}",
-                paths::runtime_base().display()
-            ))
-        })?;
-    }
+    let runtime_base = paths::runtime_base();
+    paths::ensure_private_dir(&runtime_base).map_err(|e| {
+        RunError::Setup(format!(
+            "cannot create runtime directory {}: {e} (set XDG_RUNTIME_DIR to a directory of yours)",
+            runtime_base.display()
+        ))
+    })?;
     let control = ControlServer::bind(&control_path).map_err(RunError::Setup)?;
     // Sockets from a service manager (systemd socket activation) come
     // first, at fds 3.., then the ones bound here.
@@ -100,12 +99,16 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
             listener.spec.name
         );
     }
-    let notify_dir = PrivateDir::beside(&control_path)
-        .map_err(|e| RunError::Setup(format!("cannot create the notify socket directory: {e}")))?;
+    let notify_dir = NotifyDir::create(&runtime_base).map_err(|e| {
+        RunError::Setup(format!(
+            "cannot create a notify socket directory in {}: {e}",
+            runtime_base.display()
+        ))
+    })?;
     let _pidfile = match &args.pidfile {
-        Some(path) => Some(PidFile::write(path, std::process::id()).map_err(|e| {
-            RunError::Setup(format!("cannot write pidfile {}: {e}", path.display()))
-        })?),
+        Some(path) => Some(
+            PidFile::write(path, std::process::id()).map_err(|e| RunError::Setup(e.to_string()))?,
+        ),
         None => None,
     };
     if init::become_reaper() == ReaperRole::Pid1 {

@@ -11,9 +11,8 @@
 
 use std::io::{ErrorKind as IoErrorKind, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nix::poll::PollFlags;
@@ -21,7 +20,8 @@ use nix::sys::socket::{UnixAddr, getsockopt, sockopt};
 use nix::unistd::Uid;
 
 use super::protocol::{ErrorKind, MAX_REQUEST_LINE, Reply, Request, decode_request};
-use crate::listen::{bind_unix, socket_is_live};
+use crate::listen::bind_unix;
+use crate::socket_file::{self, BoundFile, Occupied};
 use crate::supervisor::{Notice, UpgradeId};
 
 /// Connections served at once; more are answered "busy" and closed.
@@ -68,8 +68,8 @@ struct Connection {
 
 pub struct ControlServer {
     listener: UnixListener,
-    path: PathBuf,
-    identity: (u64, u64),
+    /// The socket file, removed when the server is dropped if still ours.
+    file: BoundFile,
     connections: Vec<Connection>,
     last_id: ConnectionId,
 }
@@ -78,17 +78,17 @@ impl ControlServer {
     /// Binds the control socket at `path`, owner-only. A socket file left
     /// by a crashed sockvisor is replaced; a live one is an error.
     pub fn bind(path: &Path) -> Result<ControlServer, String> {
-        if path.exists() {
-            if socket_is_live(path) {
-                return Err(format!(
-                    "another sockvisor is running with control socket {} (stop it, or give this one another --name)",
-                    path.display()
-                ));
-            }
-            std::fs::remove_file(path).map_err(|e| {
-                format!("cannot remove stale control socket {}: {e}", path.display())
-            })?;
-        }
+        socket_file::clear_stale(path).map_err(|occupied| match occupied {
+            Occupied::Live => format!(
+                "another sockvisor is running with control socket {} (stop it, or give this one another --name)",
+                path.display()
+            ),
+            Occupied::NotASocket(what) => format!(
+                "cannot use {} as the control socket: it is {what}, not a socket (sockvisor never replaces it; remove it yourself or choose another --control path)",
+                path.display()
+            ),
+            Occupied::Io(e) => format!("cannot use control socket {}: {e}", path.display()),
+        })?;
         let fail = |e: nix::errno::Errno| {
             format!(
                 "cannot create control socket {}: {}",
@@ -102,18 +102,17 @@ impl ControlServer {
         listener
             .set_nonblocking(true)
             .map_err(|e| format!("control socket: {e}"))?;
-        let meta = std::fs::symlink_metadata(path).map_err(|e| format!("control socket: {e}"))?;
+        let file = BoundFile::identify(path).map_err(|e| format!("control socket: {e}"))?;
         Ok(ControlServer {
             listener,
-            path: path.to_path_buf(),
-            identity: (meta.dev(), meta.ino()),
+            file,
             connections: Vec::new(),
             last_id: 0,
         })
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.file.path()
     }
 
     /// Descriptors to poll: the listener first, then every connection, in
@@ -307,17 +306,6 @@ impl ControlServer {
 
     fn sweep(&mut self) {
         self.connections.retain(|c| !c.is_done());
-    }
-}
-
-impl Drop for ControlServer {
-    fn drop(&mut self) {
-        // Remove the socket file only if it is still ours.
-        if let Ok(meta) = std::fs::symlink_metadata(&self.path)
-            && (meta.dev(), meta.ino()) == self.identity
-        {
-            let _ = std::fs::remove_file(&self.path);
-        }
     }
 }
 

@@ -9,11 +9,10 @@
 
 use std::fmt;
 use std::fs;
-use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
 use nix::errno::Errno;
 use nix::sys::socket::{
@@ -23,6 +22,7 @@ use nix::sys::socket::{
 use nix::sys::stat::{Mode, umask};
 
 use super::spec::{ListenAddress, ListenSpec};
+use crate::socket_file::{self, BoundFile, Occupied};
 
 /// Backlog used when `/proc/sys/net/core/somaxconn` cannot be read.
 const FALLBACK_BACKLOG: i32 = 4096;
@@ -35,14 +35,7 @@ pub struct Listener {
     /// The address the kernel actually bound (port 0 resolved).
     pub bound: String,
     /// The socket file we created, removed on drop if it is still ours.
-    socket_file: Option<SocketFile>,
-}
-
-#[derive(Debug)]
-struct SocketFile {
-    path: PathBuf,
-    dev: u64,
-    ino: u64,
+    _socket_file: Option<BoundFile>,
 }
 
 impl Listener {
@@ -66,22 +59,7 @@ impl Listener {
             },
             fd,
             bound,
-            socket_file: None,
-        }
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        if let Some(file) = &self.socket_file {
-            // Only remove the file if it is still the one we bound: another
-            // process may have replaced it meanwhile.
-            if let Ok(meta) = fs::symlink_metadata(&file.path)
-                && meta.dev() == file.dev
-                && meta.ino() == file.ino
-            {
-                let _ = fs::remove_file(&file.path);
-            }
+            _socket_file: None,
         }
     }
 }
@@ -140,7 +118,7 @@ pub fn bind(spec: &ListenSpec) -> Result<Listener, BindError> {
             let addr = UnixAddr::new(path.as_path()).map_err(|e| fail(e, None))?;
             let fd = bind_unix(&addr, backlog, Some(spec.mode.unwrap_or(0o666)));
             let file = match &fd {
-                Ok(_) => Some(socket_file(path).map_err(|e| fail(e, None))?),
+                Ok(_) => Some(BoundFile::identify(path).map_err(|e| fail(errno_of(&e), None))?),
                 Err(_) => None,
             };
             (fd, file)
@@ -152,7 +130,7 @@ pub fn bind(spec: &ListenSpec) -> Result<Listener, BindError> {
         spec: spec.clone(),
         fd,
         bound,
-        socket_file,
+        _socket_file: socket_file,
     })
 }
 
@@ -225,59 +203,21 @@ fn remove_stale_socket(spec: &ListenSpec, path: &Path) -> Result<(), BindError> 
         reason,
         hint: Some(hint.to_string()),
     };
-    let meta = match fs::symlink_metadata(path) {
-        Ok(meta) => meta,
-        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(()),
-        Err(err) => return Err(fail(err.to_string().to_lowercase(), "check the path")),
-    };
-    if !meta.file_type().is_socket() {
-        return Err(fail(
-            format!("{} exists and is not a socket", path.display()),
-            "remove it or choose another path",
-        ));
-    }
-    if socket_is_live(path) {
-        return Err(fail(
+    socket_file::clear_stale(path).map_err(|occupied| match occupied {
+        Occupied::NotASocket(what) => fail(
+            format!("{} is {what}, not a socket", path.display()),
+            "sockvisor never replaces it; remove it yourself or choose another path",
+        ),
+        Occupied::Live => fail(
             format!("another process is listening on {}", path.display()),
             "stop it or choose another path",
-        ));
-    }
-    fs::remove_file(path).map_err(|err| {
-        fail(
-            err.to_string().to_lowercase(),
-            "remove the stale socket file",
-        )
+        ),
+        Occupied::Io(err) => fail(err.to_string().to_lowercase(), "check the path"),
     })
 }
 
-/// True when connecting to the socket file reaches a listener. A full
-/// backlog (`EAGAIN`) also means somebody listens.
-pub(crate) fn socket_is_live(path: &Path) -> bool {
-    let Ok(fd) = socket::socket(
-        AddressFamily::Unix,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-        None,
-    ) else {
-        return false;
-    };
-    let Ok(addr) = UnixAddr::new(path) else {
-        return false;
-    };
-    !matches!(
-        socket::connect(fd.as_raw_fd(), &addr),
-        Err(Errno::ECONNREFUSED | Errno::ENOENT)
-    )
-}
-
-fn socket_file(path: &Path) -> Result<SocketFile, Errno> {
-    let meta = fs::symlink_metadata(path)
-        .map_err(|e| e.raw_os_error().map_or(Errno::EIO, Errno::from_raw))?;
-    Ok(SocketFile {
-        path: path.to_path_buf(),
-        dev: meta.dev(),
-        ino: meta.ino(),
-    })
+fn errno_of(err: &std::io::Error) -> Errno {
+    err.raw_os_error().map_or(Errno::EIO, Errno::from_raw)
 }
 
 /// The fix to suggest for the common failures.

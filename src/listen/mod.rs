@@ -10,6 +10,6 @@ mod spec;
 
 pub use activation::take_inherited;
 
+pub(crate) use bind::bind_unix;
 pub use bind::{BindError, Listener, bind, bind_all};
-pub(crate) use bind::{bind_unix, socket_is_live};
 pub use spec::{DEFAULT_NAME, ListenAddress, ListenSpec, SpecError};

@@ -10,7 +10,7 @@
 
 use std::io::{self, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nix::errno::Errno;
 use nix::sys::socket::{
@@ -18,6 +18,7 @@ use nix::sys::socket::{
 };
 
 use super::message::{MAX_DATAGRAM, NotifyMessage, Rejection};
+use crate::socket_file::BoundFile;
 
 /// Most descriptors accepted with one message; the kernel closes any beyond.
 const MAX_PASSED_FDS: usize = 16;
@@ -33,11 +34,13 @@ pub struct Received {
 #[derive(Debug)]
 pub struct NotifySocket {
     fd: OwnedFd,
-    path: PathBuf,
+    /// Removed when the socket is dropped, if it is still this file.
+    file: BoundFile,
 }
 
 impl NotifySocket {
-    /// Binds a datagram socket at `path`, replacing a leftover file.
+    /// Binds a datagram socket at `path`, which must not exist: notify
+    /// sockets live in a directory sockvisor created for them.
     pub fn bind(path: &Path) -> io::Result<NotifySocket> {
         let fd = socket::socket(
             AddressFamily::Unix,
@@ -46,16 +49,13 @@ impl NotifySocket {
             None,
         )?;
         socket::setsockopt(&fd, sockopt::PassCred, &true)?;
-        let _ = std::fs::remove_file(path);
         socket::bind(fd.as_raw_fd(), &UnixAddr::new(path)?)?;
-        Ok(NotifySocket {
-            fd,
-            path: path.to_path_buf(),
-        })
+        let file = BoundFile::identify(path)?;
+        Ok(NotifySocket { fd, file })
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.file.path()
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {
@@ -113,12 +113,6 @@ impl NotifySocket {
             NotifyMessage::parse(&iov[0][..length])
         };
         Ok(Some(Received { sender, message }))
-    }
-}
-
-impl Drop for NotifySocket {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
     }
 }
 
