@@ -56,6 +56,20 @@ fn upgrade_in_background(sockvisor: &Sockvisor) -> thread::JoinHandle<Output> {
     })
 }
 
+/// True for a duration written as the flags take it (`53ms`, `1.5s`): at
+/// most one decimal, then a unit.
+fn is_shown_duration(text: &str) -> bool {
+    let Some(split) = text.find(|c: char| !(c.is_ascii_digit() || c == '.')) else {
+        return false;
+    };
+    let (number, unit) = text.split_at(split);
+    let decimals = number.split_once('.').map_or(0, |(_, d)| d.len());
+    !number.is_empty()
+        && number.parse::<f64>().is_ok()
+        && decimals <= 1
+        && ["ms", "s", "m", "h"].contains(&unit)
+}
+
 /// Waits until generation 1 is ready (the probe notifies at once).
 fn serving(sockvisor: &Sockvisor) -> String {
     sockvisor.wait_for_log("generation 1 (pid");
@@ -224,6 +238,23 @@ fn a_slow_new_generation_leaves_the_old_one_serving_until_it_is_ready() {
     assert_eq!(result.failures, Vec::<String>::new());
     assert_eq!(result.pids.first(), Some(&pid_of_generation(&sockvisor, 1)));
     assert!(body(&http_get_tcp(&address).unwrap()).ends_with("generation=2"));
+    // Durations read like the flags: "is ready after 1.5s", never
+    // nanosecond noise.
+    let progress = stdout(&output);
+    let waited = progress
+        .lines()
+        .find_map(|line| line.split(" is ready after ").nth(1))
+        .unwrap_or_else(|| panic!("no readiness line in {progress}"));
+    assert!(is_shown_duration(waited), "{progress}");
+    assert!(
+        waited.ends_with('s') && !waited.ends_with("ms"),
+        "{progress}"
+    );
+    let draining = progress
+        .lines()
+        .find_map(|line| line.split("draining for up to ").nth(1))
+        .unwrap_or_else(|| panic!("no drain line in {progress}"));
+    assert_eq!(draining, "30s");
 }
 
 #[test]
@@ -355,11 +386,26 @@ fn status_shows_generations_listeners_status_text_and_the_last_upgrade() {
         format!("tcp://{address}")
     );
     assert_eq!(status["last_upgrade"]["ok"], true);
+    // JSON keeps exact numbers in a fixed unit.
+    assert!(status["generations"][0]["age_ms"].is_u64(), "{status}");
+    assert!(status["last_upgrade"]["ago_ms"].is_u64(), "{status}");
     let text = stdout(&sockvisor.client(&["status"]));
     assert!(
         text.contains("(current)") && text.contains("last upgrade: generation 2 succeeded"),
         "{text}"
     );
+    let age = text
+        .lines()
+        .find(|line| line.contains("(current)"))
+        .and_then(|line| line.split_whitespace().nth(4))
+        .unwrap_or_default();
+    assert!(is_shown_duration(age), "{text}");
+    let ago = text
+        .split(" ago)")
+        .next()
+        .and_then(|before| before.rsplit('(').next())
+        .unwrap_or_default();
+    assert!(is_shown_duration(ago), "{text}");
 }
 
 #[test]

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::protocol::{Command, ErrorKind, PROTOCOL_VERSION, Reply, Request};
+use crate::duration::format_duration;
 
 /// Exit statuses of the client commands.
 pub mod exit {
@@ -146,8 +147,8 @@ fn finish(
 
 fn timed_out(verb: &str, timeout: Option<Duration>) -> i32 {
     eprintln!(
-        "sockvisor: no {verb} result within {:?}; sockvisor carries on with it (see `sockvisor status`)",
-        timeout.unwrap_or_default()
+        "sockvisor: no {verb} result within {}; sockvisor carries on with it (see `sockvisor status`)",
+        format_duration(timeout.unwrap_or_default())
     );
     exit::TIMEOUT
 }
@@ -191,10 +192,10 @@ pub fn render_status(status: &serde_json::Value) -> String {
         let number = &generation["generation"];
         let _ = writeln!(
             out,
-            "  {number}  pid {}  {:<8}  {:.1}s{}{}",
+            "  {number}  pid {}  {:<8}  {}{}{}",
             generation["pid"],
             generation["state"].as_str().unwrap_or_default(),
-            generation["age_seconds"].as_f64().unwrap_or_default(),
+            shown_ms(&generation["age_ms"]),
             generation["status"]
                 .as_str()
                 .map(|s| format!("  \"{s}\""))
@@ -209,7 +210,7 @@ pub fn render_status(status: &serde_json::Value) -> String {
     if let Some(last) = status["last_upgrade"].as_object() {
         let _ = writeln!(
             out,
-            "last upgrade: generation {} {}: {} ({:.1}s ago)",
+            "last upgrade: generation {} {}: {} ({} ago)",
             last["generation"],
             if last["ok"] == true {
                 "succeeded"
@@ -217,8 +218,13 @@ pub fn render_status(status: &serde_json::Value) -> String {
                 "failed"
             },
             last["message"].as_str().unwrap_or_default(),
-            last["seconds_ago"].as_f64().unwrap_or_default()
+            shown_ms(&last["ago_ms"])
         );
     }
     out
+}
+
+/// A JSON milliseconds field as a person reads a duration.
+fn shown_ms(value: &serde_json::Value) -> String {
+    format_duration(Duration::from_millis(value.as_u64().unwrap_or_default()))
 }

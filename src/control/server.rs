@@ -20,6 +20,7 @@ use nix::sys::socket::{UnixAddr, getsockopt, sockopt};
 use nix::unistd::Uid;
 
 use super::protocol::{ErrorKind, MAX_REQUEST_LINE, Reply, Request, decode_request};
+use crate::duration::format_duration;
 use crate::listen::bind_unix;
 use crate::socket_file::{self, BoundFile, Occupied};
 use crate::supervisor::{Notice, UpgradeId};
@@ -293,7 +294,10 @@ impl ControlServer {
             if connection.state == State::Reading && connection.accepted + REQUEST_TIMEOUT <= now {
                 connection.finish(Reply::failure(
                     ErrorKind::BadRequest,
-                    format!("no request received within {REQUEST_TIMEOUT:?}"),
+                    format!(
+                        "no request received within {}",
+                        format_duration(REQUEST_TIMEOUT)
+                    ),
                 ));
             }
         }

@@ -31,6 +31,7 @@ pub use generation::{Generation, Phase, ReadyMode};
 pub use status::{GenerationStatus, StatusSnapshot, UpgradeStatus};
 pub use upgrade::{Notice, Outcome, Upgrade, UpgradeId, UpgradeRejection};
 
+use crate::duration::format_duration;
 use crate::notify::NotifyMessage;
 use crate::reaper::{Exit, ExitStatus};
 use crate::spawn::SpawnError;
@@ -248,9 +249,9 @@ impl<P: ProcessControl> Supervisor<P> {
             return;
         }
         tracing::info!(
-            "{reason}: sending {} to every generation, waiting up to {:?}",
+            "{reason}: sending {} to every generation, waiting up to {}",
             self.config.stop_signal.as_str(),
-            self.config.stop_timeout
+            format_duration(self.config.stop_timeout)
         );
         self.begin_stop(now);
     }
@@ -411,8 +412,8 @@ impl<P: ProcessControl> Supervisor<P> {
             && deadline <= now
         {
             tracing::warn!(
-                "not every generation stopped within {:?}; killing what is left",
-                self.config.stop_timeout
+                "not every generation stopped within {}; killing what is left",
+                format_duration(self.config.stop_timeout)
             );
             self.kill_all();
         }
@@ -476,12 +477,10 @@ impl<P: ProcessControl> Supervisor<P> {
             self.processes.signal_group(probe, Signal::SIGKILL);
         }
         let generation = generation.clone();
-        let waited = now.saturating_duration_since(generation.started);
-        tracing::info!("{} is ready after {waited:?}", generation.describe());
-        self.progress(
-            generation.upgrade,
-            format!("{} is ready after {waited:?}", generation.describe()),
-        );
+        let waited = format_duration(now.saturating_duration_since(generation.started));
+        let message = format!("{} is ready after {waited}", generation.describe());
+        tracing::info!("{message}");
+        self.progress(generation.upgrade, message);
         let replaced = self.current.replace(number);
         match replaced.and_then(|old| self.start_drain(old, now)) {
             Some(old) => {
@@ -489,10 +488,10 @@ impl<P: ProcessControl> Supervisor<P> {
                     upgrade.draining = Some(old.number);
                 }
                 let message = format!(
-                    "{} sent {}; draining for up to {:?}",
+                    "{} sent {}; draining for up to {}",
                     old.describe(),
                     self.config.stop_signal.as_str(),
-                    self.config.drain_timeout
+                    format_duration(self.config.drain_timeout)
                 );
                 tracing::info!("{message}");
                 self.progress(generation.upgrade, message);
@@ -586,9 +585,9 @@ impl<P: ProcessControl> Supervisor<P> {
         match generation.phase {
             Phase::Starting if deadline_passed => {
                 let reason = format!(
-                    "{} was not ready within {:?}",
+                    "{} was not ready within {}",
                     generation.describe(),
-                    self.config.ready_timeout
+                    format_duration(self.config.ready_timeout)
                 );
                 self.fail_start(number, reason, now);
             }
@@ -625,7 +624,8 @@ impl<P: ProcessControl> Supervisor<P> {
                     self.config.stop_timeout
                 };
                 tracing::warn!(
-                    "{describe} did not exit within {limit:?}; killing its process group"
+                    "{describe} did not exit within {}; killing its process group",
+                    format_duration(limit)
                 );
                 self.processes.signal_group(pid, Signal::SIGKILL);
             }
@@ -663,8 +663,10 @@ impl<P: ProcessControl> Supervisor<P> {
             .restart_at
             .map_or(Duration::ZERO, |at| at.saturating_duration_since(now));
         tracing::warn!(
-            "{} {status} after {ran_for:?}; restarting in {delay:?}",
-            generation.describe()
+            "{} {status} after {}; restarting in {}",
+            generation.describe(),
+            format_duration(ran_for),
+            format_duration(delay)
         );
     }
 

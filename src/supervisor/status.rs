@@ -5,6 +5,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::{Phase, ProcessControl, Supervisor};
+use crate::duration::as_millis;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StatusSnapshot {
@@ -20,7 +21,8 @@ pub struct GenerationStatus {
     pub generation: u32,
     pub pid: i32,
     pub state: Phase,
-    pub age_seconds: f64,
+    /// Milliseconds since it was started.
+    pub age_ms: u64,
     /// The last `STATUS=` text it sent.
     pub status: Option<String>,
 }
@@ -30,7 +32,8 @@ pub struct UpgradeStatus {
     pub generation: u32,
     pub ok: bool,
     pub message: String,
-    pub seconds_ago: f64,
+    /// Milliseconds since it finished.
+    pub ago_ms: u64,
 }
 
 impl<P: ProcessControl> Supervisor<P> {
@@ -45,7 +48,7 @@ impl<P: ProcessControl> Supervisor<P> {
                     generation: g.number,
                     pid: g.pid.as_raw(),
                     state: g.phase,
-                    age_seconds: now.saturating_duration_since(g.started).as_secs_f64(),
+                    age_ms: as_millis(now.saturating_duration_since(g.started)),
                     status: g.status_text.clone(),
                 })
                 .collect(),
@@ -53,7 +56,7 @@ impl<P: ProcessControl> Supervisor<P> {
                 generation: o.generation,
                 ok: o.ok,
                 message: o.message.clone(),
-                seconds_ago: now.saturating_duration_since(o.finished).as_secs_f64(),
+                ago_ms: as_millis(now.saturating_duration_since(o.finished)),
             }),
         }
     }
