@@ -77,7 +77,7 @@ fn extra_sections_run(roff: &mut Roff) {
         &[
             (
                 "SIGTERM, SIGINT, SIGQUIT",
-                "Graceful stop: the stop signal (--stop-signal, default SIGQUIT) goes to every generation; after --stop-timeout the remaining process groups get SIGKILL. A second one of these during the stop kills at once.",
+                "Graceful stop: the stop signal (--stop-signal, default SIGQUIT) goes to every generation, followed by SIGCONT to its process group so that a stopped one acts on it; after --stop-timeout the remaining process groups get SIGKILL. A second one of these during the stop kills at once. Sent with kill or docker stop, SIGINT means this with or without a terminal.",
             ),
             (
                 "SIGHUP, SIGUSR2",
@@ -85,7 +85,11 @@ fn extra_sections_run(roff: &mut Roff) {
             ),
             (
                 "SIGUSR1, SIGWINCH, SIGTTIN, SIGTTOU",
-                "Forwarded to the current generation.",
+                "Forwarded to the current generation. On a terminal, SIGTTIN and SIGTTOU are blocked instead: there they are job control aimed at sockvisor.",
+            ),
+            (
+                "Keyboard on a terminal",
+                "When sockvisor runs in the foreground of its controlling terminal (standard input), the serving generation is the terminal's foreground process group: it reads the terminal, and Ctrl-C, Ctrl-\\ and Ctrl-Z go to it, not to sockvisor. A generation killed by Ctrl-C or Ctrl-\\ is not restarted; sockvisor exits 130 or 131. In an upgrade the terminal passes to the new generation once it is ready; at exit it goes back to the group that had it.",
             ),
             (
                 "SIGCHLD",
@@ -108,6 +112,10 @@ fn extra_sections_run(roff: &mut Roff) {
             (
                 "128 + N",
                 "It was killed by signal N (137 after SIGKILL at a timeout).",
+            ),
+            (
+                "130, 131",
+                "On a terminal, the serving generation was killed by Ctrl-C (SIGINT) or Ctrl-\\ (SIGQUIT) from the keyboard.",
             ),
             (
                 "0",

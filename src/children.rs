@@ -21,6 +21,7 @@ use crate::notify::NotifySocket;
 use crate::paths::NotifyDir;
 use crate::spawn::{self, Command, SpawnError, SpawnRequest};
 use crate::supervisor::ProcessControl;
+use crate::terminal::Terminal;
 
 pub struct Children {
     pub command: Command,
@@ -31,6 +32,8 @@ pub struct Children {
     pub notify_dir: NotifyDir,
     /// Other socket managers' variables to set as well.
     pub fd_env: Vec<FdEnv>,
+    /// The controlling terminal sockvisor runs in the foreground of.
+    pub terminal: Option<Terminal>,
     notify: Vec<(u32, NotifySocket)>,
 }
 
@@ -50,6 +53,7 @@ impl Children {
             control_path,
             notify_dir,
             fd_env,
+            terminal: None,
             notify: Vec::new(),
         }
     }
@@ -68,7 +72,7 @@ impl Children {
 }
 
 impl ProcessControl for Children {
-    fn spawn(&mut self, generation: u32) -> Result<Pid, SpawnError> {
+    fn spawn(&mut self, generation: u32, foreground: bool) -> Result<Pid, SpawnError> {
         let path = self.notify_dir.socket_path(generation);
         let notify = NotifySocket::bind(&path)
             .map_err(|e| SpawnError::Fork(e.raw_os_error().map_or(Errno::EIO, Errno::from_raw)))?;
@@ -101,6 +105,11 @@ impl ProcessControl for Children {
             command: &self.command,
             listeners: &self.listeners,
             extra_env: &extra_env,
+            terminal: self
+                .terminal
+                .as_ref()
+                .filter(|_| foreground)
+                .map(Terminal::fd),
         })?;
         self.notify.push((generation, notify));
         Ok(pid)
@@ -124,6 +133,7 @@ impl ProcessControl for Children {
             command: &probe,
             listeners: &[],
             extra_env: &extra_env,
+            terminal: None,
         })
     }
 
@@ -133,6 +143,12 @@ impl ProcessControl for Children {
 
     fn signal_group(&mut self, pgid: Pid, signal: Signal) {
         report_signal_error(killpg(pgid, signal), pgid, signal);
+    }
+
+    fn hand_terminal(&mut self, group: Pid) {
+        if let Some(terminal) = &self.terminal {
+            terminal.hand_to(group);
+        }
     }
 
     fn retire(&mut self, generation: u32) {

@@ -160,9 +160,10 @@ pub struct RunArgs {
     /// How a new generation shows it is ready: notify (READY=1 on
     /// NOTIFY_SOCKET), now, delay=DURATION (alive that long), or
     /// exec=COMMAND (a shell command that exits 0; SOCKVISOR_READY_PID holds
-    /// the generation's pid).
-    #[arg(long, value_name = "MODE", value_parser = ReadyMode::parse, default_value = "notify")]
-    pub ready: ReadyMode,
+    /// the generation's pid). Default: notify when there are sockets to
+    /// serve, now without any.
+    #[arg(long, value_name = "MODE", value_parser = ReadyMode::parse)]
+    pub ready: Option<ReadyMode>,
 
     /// How long a new generation may take to become ready before it is
     /// stopped (and, in an upgrade, the old one keeps serving).

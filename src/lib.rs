@@ -26,3 +26,4 @@ pub mod signals;
 pub mod socket_file;
 pub mod spawn;
 pub mod supervisor;
+pub mod terminal;

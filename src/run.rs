@@ -18,7 +18,8 @@ use crate::pidfile::PidFile;
 use crate::service_notify::ServiceNotifier;
 use crate::signals::SignalSource;
 use crate::spawn::{self, Command, SpawnError};
-use crate::supervisor::{Config, Supervisor};
+use crate::supervisor::{Config, ReadyMode, Supervisor};
+use crate::terminal::Terminal;
 
 /// Why `sockvisor run` could not start. Each maps to a documented exit
 /// status.
@@ -117,6 +118,17 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
     let signals = SignalSource::install()
         .map_err(|err| RunError::Setup(format!("cannot install signal handlers: {err}")))?;
     tracing::info!("control socket: {}", control_path.display());
+    let terminal = Terminal::detect();
+    if terminal.is_some() {
+        tracing::debug!("on a terminal: each serving generation is its foreground process group");
+    }
+    // Readiness is about sockets: with none to serve, there is nothing to
+    // wait for (a shell, a REPL, a worker), as under tini.
+    let ready = args.ready.unwrap_or(if listeners.is_empty() {
+        ReadyMode::Now
+    } else {
+        ReadyMode::Notify
+    });
 
     let config = Config {
         restart: args.restart,
@@ -125,10 +137,11 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
         stop_signal: args.stop_signal,
         stop_timeout: args.stop_timeout,
         drain_timeout: args.drain_timeout,
-        ready: args.ready,
+        ready,
         ready_timeout: args.ready_timeout,
+        terminal: terminal.is_some(),
     };
-    let children = Children::new(
+    let mut children = Children::new(
         command,
         listeners,
         getpid(),
@@ -136,6 +149,7 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
         notify_dir,
         args.fd_env,
     );
+    children.terminal = terminal;
     let mut supervisor = Supervisor::new(config, children);
     supervisor.start(Instant::now()).map_err(RunError::Spawn)?;
     let service = ServiceNotifier::from_env();

@@ -12,7 +12,8 @@
 //! - variables sockvisor itself inherited (`LISTEN_*`, `NOTIFY_SOCKET`,
 //!   `WATCHDOG_*`, and einhorn's and Server::Starter's) are not passed on;
 //! - empty signal mask and default dispositions (`SIGPIPE` included);
-//! - its own process group, so a terminal's ^C reaches sockvisor only;
+//! - its own process group; with `SpawnRequest::terminal`, that group is
+//!   made the terminal's foreground group before `exec` (see `terminal`);
 //! - a parent-death signal (`SIGKILL`), so a child never outlives a killed
 //!   sockvisor and the ports are free for the next one.
 //!
@@ -145,6 +146,8 @@ pub struct SpawnRequest<'a> {
     pub listeners: &'a [Listener],
     /// Extra variables (`SOCKVISOR_*`) given to the child.
     pub extra_env: &'a [(String, String)],
+    /// A terminal whose foreground process group the child's group becomes.
+    pub terminal: Option<RawFd>,
 }
 
 /// Starts the child and returns its pid once it has successfully `exec`ed.
@@ -215,6 +218,8 @@ struct ExecPlan {
     /// Scratch space for the listeners' temporary copies.
     moved_fds: Vec<RawFd>,
     error_fd: RawFd,
+    /// The terminal to take as foreground group, or -1.
+    terminal_fd: RawFd,
     parent: libc::pid_t,
 }
 
@@ -286,6 +291,7 @@ impl ExecPlan {
             moved_fds: vec![-1; listener_fds.len()],
             listener_fds,
             error_fd: -1,
+            terminal_fd: request.terminal.unwrap_or(-1),
             // SAFETY: getpid has no preconditions.
             parent: unsafe { libc::getpid() },
         }
@@ -299,6 +305,12 @@ impl ExecPlan {
         // CStrings and slots that live in `self`, which outlives the exec.
         unsafe {
             libc::setpgid(0, 0);
+            if self.terminal_fd >= 0 {
+                // Every signal is still blocked, so taking the terminal from
+                // the background does not stop us with SIGTTOU. A failure
+                // leaves the child in the background: it still runs.
+                libc::tcsetpgrp(self.terminal_fd, libc::getpid());
+            }
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             if libc::getppid() != self.parent {
                 // sockvisor died before the death signal was armed.

@@ -132,6 +132,23 @@ fn sigint_and_sigquit_also_stop_gracefully() {
 }
 
 #[test]
+fn a_stopped_child_is_continued_so_a_stop_does_not_wait_for_the_timeout() {
+    let mut sockvisor = run("sigstop", &["--stop-timeout", "60s"], &[]);
+    let pid = sockvisor.report(1)["pid"].as_i64().unwrap();
+    // SAFETY: stopping the child this test started.
+    unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+    wait_for("the child to be stopped", || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(") ")?.1.starts_with('T').then_some(())
+    });
+    // SIGQUIT alone would stay pending until SIGKILL at 60s; SIGCONT after
+    // it lets the child drain now. Exit 0, not 137, shows it was not killed.
+    let output = sockvisor.client(&["stop", "--timeout", "20s"]);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(sockvisor.wait_exit(), 0, "{}", sockvisor.stderr());
+}
+
+#[test]
 fn a_child_ignoring_the_stop_signal_is_killed_after_the_stop_timeout() {
     let mut sockvisor = run(
         "timeout",

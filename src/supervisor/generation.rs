@@ -72,6 +72,8 @@ pub struct Generation {
     pub status_text: Option<String>,
     /// The upgrade that started it; `None` for the first start or a restart.
     pub upgrade: Option<UpgradeId>,
+    /// Its process group is (or was made) the terminal's foreground group.
+    pub foreground: bool,
 }
 
 impl Generation {

@@ -67,12 +67,19 @@ pub struct Config {
     pub drain_timeout: Duration,
     pub ready: ReadyMode,
     pub ready_timeout: Duration,
+    /// sockvisor runs in the foreground of a terminal: the serving
+    /// generation is its foreground process group, and a generation killed
+    /// by the keyboard's SIGINT or SIGQUIT ends sockvisor instead of being
+    /// restarted.
+    pub terminal: bool,
 }
 
 /// The side effects the supervisor asks for.
 pub trait ProcessControl {
-    /// Starts generation `generation` and returns its pid.
-    fn spawn(&mut self, generation: u32) -> Result<Pid, SpawnError>;
+    /// Starts generation `generation` and returns its pid (also its process
+    /// group). With `foreground`, the group takes the terminal before the
+    /// command runs.
+    fn spawn(&mut self, generation: u32, foreground: bool) -> Result<Pid, SpawnError>;
     /// Starts one run of the `exec=` readiness probe for a generation.
     fn spawn_probe(
         &mut self,
@@ -84,8 +91,20 @@ pub trait ProcessControl {
     fn signal(&mut self, pid: Pid, signal: Signal);
     /// Sends `signal` to every process of a process group.
     fn signal_group(&mut self, pgid: Pid, signal: Signal);
+    /// Makes `group` the terminal's foreground process group.
+    fn hand_terminal(&mut self, group: Pid);
     /// The generation is gone: release what was set up for it.
     fn retire(&mut self, generation: u32);
+}
+
+/// Sends the stop signal, then `SIGCONT` to the process group, as systemd
+/// does: a stopped process (SIGSTOP, Ctrl-Z) only acts on the stop signal
+/// once continued, and would otherwise wait out the whole timeout.
+fn ask_to_stop<P: ProcessControl>(processes: &mut P, pid: Pid, signal: Signal) {
+    processes.signal(pid, signal);
+    if signal != Signal::SIGKILL {
+        processes.signal_group(pid, Signal::SIGCONT);
+    }
 }
 
 /// A requested stop in progress.
@@ -438,7 +457,9 @@ impl<P: ProcessControl> Supervisor<P> {
         now: Instant,
     ) -> Result<u32, SpawnError> {
         let number = self.last_generation + 1;
-        let pid = self.processes.spawn(number)?;
+        // With nothing serving, nobody else needs the terminal.
+        let foreground = self.config.terminal && self.current.is_none();
+        let pid = self.processes.spawn(number, foreground)?;
         self.last_generation = number;
         let probe_at = match &self.config.ready {
             ReadyMode::Delay(delay) => Some(now + *delay),
@@ -455,6 +476,7 @@ impl<P: ProcessControl> Supervisor<P> {
             probe_pid: None,
             status_text: None,
             upgrade,
+            foreground,
         });
         tracing::info!("generation {number} started: pid {pid}");
         self.progress(upgrade, format!("generation {number} started: pid {pid}"));
@@ -475,6 +497,10 @@ impl<P: ProcessControl> Supervisor<P> {
         generation.probe_at = None;
         if let Some(probe) = generation.probe_pid.take() {
             self.processes.signal_group(probe, Signal::SIGKILL);
+        }
+        if self.config.terminal && !generation.foreground {
+            generation.foreground = true;
+            self.processes.hand_terminal(generation.pid);
         }
         let generation = generation.clone();
         let waited = format_duration(now.saturating_duration_since(generation.started));
@@ -510,8 +536,7 @@ impl<P: ProcessControl> Supervisor<P> {
         generation.phase = Phase::Draining;
         generation.deadline = Some(now + self.config.drain_timeout);
         let generation = generation.clone();
-        self.processes
-            .signal(generation.pid, self.config.stop_signal);
+        ask_to_stop(&mut self.processes, generation.pid, self.config.stop_signal);
         Some(generation)
     }
 
@@ -529,8 +554,7 @@ impl<P: ProcessControl> Supervisor<P> {
         if let Some(probe) = probe {
             self.processes.signal_group(probe, Signal::SIGKILL);
         }
-        self.processes
-            .signal(generation.pid, self.config.stop_signal);
+        ask_to_stop(&mut self.processes, generation.pid, self.config.stop_signal);
         let message = self.with_survivor(reason);
         tracing::warn!("{message}");
         self.finish_upgrade(generation.upgrade, Err(message), now);
@@ -643,6 +667,14 @@ impl<P: ProcessControl> Supervisor<P> {
             );
             return;
         }
+        if self.config.terminal && is_keyboard_interrupt(status) {
+            tracing::info!(
+                "{} {status}: interrupted from the terminal; stopping",
+                generation.describe()
+            );
+            self.finish_with(status.as_code(), now);
+            return;
+        }
         let restart = match self.config.restart {
             RestartPolicy::Never => false,
             RestartPolicy::OnFailure => !status.success(),
@@ -715,8 +747,7 @@ impl<P: ProcessControl> Supervisor<P> {
                 Phase::Ready | Phase::Failed => {}
             }
             generation.deadline = None;
-            self.processes
-                .signal(generation.pid, self.config.stop_signal);
+            ask_to_stop(&mut self.processes, generation.pid, self.config.stop_signal);
         }
         for upgrade in abandoned {
             self.finish_upgrade(
@@ -808,6 +839,12 @@ impl<P: ProcessControl> Supervisor<P> {
             None => reason,
         }
     }
+}
+
+/// A death by the signals the keyboard sends (Ctrl-C, Ctrl-\): with a
+/// terminal, the person at it asked for the end, as a shell takes it.
+fn is_keyboard_interrupt(status: ExitStatus) -> bool {
+    matches!(status, ExitStatus::Signal(Signal::SIGINT | Signal::SIGQUIT))
 }
 
 fn policy_name(policy: RestartPolicy) -> &'static str {

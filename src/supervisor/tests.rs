@@ -5,6 +5,9 @@ use super::*;
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Call {
     Spawn(u32),
+    /// A spawn whose process group takes the terminal.
+    SpawnForeground(u32),
+    HandTerminal(i32),
     Probe(u32),
     Signal(i32, Signal),
     SignalGroup(i32, Signal),
@@ -23,8 +26,12 @@ fn pid_of(generation: u32) -> i32 {
 }
 
 impl ProcessControl for FakeProcesses {
-    fn spawn(&mut self, generation: u32) -> Result<Pid, SpawnError> {
-        self.calls.push(Call::Spawn(generation));
+    fn spawn(&mut self, generation: u32, foreground: bool) -> Result<Pid, SpawnError> {
+        self.calls.push(if foreground {
+            Call::SpawnForeground(generation)
+        } else {
+            Call::Spawn(generation)
+        });
         if self.fail_spawns > 0 {
             self.fail_spawns -= 1;
             return Err(SpawnError::Fork(nix::errno::Errno::EAGAIN));
@@ -41,6 +48,9 @@ impl ProcessControl for FakeProcesses {
     fn signal_group(&mut self, pgid: Pid, signal: Signal) {
         self.calls.push(Call::SignalGroup(pgid.as_raw(), signal));
     }
+    fn hand_terminal(&mut self, group: Pid) {
+        self.calls.push(Call::HandTerminal(group.as_raw()));
+    }
     fn retire(&mut self, generation: u32) {
         self.calls.push(Call::Retire(generation));
     }
@@ -56,6 +66,7 @@ fn config(restart: RestartPolicy, ready: ReadyMode) -> Config {
         drain_timeout: Duration::from_secs(7),
         ready,
         ready_timeout: Duration::from_secs(10),
+        terminal: false,
     }
 }
 
@@ -97,12 +108,27 @@ fn spawns(s: &Supervisor<FakeProcesses>) -> usize {
     s.processes()
         .calls
         .iter()
-        .filter(|c| matches!(c, Call::Spawn(_)))
+        .filter(|c| matches!(c, Call::Spawn(_) | Call::SpawnForeground(_)))
         .count()
 }
 
 fn last_call(s: &Supervisor<FakeProcesses>) -> Option<&Call> {
     s.processes().calls.last()
+}
+
+/// The last calls were the stop signal to the generation's process and
+/// SIGCONT to its group.
+fn assert_asked_to_stop(s: &Supervisor<FakeProcesses>, generation: u32) {
+    let calls = &s.processes().calls;
+    let pid = pid_of(generation);
+    assert_eq!(
+        calls[calls.len().saturating_sub(2)..],
+        [
+            Call::Signal(pid, Signal::SIGQUIT),
+            Call::SignalGroup(pid, Signal::SIGCONT)
+        ],
+        "{calls:?}"
+    );
 }
 
 fn finished(notices: &[Notice]) -> Option<Result<String, String>> {
@@ -233,10 +259,7 @@ fn forwarded_signals_go_to_the_current_generation() {
 fn stop_sends_the_stop_signal_then_kills_at_the_deadline() {
     let (mut s, now) = started(RestartPolicy::OnFailure);
     s.on_stop_request("SIGTERM received", now);
-    assert_eq!(
-        last_call(&s),
-        Some(&Call::Signal(pid_of(1), Signal::SIGQUIT))
-    );
+    assert_asked_to_stop(&s, 1);
     assert_eq!(s.next_deadline(), Some(now + Duration::from_secs(5)));
     s.on_tick(now + Duration::from_secs(5));
     assert_eq!(
@@ -398,10 +421,7 @@ fn upgrade_drains_the_old_generation_only_after_the_new_one_is_ready() {
     s.on_notify(2, &ready(), now);
     assert_eq!(s.current().map(|g| g.number), Some(2));
     assert_eq!(phase_of(&s, 1), Some(Phase::Draining));
-    assert_eq!(
-        last_call(&s),
-        Some(&Call::Signal(pid_of(1), Signal::SIGQUIT))
-    );
+    assert_asked_to_stop(&s, 1);
     assert_eq!(
         finished(&s.take_notices()),
         None,
@@ -442,10 +462,7 @@ fn upgrade_that_is_never_ready_is_stopped_at_the_deadline() {
         "{result:?}"
     );
     assert_eq!(phase_of(&s, 2), Some(Phase::Failed));
-    assert_eq!(
-        last_call(&s),
-        Some(&Call::Signal(pid_of(2), Signal::SIGQUIT))
-    );
+    assert_asked_to_stop(&s, 2);
     s.on_tick(now + Duration::from_secs(15));
     assert_eq!(
         last_call(&s),
@@ -585,4 +602,121 @@ fn the_current_generations_status_decides_a_stop_during_an_upgrade() {
         Some(0),
         "generation 1 served and stopped cleanly"
     );
+}
+
+// ----- terminal -----
+
+fn on_terminal(restart: RestartPolicy) -> (Supervisor<FakeProcesses>, Instant) {
+    let now = Instant::now();
+    let mut config = config(restart, ReadyMode::Notify);
+    config.terminal = true;
+    let mut supervisor = Supervisor::new(config, FakeProcesses::default());
+    supervisor.start(now).unwrap();
+    supervisor.on_notify(1, &ready(), now);
+    (supervisor, now)
+}
+
+#[test]
+fn on_a_terminal_the_first_generation_takes_it_at_spawn() {
+    let (s, _) = on_terminal(RestartPolicy::OnFailure);
+    assert_eq!(s.processes().calls[0], Call::SpawnForeground(1));
+    assert!(
+        !s.processes()
+            .calls
+            .iter()
+            .any(|c| matches!(c, Call::HandTerminal(_))),
+        "it already has the terminal"
+    );
+}
+
+#[test]
+fn without_a_terminal_nothing_takes_one() {
+    let (mut s, now) = serving_with_notify();
+    s.request_upgrade(now).unwrap();
+    s.on_notify(2, &ready(), now);
+    let calls = &s.processes().calls;
+    assert!(
+        !calls
+            .iter()
+            .any(|c| matches!(c, Call::SpawnForeground(_) | Call::HandTerminal(_))),
+        "{calls:?}"
+    );
+}
+
+#[test]
+fn an_upgrade_hands_the_terminal_over_only_once_the_new_generation_is_ready() {
+    let (mut s, now) = on_terminal(RestartPolicy::OnFailure);
+    s.request_upgrade(now).unwrap();
+    assert_eq!(
+        last_call(&s),
+        Some(&Call::Spawn(2)),
+        "spawned in the background"
+    );
+    s.on_notify(2, &ready(), now);
+    let calls = &s.processes().calls;
+    let handed = calls
+        .iter()
+        .position(|c| *c == Call::HandTerminal(pid_of(2)))
+        .expect("handed to generation 2");
+    let asked = calls
+        .iter()
+        .position(|c| *c == Call::Signal(pid_of(1), Signal::SIGQUIT))
+        .expect("generation 1 asked to stop");
+    assert!(handed < asked, "{calls:?}");
+}
+
+#[test]
+fn a_failed_upgrade_leaves_the_terminal_with_the_serving_generation() {
+    let (mut s, now) = on_terminal(RestartPolicy::OnFailure);
+    s.request_upgrade(now).unwrap();
+    s.on_exit(exit(2, ExitStatus::Code(1)), now);
+    assert!(
+        !s.processes()
+            .calls
+            .iter()
+            .any(|c| matches!(c, Call::HandTerminal(_)))
+    );
+}
+
+#[test]
+fn a_restart_after_a_crash_takes_the_terminal_at_spawn() {
+    let (mut s, now) = on_terminal(RestartPolicy::OnFailure);
+    s.on_exit(exit(1, ExitStatus::Code(3)), now);
+    s.on_tick(now + Duration::from_secs(1));
+    assert_eq!(last_call(&s), Some(&Call::SpawnForeground(2)));
+}
+
+#[test]
+fn on_a_terminal_a_generation_killed_by_ctrl_c_ends_sockvisor_with_130() {
+    let (mut s, now) = on_terminal(RestartPolicy::Always);
+    s.on_exit(exit(1, ExitStatus::Signal(Signal::SIGINT)), now);
+    assert_eq!(s.exit_code(), Some(130));
+    assert_eq!(spawns(&s), 1, "not restarted");
+}
+
+#[test]
+fn on_a_terminal_ctrl_backslash_ends_sockvisor_with_131() {
+    let (mut s, now) = on_terminal(RestartPolicy::OnFailure);
+    s.on_exit(exit(1, ExitStatus::Signal(Signal::SIGQUIT)), now);
+    assert_eq!(s.exit_code(), Some(131));
+}
+
+#[test]
+fn without_a_terminal_a_generation_killed_by_sigint_is_restarted() {
+    let (mut s, now) = started(RestartPolicy::OnFailure);
+    s.on_exit(exit(1, ExitStatus::Signal(Signal::SIGINT)), now);
+    assert_eq!(s.exit_code(), None);
+    s.on_tick(now + Duration::from_secs(1));
+    assert_eq!(spawns(&s), 2);
+}
+
+#[test]
+fn a_drain_and_a_failed_start_also_continue_a_stopped_group() {
+    let (mut s, now) = serving_with_notify();
+    s.request_upgrade(now).unwrap();
+    s.on_notify(2, &ready(), now);
+    assert_asked_to_stop(&s, 1);
+    s.request_upgrade(now).unwrap();
+    s.on_tick(now + Duration::from_secs(10));
+    assert_asked_to_stop(&s, 3);
 }
