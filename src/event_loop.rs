@@ -11,11 +11,13 @@ use std::time::Instant;
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 use serde_json::json;
 
 use crate::children::Children;
 use crate::control::server::ConnectionId;
 use crate::control::{Command, ControlServer, ErrorKind, Incoming, Reply};
+use crate::notify::sender;
 use crate::reaper;
 use crate::service_notify::{ServiceNotifier, ServiceState};
 use crate::signals::{STOP_REQUESTS, SignalSource, UPGRADE_REQUESTS, parse_signal};
@@ -162,12 +164,29 @@ impl EventLoop {
         let Some(socket) = self.supervisor.processes().notify_socket(generation) else {
             return;
         };
+        let Some(main) = self
+            .supervisor
+            .generations()
+            .iter()
+            .find(|g| g.number == generation)
+            .map(|g| g.pid)
+        else {
+            return;
+        };
+        // Each `Received` is dropped (closing what was passed with it) only
+        // after its sender has been checked.
         for received in socket.receive(NOTIFY_BUDGET) {
+            let sender = Pid::from_raw(received.sender.unwrap_or(0));
+            if !sender::speaks_for(sender, main, &sender::ProcFs) {
+                tracing::debug!(
+                    "notify datagram for generation {generation} dropped: sender pid {sender} is not a process of it"
+                );
+                continue;
+            }
             match received.message {
                 Ok(message) => self.supervisor.on_notify(generation, &message, now),
                 Err(why) => tracing::debug!(
-                    "notify datagram from pid {:?} for generation {generation} dropped: {why}",
-                    received.sender
+                    "notify datagram from pid {sender} for generation {generation} dropped: {why}"
                 ),
             }
         }

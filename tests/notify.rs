@@ -65,3 +65,39 @@ time.sleep(600)
         status["generations"][0]["pid"].as_i64().unwrap()
     );
 }
+
+#[test]
+fn ready_from_a_process_outside_the_generation_is_dropped() {
+    let dir = TestDir::new("foreign");
+    let mut command = Command::new(sockvisor_bin());
+    command
+        .args(["run", "--log-level", "debug", "--listen", "127.0.0.1:0"])
+        .args(["--ready-timeout", "2s", "--"])
+        .args(Sockvisor::probe_args(&dir.path))
+        .args(["--gen", "2", "--no-ready"]);
+    let sockvisor = Sockvisor::spawn(dir, command);
+    sockvisor.wait_for_log("generation 1 (pid");
+    let control = sockvisor.control_path();
+    let upgrade = std::thread::spawn(move || {
+        Command::new(sockvisor_bin())
+            .args(["upgrade", "--control"])
+            .arg(control)
+            .output()
+            .unwrap()
+    });
+    // Generation 2 runs and never notifies; this test process, which is
+    // not one of its processes, tries to speak for it.
+    let report = sockvisor.report(2);
+    let socket = report["env"]["NOTIFY_SOCKET"].as_str().unwrap().to_string();
+    let foreign = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    foreign.send_to(b"READY=1", &socket).unwrap();
+    sockvisor.wait_for_log(&format!(
+        "dropped: sender pid {} is not a process of it",
+        std::process::id()
+    ));
+    let output = upgrade.join().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("was not ready within 2s"), "{stderr}");
+    assert_eq!(status_json(&sockvisor)["current"], 1);
+}

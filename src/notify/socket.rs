@@ -1,11 +1,13 @@
 //! A generation's notify socket: the `NOTIFY_SOCKET` datagram socket its
 //! processes send sd_notify messages to.
 //!
-//! One socket per generation is the attribution: whatever arrives on it
-//! belongs to that generation, whichever of its processes (a forked worker
-//! included) sent it. This module owns the socket file, reads datagrams
-//! without ever blocking, closes every descriptor passed with a message
-//! (which is also how `BARRIER=1` is answered), and bounds how much it reads
+//! One socket per generation: what arrives on it is a candidate for that
+//! generation, and `sender` decides whether its sender may speak for it.
+//! This module owns the socket file, reads datagrams without ever blocking,
+//! hands every descriptor passed with a message to the caller, who closes
+//! it by dropping the [`Received`] once the message is handled (which is
+//! also how `BARRIER=1` is answered, and keeps a sender that waits for its
+//! barrier alive until it has been checked), and bounds how much it reads
 //! per wake-up so that a flood cannot stall the event loop.
 
 use std::io::{self, IoSliceMut};
@@ -29,6 +31,8 @@ pub struct Received {
     /// The sender's pid, from the kernel's credentials.
     pub sender: Option<i32>,
     pub message: Result<NotifyMessage, Rejection>,
+    /// Descriptors passed with the message; closed when this is dropped.
+    pub passed: Vec<OwnedFd>,
 }
 
 #[derive(Debug)]
@@ -91,16 +95,18 @@ impl NotifySocket {
                 Err(errno) => return Err(errno),
             };
         let mut sender = None;
+        let mut passed = Vec::new();
         for cmsg in msg.cmsgs().into_iter().flatten() {
             match cmsg {
                 ControlMessageOwned::ScmCredentials(creds) => sender = Some(creds.pid()),
                 ControlMessageOwned::ScmRights(fds) => {
-                    for fd in fds {
-                        // SAFETY: the kernel just installed this descriptor
-                        // in our table for us; nobody else owns it. Dropping
-                        // closes it (BARRIER=1 waits for exactly that).
-                        drop(unsafe { OwnedFd::from_raw_fd(fd) });
-                    }
+                    // SAFETY: the kernel just installed these descriptors in
+                    // our table for us; nobody else owns them. Dropping one
+                    // closes it (BARRIER=1 waits for exactly that).
+                    passed.extend(
+                        fds.into_iter()
+                            .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                    );
                 }
                 _ => {}
             }
@@ -112,7 +118,11 @@ impl NotifySocket {
         } else {
             NotifyMessage::parse(&iov[0][..length])
         };
-        Ok(Some(Received { sender, message }))
+        Ok(Some(Received {
+            sender,
+            message,
+            passed,
+        }))
     }
 }
 
@@ -184,8 +194,9 @@ mod tests {
         )
         .unwrap();
         drop(barrier_write);
-        let received = socket.receive(10);
+        let mut received = socket.receive(10);
         assert!(received[0].message.as_ref().unwrap().barrier);
+        drop(received.remove(0));
         // With every write end closed, the read end reports end-of-file.
         let mut byte = [0u8; 1];
         assert_eq!(nix::unistd::read(&barrier_read, &mut byte), Ok(0));
