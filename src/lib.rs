@@ -27,3 +27,5 @@ pub mod socket_file;
 pub mod spawn;
 pub mod supervisor;
 pub mod terminal;
+#[cfg(test)]
+mod test_dir;

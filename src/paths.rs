@@ -220,6 +220,7 @@ fn random_u64() -> io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_dir::TestDir;
 
     #[test]
     fn names_must_be_plain_file_names() {
@@ -234,14 +235,6 @@ mod tests {
         assert_eq!(control_path("web", None), runtime_base().join("web.sock"));
         let explicit = Path::new("/tmp/x.sock");
         assert_eq!(control_path("web", Some(explicit)), explicit);
-    }
-
-    fn temp_base(name: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("sockvisor-paths-{}-{name}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        ensure_private_dir(&dir).unwrap();
-        dir
     }
 
     fn bind_stale_socket(path: &Path) {
@@ -265,9 +258,9 @@ mod tests {
 
     #[test]
     fn each_notify_dir_is_new_and_removed_with_its_sockets() {
-        let base = temp_base("fresh");
-        let first = NotifyDir::create(&base).unwrap();
-        let second = NotifyDir::create(&base).unwrap();
+        let base = TestDir::new("paths-fresh");
+        let first = NotifyDir::create(base.path()).unwrap();
+        let second = NotifyDir::create(base.path()).unwrap();
         assert_ne!(first.path(), second.path());
         let socket = first.socket_path(7);
         bind_stale_socket(&socket);
@@ -275,24 +268,22 @@ mod tests {
         drop(first);
         assert!(!kept.exists());
         drop(second);
-        fs::remove_dir_all(base).unwrap();
     }
 
     #[test]
     fn a_dead_sockvisors_notify_dir_is_cleared_at_start() {
-        let base = temp_base("leftover");
+        let base = TestDir::new("paths-leftover");
         let leftover = base.join("notify.4242.00112233aabbccdd");
         fs::create_dir(&leftover).unwrap();
         bind_stale_socket(&leftover.join("notify-3.sock"));
-        let dir = NotifyDir::create(&base).unwrap();
+        let dir = NotifyDir::create(base.path()).unwrap();
         assert!(!leftover.exists());
         drop(dir);
-        fs::remove_dir_all(base).unwrap();
     }
 
     #[test]
     fn leftover_cleaning_keeps_anything_that_is_not_a_notify_socket() {
-        let base = temp_base("foreign");
+        let base = TestDir::new("paths-foreign");
         let leftover = base.join("notify.4242.00112233aabbccdd");
         fs::create_dir(&leftover).unwrap();
         bind_stale_socket(&leftover.join("notify-1.sock"));
@@ -301,7 +292,7 @@ mod tests {
         let users = base.join("app.d");
         fs::create_dir(&users).unwrap();
         fs::write(users.join("data.conf"), "x").unwrap();
-        let dir = NotifyDir::create(&base).unwrap();
+        let dir = NotifyDir::create(base.path()).unwrap();
         assert!(!leftover.join("notify-1.sock").exists());
         assert_eq!(
             fs::read_to_string(leftover.join("notify-2.sock")).unwrap(),
@@ -310,21 +301,19 @@ mod tests {
         assert_eq!(fs::read_to_string(leftover.join("data.conf")).unwrap(), "x");
         assert_eq!(fs::read_to_string(users.join("data.conf")).unwrap(), "x");
         drop(dir);
-        fs::remove_dir_all(base).unwrap();
     }
 
     #[test]
     fn a_notify_dir_in_use_is_left_alone_whatever_its_pid() {
-        let base = temp_base("running");
-        let in_use = NotifyDir::create(&base).unwrap();
+        let base = TestDir::new("paths-running");
+        let in_use = NotifyDir::create(base.path()).unwrap();
         let socket = in_use.socket_path(1);
         bind_stale_socket(&socket);
         // A second sockvisor starting beside it (here: in the same process,
         // as one in another pid namespace would see a pid it cannot find).
-        let other = NotifyDir::create(&base).unwrap();
+        let other = NotifyDir::create(base.path()).unwrap();
         assert!(socket.exists());
         drop(other);
         drop(in_use);
-        fs::remove_dir_all(base).unwrap();
     }
 }

@@ -170,14 +170,7 @@ fn process_runs(pid: i32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn temp_dir(name: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("sockvisor-pidfile-{}-{name}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        dir
-    }
+    use crate::test_dir::TestDir;
 
     /// The pid of a process that has exited and been reaped.
     fn dead_pid() -> u32 {
@@ -207,7 +200,7 @@ mod tests {
 
     #[test]
     fn a_stale_pidfile_is_replaced_and_removed_at_exit() {
-        let dir = temp_dir("stale");
+        let dir = TestDir::new("pidfile-stale");
         let path = dir.join("app.pid");
         fs::write(&path, format!("{}\n", dead_pid())).unwrap();
         let pidfile = PidFile::write(&path, std::process::id()).unwrap();
@@ -217,23 +210,21 @@ mod tests {
         );
         drop(pidfile);
         assert!(!path.exists());
-        fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn a_file_that_is_not_a_pidfile_is_refused_and_kept() {
-        let dir = temp_dir("other");
+        let dir = TestDir::new("pidfile-other");
         let path = dir.join("hosts");
         fs::write(&path, "127.0.0.1 localhost\n").unwrap();
         let err = PidFile::write(&path, std::process::id()).unwrap_err();
         assert!(err.to_string().contains("not a pidfile"), "{err}");
         assert_eq!(fs::read_to_string(&path).unwrap(), "127.0.0.1 localhost\n");
-        fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn a_directory_or_symlink_is_refused_and_kept() {
-        let dir = temp_dir("dir");
+        let dir = TestDir::new("pidfile-dir");
         let sub = dir.join("run.pid");
         fs::create_dir(&sub).unwrap();
         fs::write(sub.join("keep"), "x").unwrap();
@@ -247,12 +238,11 @@ mod tests {
         let err = PidFile::write(&link, std::process::id()).unwrap_err();
         assert!(err.to_string().contains("a symbolic link"), "{err}");
         assert!(fs::symlink_metadata(&link).unwrap().is_symlink());
-        fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn a_pidfile_of_a_running_process_is_refused() {
-        let dir = temp_dir("running");
+        let dir = TestDir::new("pidfile-running");
         let path = dir.join("app.pid");
         // Our parent (the test runner's parent) runs.
         let running = std::os::unix::process::parent_id();
@@ -260,38 +250,34 @@ mod tests {
         let err = PidFile::write(&path, std::process::id()).unwrap_err();
         assert!(err.to_string().contains("which is running"), "{err}");
         assert_eq!(fs::read_to_string(&path).unwrap(), format!("{running}\n"));
-        fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn a_pidfile_holding_our_own_pid_is_replaced() {
-        let dir = temp_dir("own");
+        let dir = TestDir::new("pidfile-own");
         let path = dir.join("app.pid");
         fs::write(&path, format!("{}\n", std::process::id())).unwrap();
         assert!(PidFile::write(&path, std::process::id()).is_ok());
-        fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn a_file_beside_with_the_old_temporary_name_is_not_touched() {
-        let dir = temp_dir("temp");
+        let dir = TestDir::new("pidfile-temp");
         let path = dir.join("app.pid");
         let neighbour = dir.join("app.pid.tmp");
         fs::write(&neighbour, "precious").unwrap();
         let pidfile = PidFile::write(&path, std::process::id()).unwrap();
         assert_eq!(fs::read_to_string(&neighbour).unwrap(), "precious");
         drop(pidfile);
-        fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn a_pidfile_rewritten_by_somebody_else_is_left_at_exit() {
-        let dir = temp_dir("rewritten");
+        let dir = TestDir::new("pidfile-rewritten");
         let path = dir.join("app.pid");
         let pidfile = PidFile::write(&path, std::process::id()).unwrap();
         fs::write(&path, "99999\n").unwrap();
         drop(pidfile);
         assert_eq!(fs::read_to_string(&path).unwrap(), "99999\n");
-        fs::remove_dir_all(dir).unwrap();
     }
 }

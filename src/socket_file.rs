@@ -133,49 +133,37 @@ impl Drop for BoundFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_dir::TestDir;
     use std::os::unix::net::UnixListener;
-
-    fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "sockvisor-socket-file-{}-{name}",
-            std::process::id()
-        ));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        dir
-    }
 
     #[test]
     fn a_missing_path_is_free() {
-        let dir = temp_dir("missing");
+        let dir = TestDir::new("socket-file-missing");
         assert!(clear_stale(&dir.join("nothing.sock")).is_ok());
-        fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn a_stale_socket_is_replaced() {
-        let dir = temp_dir("stale");
+        let dir = TestDir::new("socket-file-stale");
         let path = dir.join("old.sock");
         drop(UnixListener::bind(&path).unwrap());
         assert!(fs::symlink_metadata(&path).is_ok());
         assert!(clear_stale(&path).is_ok());
         assert!(fs::symlink_metadata(&path).is_err());
-        fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn a_live_socket_is_refused_and_kept() {
-        let dir = temp_dir("live");
+        let dir = TestDir::new("socket-file-live");
         let path = dir.join("live.sock");
         let _listener = UnixListener::bind(&path).unwrap();
         assert!(matches!(clear_stale(&path), Err(Occupied::Live)));
         assert!(fs::symlink_metadata(&path).unwrap().file_type().is_socket());
-        fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn a_regular_file_is_refused_and_its_data_kept() {
-        let dir = temp_dir("file");
+        let dir = TestDir::new("socket-file-file");
         let path = dir.join("precious");
         fs::write(&path, "precious\n").unwrap();
         assert!(matches!(
@@ -183,12 +171,11 @@ mod tests {
             Err(Occupied::NotASocket("a regular file"))
         ));
         assert_eq!(fs::read_to_string(&path).unwrap(), "precious\n");
-        fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn a_directory_is_refused_and_its_contents_kept() {
-        let dir = temp_dir("dir");
+        let dir = TestDir::new("socket-file-dir");
         let path = dir.join("app");
         fs::create_dir(&path).unwrap();
         fs::write(path.join("data.conf"), "x").unwrap();
@@ -197,12 +184,11 @@ mod tests {
             Err(Occupied::NotASocket("a directory"))
         ));
         assert_eq!(fs::read_to_string(path.join("data.conf")).unwrap(), "x");
-        fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn a_symlink_is_refused_even_to_a_stale_socket() {
-        let dir = temp_dir("link");
+        let dir = TestDir::new("socket-file-link");
         let target = dir.join("real.sock");
         drop(UnixListener::bind(&target).unwrap());
         let link = dir.join("link.sock");
@@ -213,12 +199,11 @@ mod tests {
         ));
         assert!(fs::symlink_metadata(&link).is_ok());
         assert!(fs::symlink_metadata(&target).is_ok());
-        fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn a_bound_file_replaced_by_somebody_else_is_not_removed() {
-        let dir = temp_dir("replaced");
+        let dir = TestDir::new("socket-file-replaced");
         let path = dir.join("ours.sock");
         let listener = UnixListener::bind(&path).unwrap();
         let bound = BoundFile::identify(&path).unwrap();
@@ -227,16 +212,14 @@ mod tests {
         fs::write(&path, "somebody else's").unwrap();
         drop(bound);
         assert_eq!(fs::read_to_string(&path).unwrap(), "somebody else's");
-        fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn a_bound_file_still_ours_is_removed() {
-        let dir = temp_dir("ours");
+        let dir = TestDir::new("socket-file-ours");
         let path = dir.join("ours.sock");
         let _listener = UnixListener::bind(&path).unwrap();
         drop(BoundFile::identify(&path).unwrap());
         assert!(fs::symlink_metadata(&path).is_err());
-        fs::remove_dir_all(dir).unwrap();
     }
 }
