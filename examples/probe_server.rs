@@ -12,6 +12,9 @@
 //! After READY=1 it writes `REPORT_DIR/<generation>.ready`: microseconds from
 //! `main` to READY=1, its own start-up time.
 //!
+//! Files are named after the generation (`<generation>`), or for worker W > 0
+//! of a generation run with `--workers` after both (`<generation>-<W>`).
+//!
 //! At start, before opening anything, it writes `REPORT_DIR/<generation>.json`
 //! with its pid, its process group, the protocol variables, every open
 //! descriptor (kind, local address, listening, blocking, close-on-exec) and
@@ -85,6 +88,11 @@ fn main() {
     let generation = std::env::var("SOCKVISOR_GENERATION").unwrap_or_else(|_| "0".into());
     let number: u32 = generation.parse().unwrap_or(0);
     let mut options = parse_options(number);
+    // Worker 0 (or a single process) keeps the plain name.
+    let generation = match std::env::var("SOCKVISOR_WORKER") {
+        Ok(worker) if worker != "0" => format!("{generation}-{worker}"),
+        _ => generation,
+    };
     if !(options.faults_from..=options.faults_until).contains(&number) {
         options.exit_code = None;
         options.ignore.clear();
@@ -383,7 +391,9 @@ fn serve(options: &Options, generation: &str, sockets: Vec<Socket>, stop_read: U
             );
         }
     }
-    let body = format!("pid={} generation={generation}\n", std::process::id());
+    // The generation's number, whichever worker answers.
+    let number = generation.split('-').next().unwrap_or(generation);
+    let body = format!("pid={} generation={number}\n", std::process::id());
     // A slow start: like a real server loading, accept nothing meanwhile.
     thread::sleep(options.ready_delay);
     if let Some(text) = &options.status {

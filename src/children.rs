@@ -72,14 +72,20 @@ impl Children {
 }
 
 impl ProcessControl for Children {
-    fn spawn(&mut self, generation: u32, foreground: bool) -> Result<Pid, SpawnError> {
+    fn spawn(&mut self, generation: u32, index: u32, foreground: bool) -> Result<Pid, SpawnError> {
+        // One notify socket per generation, shared by its workers.
         let path = self.notify_dir.socket_path(generation);
-        let notify = NotifySocket::bind(&path)
-            .map_err(|e| SpawnError::Fork(e.raw_os_error().map_or(Errno::EIO, Errno::from_raw)))?;
+        let notify = match self.notify_socket(generation) {
+            Some(_) => None,
+            None => Some(NotifySocket::bind(&path).map_err(|e| {
+                SpawnError::Fork(e.raw_os_error().map_or(Errno::EIO, Errno::from_raw))
+            })?),
+        };
         let control_path = self.control_path.display().to_string();
         let mut extra_env = vec![
             ("NOTIFY_SOCKET".to_string(), path.display().to_string()),
             ("SOCKVISOR_GENERATION".to_string(), generation.to_string()),
+            ("SOCKVISOR_WORKER".to_string(), index.to_string()),
             ("SOCKVISOR_PID".to_string(), self.sockvisor_pid.to_string()),
             ("SOCKVISOR_CONTROL".to_string(), control_path.clone()),
         ];
@@ -97,6 +103,7 @@ impl ProcessControl for Children {
             &passed,
             &fd_env::Context {
                 generation,
+                worker: index,
                 sockvisor_pid: self.sockvisor_pid.as_raw(),
                 control_path: &control_path,
             },
@@ -111,7 +118,9 @@ impl ProcessControl for Children {
                 .filter(|_| foreground)
                 .map(Terminal::fd),
         })?;
-        self.notify.push((generation, notify));
+        if let Some(notify) = notify {
+            self.notify.push((generation, notify));
+        }
         Ok(pid)
     }
 

@@ -135,6 +135,14 @@ pub struct RunArgs {
     #[arg(short, long = "listen", value_name = "SPEC")]
     pub listen: Vec<String>,
 
+    /// Worker processes per generation (1 to 1024), each a child of
+    /// sockvisor on the same sockets with SOCKVISOR_WORKER=0..N-1. A
+    /// generation is ready when all its workers are; a worker that exits
+    /// while its generation serves is replaced in its slot.
+    #[arg(short = 'n', long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub workers: u32,
+
     /// When the child exits on its own: restart it or exit with its status.
     #[arg(long, value_enum, default_value_t = RestartPolicy::OnFailure)]
     pub restart: RestartPolicy,

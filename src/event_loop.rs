@@ -164,27 +164,23 @@ impl EventLoop {
         let Some(socket) = self.supervisor.processes().notify_socket(generation) else {
             return;
         };
-        let Some(main) = self
-            .supervisor
-            .generations()
-            .iter()
-            .find(|g| g.number == generation)
-            .map(|g| g.pid)
-        else {
-            return;
-        };
+        let workers = self.supervisor.workers_of(generation);
         // Each `Received` is dropped (closing what was passed with it) only
         // after its sender has been checked.
         for received in socket.receive(NOTIFY_BUDGET) {
             let sender = Pid::from_raw(received.sender.unwrap_or(0));
-            if !sender::speaks_for(sender, main, &sender::ProcFs) {
+            let Some(index) = workers
+                .iter()
+                .find(|(_, pid)| sender::speaks_for(sender, *pid, &sender::ProcFs))
+                .map(|(index, _)| *index)
+            else {
                 tracing::debug!(
                     "notify datagram for generation {generation} dropped: sender pid {sender} is not a process of it"
                 );
                 continue;
-            }
+            };
             match received.message {
-                Ok(message) => self.supervisor.on_notify(generation, &message, now),
+                Ok(message) => self.supervisor.on_notify(generation, index, &message, now),
                 Err(why) => tracing::debug!(
                     "notify datagram from pid {sender} for generation {generation} dropped: {why}"
                 ),
@@ -231,15 +227,17 @@ impl EventLoop {
     fn worker_ack(&mut self, connection: ConnectionId, pid: i32, now: Instant) {
         let pid = nix::unistd::Pid::from_raw(pid);
         let group = nix::unistd::getpgid(Some(pid)).ok();
-        let reply = match self.supervisor.generation_of(pid, group) {
+        let reply = match self.supervisor.worker_of(pid, group) {
             None => Reply::failure(
                 ErrorKind::Failed,
                 format!("pid {pid} is not in any generation"),
             ),
-            Some(generation) => match self.supervisor.on_worker_ack(generation, now) {
-                Ok(()) => Reply::success(format!("generation {generation} acknowledged")),
-                Err(why) => Reply::failure(ErrorKind::Failed, why),
-            },
+            Some((generation, index)) => {
+                match self.supervisor.on_worker_ack(generation, index, now) {
+                    Ok(()) => Reply::success(format!("generation {generation} acknowledged")),
+                    Err(why) => Reply::failure(ErrorKind::Failed, why),
+                }
+            }
         };
         self.control.reply(connection, reply);
     }

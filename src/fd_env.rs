@@ -17,6 +17,8 @@ pub struct Passed<'a> {
 /// What a generation needs to know beyond the sockets.
 pub struct Context<'a> {
     pub generation: u32,
+    /// The worker's slot, 0..N-1.
+    pub worker: u32,
     pub sockvisor_pid: i32,
     pub control_path: &'a str,
 }
@@ -36,8 +38,9 @@ pub fn variables(
     vars
 }
 
-/// einhorn: the count, each fd and its family; the worker checks that its
-/// parent is EINHORN_MASTER_PID and acks on EINHORN_SOCK_PATH.
+/// einhorn: the count, each fd and its family, the worker's index; the
+/// worker checks that its parent is EINHORN_MASTER_PID and acks on
+/// EINHORN_SOCK_PATH.
 fn einhorn(vars: &mut Vec<(String, String)>, sockets: &[Passed<'_>], context: &Context<'_>) {
     vars.push(("EINHORN_FD_COUNT".into(), sockets.len().to_string()));
     for (index, socket) in sockets.iter().enumerate() {
@@ -52,6 +55,7 @@ fn einhorn(vars: &mut Vec<(String, String)>, sockets: &[Passed<'_>], context: &C
         context.sockvisor_pid.to_string(),
     ));
     vars.push(("EINHORN_SOCK_PATH".into(), context.control_path.into()));
+    vars.push(("EINHORN_CHILD_INDEX".into(), context.worker.to_string()));
 }
 
 /// Server::Starter: `address=fd` pairs separated by `;`, and the
@@ -94,6 +98,7 @@ mod tests {
     fn context() -> Context<'static> {
         Context {
             generation: 3,
+            worker: 2,
             sockvisor_pid: 100,
             control_path: "/run/sockvisor/app.sock",
         }
@@ -135,6 +140,7 @@ mod tests {
         assert_eq!(get(&vars, "EINHORN_FD_FAMILY_2"), "AF_UNIX");
         assert_eq!(get(&vars, "EINHORN_MASTER_PID"), "100");
         assert_eq!(get(&vars, "EINHORN_SOCK_PATH"), "/run/sockvisor/app.sock");
+        assert_eq!(get(&vars, "EINHORN_CHILD_INDEX"), "2");
     }
 
     #[test]

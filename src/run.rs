@@ -139,6 +139,7 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
         drain_timeout: args.drain_timeout,
         ready,
         ready_timeout: args.ready_timeout,
+        workers: args.workers,
         terminal: terminal.is_some(),
     };
     let mut children = Children::new(

@@ -206,6 +206,27 @@ pub fn render_status(status: &serde_json::Value) -> String {
                 ""
             }
         );
+        let workers = generation["workers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if workers.len() > 1 {
+            for worker in workers {
+                let _ = writeln!(
+                    out,
+                    "     worker {}  pid {}  {:<8}  {}  restarts {}{}",
+                    worker["index"],
+                    worker["pid"],
+                    worker["state"].as_str().unwrap_or_default(),
+                    shown_ms(&worker["age_ms"]),
+                    worker["restarts"],
+                    worker["status"]
+                        .as_str()
+                        .map(|s| format!("  \"{s}\""))
+                        .unwrap_or_default(),
+                );
+            }
+        }
     }
     if let Some(last) = status["last_upgrade"].as_object() {
         let _ = writeln!(

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::upgrade::UpgradeId;
 use crate::duration::parse_duration;
+use crate::reaper::ExitStatus;
 
 /// How sockvisor learns that a new generation is ready to serve.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,31 +55,131 @@ pub enum Phase {
     Failed,
 }
 
+/// Where one worker process is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerState {
+    /// Spawned, not yet ready.
+    Starting,
+    /// Ready: it serves while its generation does.
+    Ready,
+    /// Asked to stop on its own (a replacement that was not ready in time).
+    Stopping,
+}
+
+/// One process of a generation, in its slot.
 #[derive(Debug, Clone)]
-pub struct Generation {
-    pub number: u32,
+pub struct Worker {
+    /// Its slot, 0..N-1 (`SOCKVISOR_WORKER`); a replacement keeps it.
+    pub index: u32,
+    /// Also its process group.
     pub pid: Pid,
     pub started: Instant,
-    pub phase: Phase,
-    /// Starting: the readiness deadline. Draining and failed: when the
-    /// process group gets `SIGKILL` (`None` once it has).
+    pub state: WorkerState,
+    /// Starting: its readiness deadline. Stopping: when its process group
+    /// gets `SIGKILL` (`None` once it has).
     pub deadline: Option<Instant>,
-    /// Starting with `delay=` or `exec=`: when to declare ready or run the
-    /// probe next.
+    /// Starting with `delay=` or `exec=`: when to declare it ready or run
+    /// the probe next.
     pub probe_at: Option<Instant>,
     /// The running readiness probe, for `exec=`.
     pub probe_pid: Option<Pid>,
     /// The last `STATUS=` it sent.
     pub status_text: Option<String>,
+}
+
+impl Worker {
+    pub fn new(index: u32, pid: Pid, now: Instant, ready_timeout: Duration) -> Worker {
+        Worker {
+            index,
+            pid,
+            started: now,
+            state: WorkerState::Starting,
+            deadline: Some(now + ready_timeout),
+            probe_at: None,
+            probe_pid: None,
+            status_text: None,
+        }
+    }
+}
+
+/// Restart bookkeeping of one slot of a serving generation.
+#[derive(Debug, Clone, Default)]
+pub struct Slot {
+    /// Replacements started in this slot so far.
+    pub restarts: u32,
+    /// Failures in a row, for the backoff.
+    pub consecutive_failures: u32,
+    /// When the replacement is due, if one waits for its backoff.
+    pub restart_at: Option<Instant>,
+}
+
+/// One launch of the command: `size` worker processes on the same sockets.
+#[derive(Debug, Clone)]
+pub struct Generation {
+    pub number: u32,
+    pub started: Instant,
+    pub phase: Phase,
+    /// Draining and failed: when every worker's process group gets
+    /// `SIGKILL` (`None` once it has).
+    pub deadline: Option<Instant>,
     /// The upgrade that started it; `None` for the first start or a restart.
     pub upgrade: Option<UpgradeId>,
-    /// Its process group is (or was made) the terminal's foreground group.
+    /// Its worker 0's process group is (or was made) the terminal's
+    /// foreground group.
     pub foreground: bool,
+    /// The processes alive, in no particular order.
+    pub workers: Vec<Worker>,
+    /// One per worker index; their number is the generation's size.
+    pub slots: Vec<Slot>,
+    /// The first unplanned exit of one of its workers that counts as a
+    /// failure, for sockvisor's exit status.
+    pub failure: Option<ExitStatus>,
 }
 
 impl Generation {
+    pub fn size(&self) -> u32 {
+        self.slots.len() as u32
+    }
+
+    /// `generation 2 (pid 1234)`, or `generation 2 (4 workers)`.
     pub fn describe(&self) -> String {
-        format!("generation {} (pid {})", self.number, self.pid)
+        match (self.size(), self.workers.first()) {
+            (1, Some(worker)) => format!("generation {} (pid {})", self.number, worker.pid),
+            (1, None) => format!("generation {}", self.number),
+            (size, _) => format!("generation {} ({size} workers)", self.number),
+        }
+    }
+
+    /// `generation 2 (pid 1234)`, or `generation 2 worker 3 (pid 1237)`.
+    pub fn describe_worker(&self, worker: &Worker) -> String {
+        if self.size() == 1 {
+            format!("generation {} (pid {})", self.number, worker.pid)
+        } else {
+            format!(
+                "generation {} worker {} (pid {})",
+                self.number, worker.index, worker.pid
+            )
+        }
+    }
+
+    pub fn worker(&self, index: u32) -> Option<&Worker> {
+        self.workers.iter().find(|w| w.index == index)
+    }
+
+    pub fn worker_mut(&mut self, index: u32) -> Option<&mut Worker> {
+        self.workers.iter_mut().find(|w| w.index == index)
+    }
+
+    /// Every slot has a worker and every worker is ready.
+    pub fn all_ready(&self) -> bool {
+        self.workers.len() == self.slots.len()
+            && self.workers.iter().all(|w| w.state == WorkerState::Ready)
+    }
+
+    /// The pids of its workers.
+    pub fn pids(&self) -> Vec<Pid> {
+        self.workers.iter().map(|w| w.pid).collect()
     }
 }
 

@@ -4,6 +4,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use super::generation::WorkerState;
 use super::{Phase, ProcessControl, Supervisor};
 use crate::duration::as_millis;
 
@@ -12,6 +13,8 @@ pub struct StatusSnapshot {
     /// The number of the generation that serves.
     pub current: Option<u32>,
     pub stopping: bool,
+    /// Worker processes per generation (`--workers`).
+    pub workers: u32,
     pub generations: Vec<GenerationStatus>,
     pub last_upgrade: Option<UpgradeStatus>,
 }
@@ -19,11 +22,26 @@ pub struct StatusSnapshot {
 #[derive(Debug, Clone, Serialize)]
 pub struct GenerationStatus {
     pub generation: u32,
+    /// Worker 0's pid (the only one with `--workers 1`).
     pub pid: i32,
     pub state: Phase,
     /// Milliseconds since it was started.
     pub age_ms: u64,
-    /// The last `STATUS=` text it sent.
+    /// The last `STATUS=` text one of its workers sent (the lowest index
+    /// that sent one).
+    pub status: Option<String>,
+    pub workers: Vec<WorkerStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerStatus {
+    pub index: u32,
+    pub pid: i32,
+    pub state: WorkerState,
+    /// Replacements started in its slot.
+    pub restarts: u32,
+    /// Milliseconds since this process was started.
+    pub age_ms: u64,
     pub status: Option<String>,
 }
 
@@ -38,32 +56,45 @@ pub struct UpgradeStatus {
 
 impl<P: ProcessControl> Supervisor<P> {
     pub fn snapshot(&self, now: Instant) -> StatusSnapshot {
+        let age = |since: Instant| as_millis(now.saturating_duration_since(since));
         StatusSnapshot {
             current: self.current,
             stopping: self.stop.is_some(),
+            workers: self.config.workers,
             generations: self
                 .generations
                 .iter()
-                .map(|g| GenerationStatus {
-                    generation: g.number,
-                    pid: g.pid.as_raw(),
-                    state: g.phase,
-                    age_ms: as_millis(now.saturating_duration_since(g.started)),
-                    status: g.status_text.clone(),
+                .map(|g| {
+                    let mut workers: Vec<WorkerStatus> = g
+                        .workers
+                        .iter()
+                        .map(|w| WorkerStatus {
+                            index: w.index,
+                            pid: w.pid.as_raw(),
+                            state: w.state,
+                            restarts: g.slots.get(w.index as usize).map_or(0, |s| s.restarts),
+                            age_ms: age(w.started),
+                            status: w.status_text.clone(),
+                        })
+                        .collect();
+                    workers.sort_by_key(|w| w.index);
+                    GenerationStatus {
+                        generation: g.number,
+                        pid: g.worker(0).map_or(0, |w| w.pid.as_raw()),
+                        state: g.phase,
+                        age_ms: age(g.started),
+                        status: workers.iter().find_map(|w| w.status.clone()),
+                        workers,
+                    }
                 })
                 .collect(),
             last_upgrade: self.last_outcome.as_ref().map(|o| UpgradeStatus {
                 generation: o.generation,
                 ok: o.ok,
                 message: o.message.clone(),
-                ago_ms: as_millis(now.saturating_duration_since(o.finished)),
+                ago_ms: age(o.finished),
             }),
         }
-    }
-
-    /// True once a stop has been requested.
-    pub fn is_stopping(&self) -> bool {
-        self.stop.is_some()
     }
 
     /// True while a generation is starting (an upgrade is in flight).

@@ -1,10 +1,15 @@
 //! The supervisor's rules, each checked with fake processes and a fake clock.
 
 use super::*;
+use crate::notify::NotifyMessage;
+use crate::reaper::ExitStatus;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Call {
+    /// Worker 0 of a generation.
     Spawn(u32),
+    /// Worker `index` > 0 of a generation.
+    SpawnWorker(u32, u32),
     /// A spawn whose process group takes the terminal.
     SpawnForeground(u32),
     HandTerminal(i32),
@@ -20,23 +25,39 @@ struct FakeProcesses {
     fail_spawns: u32,
 }
 
-/// Generation n gets pid 1000 + n; its probe runs get 5000 + n.
+/// Generation n's worker 0 gets pid 1000 + n, worker i 1000 + n + 100 i
+/// (each replacement in a slot 10000 more); probe runs get 5000 + n.
 fn pid_of(generation: u32) -> i32 {
-    1000 + generation as i32
+    worker_pid(generation, 0)
+}
+
+fn worker_pid(generation: u32, index: u32) -> i32 {
+    1000 + generation as i32 + 100 * index as i32
 }
 
 impl ProcessControl for FakeProcesses {
-    fn spawn(&mut self, generation: u32, foreground: bool) -> Result<Pid, SpawnError> {
-        self.calls.push(if foreground {
-            Call::SpawnForeground(generation)
-        } else {
-            Call::Spawn(generation)
+    fn spawn(&mut self, generation: u32, index: u32, foreground: bool) -> Result<Pid, SpawnError> {
+        self.calls.push(match (index, foreground) {
+            (0, true) => Call::SpawnForeground(generation),
+            (0, false) => Call::Spawn(generation),
+            (index, _) => Call::SpawnWorker(generation, index),
         });
         if self.fail_spawns > 0 {
             self.fail_spawns -= 1;
             return Err(SpawnError::Fork(nix::errno::Errno::EAGAIN));
         }
-        Ok(Pid::from_raw(pid_of(generation)))
+        let replacements = self
+            .calls
+            .iter()
+            .filter(|c| {
+                matches!(c, Call::Spawn(g) | Call::SpawnForeground(g) if *g == generation && index == 0)
+                    || matches!(c, Call::SpawnWorker(g, i) if *g == generation && *i == index)
+            })
+            .count() as i32
+            - 1;
+        Ok(Pid::from_raw(
+            worker_pid(generation, index) + 10_000 * replacements,
+        ))
     }
     fn spawn_probe(&mut self, _: &str, generation: u32, _: Pid) -> Result<Pid, SpawnError> {
         self.calls.push(Call::Probe(generation));
@@ -66,6 +87,7 @@ fn config(restart: RestartPolicy, ready: ReadyMode) -> Config {
         drain_timeout: Duration::from_secs(7),
         ready,
         ready_timeout: Duration::from_secs(10),
+        workers: 1,
         terminal: false,
     }
 }
@@ -85,7 +107,7 @@ fn started(restart: RestartPolicy) -> (Supervisor<FakeProcesses>, Instant) {
 /// Generation 1 serving with `--ready notify`.
 fn serving_with_notify() -> (Supervisor<FakeProcesses>, Instant) {
     let (mut s, now) = started_with(RestartPolicy::OnFailure, ReadyMode::Notify);
-    s.on_notify(1, &ready(), now);
+    s.on_notify(1, 0, &ready(), now);
     s.take_notices();
     (s, now)
 }
@@ -303,7 +325,7 @@ fn stop_while_waiting_to_restart_exits_at_once() {
 fn stop_during_an_upgrade_stops_every_generation() {
     let (mut s, now) = serving_with_notify();
     let id = s.request_upgrade(now).unwrap();
-    s.on_notify(2, &ready(), now);
+    s.on_notify(2, 0, &ready(), now);
     s.request_upgrade(now).unwrap();
     // Generation 1 drains, 2 serves, 3 starts.
     s.take_notices();
@@ -333,6 +355,7 @@ fn notify_mode_waits_for_ready_1() {
     assert_eq!(phase_of(&s, 1), Some(Phase::Starting));
     s.on_notify(
         1,
+        0,
         &NotifyMessage {
             status: Some("loading".into()),
             ..Default::default()
@@ -340,7 +363,7 @@ fn notify_mode_waits_for_ready_1() {
         now,
     );
     assert_eq!(phase_of(&s, 1), Some(Phase::Starting));
-    s.on_notify(1, &ready(), now);
+    s.on_notify(1, 0, &ready(), now);
     assert_eq!(phase_of(&s, 1), Some(Phase::Ready));
     assert_eq!(
         s.snapshot(now).generations[0].status.as_deref(),
@@ -356,7 +379,7 @@ fn extend_timeout_pushes_the_ready_deadline() {
         extend_timeout: Some(Duration::from_secs(30)),
         ..Default::default()
     };
-    s.on_notify(1, &extend, later);
+    s.on_notify(1, 0, &extend, later);
     s.on_tick(now + Duration::from_secs(10));
     assert_eq!(phase_of(&s, 1), Some(Phase::Starting), "still waiting");
     s.on_tick(later + Duration::from_secs(30));
@@ -418,7 +441,7 @@ fn upgrade_drains_the_old_generation_only_after_the_new_one_is_ready() {
             .calls
             .contains(&Call::Signal(pid_of(1), Signal::SIGQUIT))
     );
-    s.on_notify(2, &ready(), now);
+    s.on_notify(2, 0, &ready(), now);
     assert_eq!(s.current().map(|g| g.number), Some(2));
     assert_eq!(phase_of(&s, 1), Some(Phase::Draining));
     assert_asked_to_stop(&s, 1);
@@ -488,9 +511,9 @@ fn a_second_upgrade_while_one_is_starting_is_refused() {
 fn an_upgrade_may_start_while_an_older_generation_drains() {
     let (mut s, now) = serving_with_notify();
     s.request_upgrade(now).unwrap();
-    s.on_notify(2, &ready(), now);
+    s.on_notify(2, 0, &ready(), now);
     s.request_upgrade(now).unwrap();
-    s.on_notify(3, &ready(), now);
+    s.on_notify(3, 0, &ready(), now);
     assert_eq!(phase_of(&s, 1), Some(Phase::Draining));
     assert_eq!(phase_of(&s, 2), Some(Phase::Draining));
     assert_eq!(s.current().map(|g| g.number), Some(3));
@@ -500,7 +523,7 @@ fn an_upgrade_may_start_while_an_older_generation_drains() {
 fn a_draining_generation_is_killed_after_the_drain_timeout() {
     let (mut s, now) = serving_with_notify();
     s.request_upgrade(now).unwrap();
-    s.on_notify(2, &ready(), now);
+    s.on_notify(2, 0, &ready(), now);
     s.on_tick(now + Duration::from_secs(7));
     assert_eq!(
         last_call(&s),
@@ -535,7 +558,7 @@ fn if_the_current_generation_dies_during_an_upgrade_the_new_one_takes_over() {
     s.request_upgrade(now).unwrap();
     s.on_exit(exit(1, ExitStatus::Code(1)), now);
     assert_eq!(spawns(&s), 2, "no restart while a generation is starting");
-    s.on_notify(2, &ready(), now);
+    s.on_notify(2, 0, &ready(), now);
     assert_eq!(s.current().map(|g| g.number), Some(2));
     assert_eq!(
         finished(&s.take_notices()),
@@ -558,7 +581,7 @@ fn if_both_die_during_an_upgrade_the_restart_policy_applies() {
 fn a_new_generation_crashing_after_ready_fails_its_upgrade_truthfully() {
     let (mut s, now) = serving_with_notify();
     s.request_upgrade(now).unwrap();
-    s.on_notify(2, &ready(), now);
+    s.on_notify(2, 0, &ready(), now);
     s.take_notices();
     s.on_exit(exit(2, ExitStatus::Code(9)), now);
     let result = finished(&s.take_notices()).unwrap();
@@ -612,7 +635,7 @@ fn on_terminal(restart: RestartPolicy) -> (Supervisor<FakeProcesses>, Instant) {
     config.terminal = true;
     let mut supervisor = Supervisor::new(config, FakeProcesses::default());
     supervisor.start(now).unwrap();
-    supervisor.on_notify(1, &ready(), now);
+    supervisor.on_notify(1, 0, &ready(), now);
     (supervisor, now)
 }
 
@@ -633,7 +656,7 @@ fn on_a_terminal_the_first_generation_takes_it_at_spawn() {
 fn without_a_terminal_nothing_takes_one() {
     let (mut s, now) = serving_with_notify();
     s.request_upgrade(now).unwrap();
-    s.on_notify(2, &ready(), now);
+    s.on_notify(2, 0, &ready(), now);
     let calls = &s.processes().calls;
     assert!(
         !calls
@@ -652,7 +675,7 @@ fn an_upgrade_hands_the_terminal_over_only_once_the_new_generation_is_ready() {
         Some(&Call::Spawn(2)),
         "spawned in the background"
     );
-    s.on_notify(2, &ready(), now);
+    s.on_notify(2, 0, &ready(), now);
     let calls = &s.processes().calls;
     let handed = calls
         .iter()
@@ -714,9 +737,364 @@ fn without_a_terminal_a_generation_killed_by_sigint_is_restarted() {
 fn a_drain_and_a_failed_start_also_continue_a_stopped_group() {
     let (mut s, now) = serving_with_notify();
     s.request_upgrade(now).unwrap();
-    s.on_notify(2, &ready(), now);
+    s.on_notify(2, 0, &ready(), now);
     assert_asked_to_stop(&s, 1);
     s.request_upgrade(now).unwrap();
     s.on_tick(now + Duration::from_secs(10));
     assert_asked_to_stop(&s, 3);
+}
+
+// ----- workers -----
+
+fn with_workers(workers: u32, restart: RestartPolicy) -> (Supervisor<FakeProcesses>, Instant) {
+    let now = Instant::now();
+    let mut config = config(restart, ReadyMode::Notify);
+    config.workers = workers;
+    let mut supervisor = Supervisor::new(config, FakeProcesses::default());
+    supervisor.start(now).unwrap();
+    (supervisor, now)
+}
+
+/// Generation `generation`'s workers all send READY=1.
+fn all_notify(s: &mut Supervisor<FakeProcesses>, generation: u32, workers: u32, now: Instant) {
+    for index in 0..workers {
+        s.on_notify(generation, index, &ready(), now);
+    }
+}
+
+fn worker_exit(generation: u32, index: u32, status: ExitStatus) -> Exit {
+    Exit {
+        pid: Pid::from_raw(worker_pid(generation, index)),
+        status,
+    }
+}
+
+/// Four workers of generation 1 serving.
+fn four_serving(restart: RestartPolicy) -> (Supervisor<FakeProcesses>, Instant) {
+    let (mut s, now) = with_workers(4, restart);
+    all_notify(&mut s, 1, 4, now);
+    s.take_notices();
+    (s, now)
+}
+
+fn signals_to(s: &Supervisor<FakeProcesses>, pid: i32) -> Vec<Signal> {
+    s.processes()
+        .calls
+        .iter()
+        .filter_map(|c| match c {
+            Call::Signal(p, signal) | Call::SignalGroup(p, signal) if *p == pid => Some(*signal),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn each_worker_is_spawned_in_its_own_slot() {
+    let (s, _) = with_workers(3, RestartPolicy::OnFailure);
+    assert_eq!(
+        s.processes().calls,
+        [
+            Call::Spawn(1),
+            Call::SpawnWorker(1, 1),
+            Call::SpawnWorker(1, 2)
+        ]
+    );
+    let workers = s.workers_of(1);
+    assert_eq!(workers.len(), 3);
+    assert_eq!(s.snapshot(Instant::now()).generations[0].workers.len(), 3);
+}
+
+#[test]
+fn a_generation_is_ready_only_when_every_worker_is() {
+    let (mut s, now) = with_workers(4, RestartPolicy::OnFailure);
+    for index in 0..3 {
+        s.on_notify(1, index, &ready(), now);
+        assert_eq!(phase_of(&s, 1), Some(Phase::Starting), "{index}");
+    }
+    // A second READY=1 from the same worker does not count twice.
+    s.on_notify(1, 0, &ready(), now);
+    assert_eq!(phase_of(&s, 1), Some(Phase::Starting));
+    s.on_notify(1, 3, &ready(), now);
+    assert_eq!(phase_of(&s, 1), Some(Phase::Ready));
+    assert_eq!(s.current().map(|g| g.number), Some(1));
+}
+
+#[test]
+fn readiness_modes_apply_to_each_worker() {
+    let now = Instant::now();
+    let mut config = config(RestartPolicy::OnFailure, ReadyMode::Exec("true".into()));
+    config.workers = 2;
+    let mut s = Supervisor::new(config, FakeProcesses::default());
+    s.start(now).unwrap();
+    s.on_tick(now);
+    let probes = s
+        .processes()
+        .calls
+        .iter()
+        .filter(|c| matches!(c, Call::Probe(1)))
+        .count();
+    assert_eq!(probes, 2, "one probe per worker");
+}
+
+#[test]
+fn a_worker_crashing_before_ready_rolls_the_whole_upgrade_back() {
+    let (mut s, now) = four_serving(RestartPolicy::OnFailure);
+    s.request_upgrade(now).unwrap();
+    s.on_notify(2, 0, &ready(), now);
+    s.on_exit(worker_exit(2, 2, ExitStatus::Code(5)), now);
+    let result = finished(&s.take_notices()).unwrap();
+    assert_eq!(
+        result,
+        Err("generation 2 worker 2 (pid 1202) exited with status 5 before it was ready; generation 1 keeps serving".into())
+    );
+    assert_eq!(phase_of(&s, 2), Some(Phase::Failed));
+    for index in [0, 1, 3] {
+        assert!(
+            signals_to(&s, worker_pid(2, index)).contains(&Signal::SIGQUIT),
+            "worker {index} asked to stop"
+        );
+    }
+    for index in 0..4 {
+        assert!(
+            signals_to(&s, worker_pid(1, index)).is_empty(),
+            "old worker {index} untouched"
+        );
+    }
+    for index in [0, 1, 3] {
+        s.on_exit(worker_exit(2, index, ExitStatus::Code(0)), now);
+    }
+    assert_eq!(phase_of(&s, 2), None);
+    assert_eq!(s.current().map(|g| g.number), Some(1));
+    assert_eq!(spawns(&s), 2, "no restart: generation 1 serves");
+}
+
+#[test]
+fn a_worker_not_ready_in_time_fails_the_upgrade() {
+    let (mut s, now) = four_serving(RestartPolicy::OnFailure);
+    s.request_upgrade(now).unwrap();
+    for index in [0, 1, 2] {
+        s.on_notify(2, index, &ready(), now);
+    }
+    s.on_tick(now + Duration::from_secs(10));
+    let result = finished(&s.take_notices()).unwrap();
+    assert!(
+        matches!(&result, Err(m) if m.starts_with("generation 2 worker 3 (pid 1302) was not ready within 10s")),
+        "{result:?}"
+    );
+}
+
+#[test]
+fn an_upgrade_drains_every_old_worker_once_all_new_ones_are_ready() {
+    let (mut s, now) = four_serving(RestartPolicy::OnFailure);
+    s.request_upgrade(now).unwrap();
+    for index in 0..3 {
+        s.on_notify(2, index, &ready(), now);
+    }
+    assert!(signals_to(&s, worker_pid(1, 0)).is_empty());
+    s.on_notify(2, 3, &ready(), now);
+    for index in 0..4 {
+        assert_eq!(
+            signals_to(&s, worker_pid(1, index)),
+            [Signal::SIGQUIT, Signal::SIGCONT],
+            "old worker {index}"
+        );
+    }
+    for index in 0..3 {
+        s.on_exit(worker_exit(1, index, ExitStatus::Code(0)), now);
+    }
+    assert_eq!(
+        finished(&s.take_notices()),
+        None,
+        "one old worker still drains"
+    );
+    s.on_exit(worker_exit(1, 3, ExitStatus::Code(0)), now);
+    assert_eq!(
+        finished(&s.take_notices()),
+        Some(Ok("generation 2 is serving".into()))
+    );
+}
+
+#[test]
+fn a_draining_generation_of_workers_is_killed_at_the_drain_timeout() {
+    let (mut s, now) = four_serving(RestartPolicy::OnFailure);
+    s.request_upgrade(now).unwrap();
+    all_notify(&mut s, 2, 4, now);
+    s.on_exit(worker_exit(1, 0, ExitStatus::Code(0)), now);
+    s.on_tick(now + Duration::from_secs(7));
+    for index in 1..4 {
+        assert!(signals_to(&s, worker_pid(1, index)).contains(&Signal::SIGKILL));
+    }
+}
+
+#[test]
+fn a_serving_worker_that_exits_is_replaced_in_its_slot_after_the_backoff() {
+    let (mut s, now) = four_serving(RestartPolicy::OnFailure);
+    s.on_exit(worker_exit(1, 2, ExitStatus::Signal(Signal::SIGKILL)), now);
+    assert_eq!(s.current().map(|g| g.number), Some(1), "the others serve");
+    assert_eq!(phase_of(&s, 1), Some(Phase::Ready));
+    assert_eq!(s.next_deadline(), Some(now + Duration::from_millis(100)));
+    s.on_tick(now + Duration::from_millis(100));
+    assert_eq!(last_call(&s), Some(&Call::SpawnWorker(1, 2)));
+    assert_eq!(spawns(&s), 1, "no new generation");
+    for index in [0, 1, 3] {
+        assert!(
+            signals_to(&s, worker_pid(1, index)).is_empty(),
+            "worker {index} untouched"
+        );
+    }
+    let status = s.snapshot(now);
+    let replacement = &status.generations[0].workers[2];
+    assert_eq!(replacement.index, 2);
+    assert_eq!(replacement.restarts, 1);
+    assert_eq!(replacement.state, WorkerState::Starting);
+    assert_eq!(replacement.pid, worker_pid(1, 2) + 10_000);
+    s.on_notify(1, 2, &ready(), now);
+    assert_eq!(
+        s.snapshot(now).generations[0].workers[2].state,
+        WorkerState::Ready
+    );
+}
+
+#[test]
+fn a_replacement_not_ready_in_time_is_stopped_and_retried_with_more_backoff() {
+    let (mut s, now) = four_serving(RestartPolicy::OnFailure);
+    s.on_exit(worker_exit(1, 1, ExitStatus::Code(1)), now);
+    let at = now + Duration::from_millis(100);
+    s.on_tick(at);
+    let replacement = worker_pid(1, 1) + 10_000;
+    s.on_tick(at + Duration::from_secs(10));
+    assert_eq!(
+        signals_to(&s, replacement),
+        [Signal::SIGQUIT, Signal::SIGCONT]
+    );
+    let gone = at + Duration::from_secs(11);
+    s.on_exit(
+        Exit {
+            pid: Pid::from_raw(replacement),
+            status: ExitStatus::Signal(Signal::SIGQUIT),
+        },
+        gone,
+    );
+    assert_eq!(s.next_deadline(), Some(gone + Duration::from_millis(200)));
+    assert_eq!(s.current().map(|g| g.number), Some(1));
+}
+
+#[test]
+fn restart_never_does_not_replace_workers_and_exits_with_the_first_failure() {
+    let (mut s, now) = four_serving(RestartPolicy::Never);
+    s.on_exit(worker_exit(1, 0, ExitStatus::Code(0)), now);
+    s.on_exit(worker_exit(1, 1, ExitStatus::Code(3)), now);
+    s.on_exit(worker_exit(1, 2, ExitStatus::Code(4)), now);
+    assert_eq!(s.next_deadline(), None, "nothing replaced");
+    assert_eq!(s.exit_code(), None, "worker 3 still serves");
+    s.on_exit(worker_exit(1, 3, ExitStatus::Code(0)), now);
+    assert_eq!(s.exit_code(), Some(3));
+}
+
+#[test]
+fn on_failure_does_not_replace_a_worker_that_exited_cleanly() {
+    let (mut s, now) = four_serving(RestartPolicy::OnFailure);
+    s.on_exit(worker_exit(1, 0, ExitStatus::Code(0)), now);
+    assert_eq!(s.next_deadline(), None);
+    for index in 1..4 {
+        s.on_exit(worker_exit(1, index, ExitStatus::Code(0)), now);
+    }
+    assert_eq!(s.exit_code(), Some(0));
+}
+
+#[test]
+fn a_generation_that_loses_every_worker_restarts_as_a_new_generation() {
+    let (mut s, now) = four_serving(RestartPolicy::OnFailure);
+    for index in 0..4 {
+        s.on_exit(worker_exit(1, index, ExitStatus::Code(1)), now);
+    }
+    let at = s.next_deadline().unwrap();
+    s.on_tick(at);
+    assert_eq!(spawns(&s), 2);
+    let generation_1_workers = s
+        .processes()
+        .calls
+        .iter()
+        .filter(|c| matches!(c, Call::SpawnWorker(1, _)))
+        .count();
+    assert_eq!(
+        generation_1_workers, 3,
+        "only the first start: pending replacements died with their generation"
+    );
+    assert_eq!(s.workers_of(2).len(), 4);
+}
+
+#[test]
+fn stop_reaches_every_worker_of_every_generation_and_cancels_replacements() {
+    let (mut s, now) = four_serving(RestartPolicy::OnFailure);
+    s.on_exit(worker_exit(1, 3, ExitStatus::Code(1)), now);
+    s.request_upgrade(now).unwrap();
+    s.on_stop_request("SIGTERM received", now);
+    for generation in [1, 2] {
+        for index in 0..3 {
+            assert!(
+                signals_to(&s, worker_pid(generation, index)).contains(&Signal::SIGQUIT),
+                "generation {generation} worker {index}"
+            );
+        }
+    }
+    s.on_tick(now + Duration::from_secs(1));
+    let slot_3_spawns = s
+        .processes()
+        .calls
+        .iter()
+        .filter(|c| **c == Call::SpawnWorker(1, 3))
+        .count();
+    assert_eq!(
+        slot_3_spawns, 1,
+        "the replacement was cancelled by the stop"
+    );
+    for generation in [1, 2] {
+        for index in 0..3 {
+            s.on_exit(
+                worker_exit(generation, index, ExitStatus::Signal(Signal::SIGQUIT)),
+                now,
+            );
+        }
+    }
+    s.on_exit(worker_exit(2, 3, ExitStatus::Code(0)), now);
+    assert_eq!(s.exit_code(), Some(0));
+}
+
+#[test]
+fn a_stop_exits_with_the_worst_status_of_the_serving_workers() {
+    let (mut s, now) = four_serving(RestartPolicy::OnFailure);
+    s.on_stop_request("SIGTERM received", now);
+    s.on_exit(worker_exit(1, 0, ExitStatus::Code(0)), now);
+    s.on_exit(worker_exit(1, 1, ExitStatus::Signal(Signal::SIGKILL)), now);
+    s.on_exit(worker_exit(1, 2, ExitStatus::Code(0)), now);
+    s.on_exit(worker_exit(1, 3, ExitStatus::Signal(Signal::SIGQUIT)), now);
+    assert_eq!(s.exit_code(), Some(137));
+}
+
+#[test]
+fn a_signal_reaches_every_worker_of_the_current_generation() {
+    let (mut s, _) = four_serving(RestartPolicy::OnFailure);
+    let done = s.signal_current(Signal::SIGUSR1).unwrap();
+    assert_eq!(done, "sent SIGUSR1 to generation 1 (4 workers)");
+    for index in 0..4 {
+        assert_eq!(signals_to(&s, worker_pid(1, index)), [Signal::SIGUSR1]);
+    }
+}
+
+#[test]
+fn worker_ack_and_pids_map_to_their_worker() {
+    let (s, _) = with_workers(3, RestartPolicy::OnFailure);
+    let pid = Pid::from_raw(worker_pid(1, 2));
+    assert_eq!(s.worker_of(pid, None), Some((1, 2)));
+    assert_eq!(s.worker_of(Pid::from_raw(99), Some(pid)), Some((1, 2)));
+    assert_eq!(s.worker_of(Pid::from_raw(99), None), None);
+}
+
+#[test]
+fn one_worker_behaves_as_a_single_process_generation() {
+    let (s, _) = with_workers(1, RestartPolicy::OnFailure);
+    assert!(s.current().is_none());
+    assert_eq!(s.processes().calls, [Call::Spawn(1)]);
+    assert_eq!(s.generations()[0].describe(), "generation 1 (pid 1001)");
 }

@@ -1,7 +1,15 @@
-//! Upgrades as the operator sees them: an identifier, progress notices,
-//! one final result, and the outcome remembered for `status`.
+//! Upgrades: starting a new generation, draining the old one once the new
+//! one is ready, rolling back a new one that fails, and what the operator
+//! sees of it: an identifier, progress notices, one final result, and the
+//! outcome remembered for `status`.
 
 use std::time::Instant;
+
+use nix::sys::signal::Signal;
+
+use super::generation::{Generation, Phase};
+use super::{ProcessControl, Supervisor, ask_to_stop};
+use crate::reaper::ExitStatus;
 
 pub type UpgradeId = u64;
 
@@ -58,4 +66,183 @@ pub struct Outcome {
     pub ok: bool,
     pub message: String,
     pub finished: Instant,
+}
+
+impl<P: ProcessControl> Supervisor<P> {
+    /// Starts an upgrade: a new generation on the same sockets, which
+    /// replaces the current one once every worker of it is ready.
+    pub fn request_upgrade(&mut self, now: Instant) -> Result<UpgradeId, UpgradeRejection> {
+        if self.stop.is_some() {
+            return Err(UpgradeRejection::Stopping);
+        }
+        if let Some(starting) = self.generations.iter().find(|g| g.phase == Phase::Starting) {
+            return Err(UpgradeRejection::Busy(format!(
+                "{} is still starting; try again once it is ready or has failed",
+                starting.describe()
+            )));
+        }
+        self.last_upgrade_id += 1;
+        let id = self.last_upgrade_id;
+        // An upgrade replaces a restart that was waiting for its backoff.
+        self.restart_at = None;
+        let new = self.last_generation + 1;
+        self.upgrades.push(Upgrade {
+            id,
+            new,
+            draining: None,
+        });
+        match self.spawn_generation(Some(id), now) {
+            Ok(_) => Ok(id),
+            Err(err) => {
+                let message = self.with_survivor(format!("cannot start generation {new}: {err}"));
+                self.upgrades.retain(|u| u.id != id);
+                self.remember_outcome(new, false, &message, now);
+                tracing::warn!("upgrade failed: {message}");
+                Err(UpgradeRejection::SpawnFailed(message))
+            }
+        }
+    }
+
+    /// Asks every worker of a replaced generation to stop; returns it if it
+    /// was alive.
+    pub(super) fn start_drain(&mut self, number: u32, now: Instant) -> Option<Generation> {
+        let (drain_timeout, stop_signal) = (self.config.drain_timeout, self.config.stop_signal);
+        let generation = self.generation_mut(number)?;
+        generation.phase = Phase::Draining;
+        generation.deadline = Some(now + drain_timeout);
+        let generation = self.stop_workers(number)?;
+        for pid in generation.pids() {
+            ask_to_stop(&mut self.processes, pid, stop_signal);
+        }
+        Some(generation)
+    }
+
+    /// A starting generation cannot become ready (a worker exited, was not
+    /// ready in time, or its probe could not run): stop what is left of it,
+    /// keep the current one.
+    pub(super) fn fail_start(&mut self, number: u32, reason: String, now: Instant) {
+        let (stop_timeout, stop_signal) = (self.config.stop_timeout, self.config.stop_signal);
+        let Some(generation) = self.generation_mut(number) else {
+            return;
+        };
+        generation.phase = Phase::Failed;
+        generation.deadline = Some(now + stop_timeout);
+        let Some(generation) = self.stop_workers(number) else {
+            return;
+        };
+        for pid in generation.pids() {
+            ask_to_stop(&mut self.processes, pid, stop_signal);
+        }
+        let message = self.with_survivor(reason);
+        tracing::warn!("{message}");
+        self.finish_upgrade(generation.upgrade, Err(message), now);
+    }
+
+    /// Clears the per-worker timers and probes of a generation that is
+    /// being stopped as a whole (its own deadline takes over), and any
+    /// pending replacement.
+    pub(super) fn stop_workers(&mut self, number: u32) -> Option<Generation> {
+        let generation = self.generation_mut(number)?;
+        let mut probes = Vec::new();
+        for worker in &mut generation.workers {
+            worker.deadline = None;
+            worker.probe_at = None;
+            probes.extend(worker.probe_pid.take());
+        }
+        for slot in &mut generation.slots {
+            slot.restart_at = None;
+        }
+        let generation = generation.clone();
+        for probe in probes {
+            self.processes.signal_group(probe, Signal::SIGKILL);
+        }
+        Some(generation)
+    }
+
+    pub(super) fn on_exit_before_ready(
+        &mut self,
+        generation: &Generation,
+        describe: &str,
+        status: ExitStatus,
+        now: Instant,
+    ) {
+        let reason = format!("{describe} {status} before it was ready");
+        if generation.upgrade.is_some() {
+            let message = self.with_survivor(reason);
+            tracing::warn!("{message}");
+            self.finish_upgrade(generation.upgrade, Err(message), now);
+        }
+        if self.stop.is_none() && (generation.upgrade.is_none() || self.current.is_none()) {
+            self.after_unplanned_exit(generation, status, now);
+        }
+    }
+
+    pub(super) fn on_drained(&mut self, generation: &Generation, status: ExitStatus, now: Instant) {
+        let message = format!("{} {status}", generation.describe());
+        tracing::info!("{message}");
+        let upgrade = self
+            .upgrades
+            .iter()
+            .find(|u| u.draining == Some(generation.number))
+            .map(|u| (u.id, u.new));
+        if let Some((id, new)) = upgrade {
+            self.progress(Some(id), message);
+            self.finish_upgrade(Some(id), Ok(format!("generation {new} is serving")), now);
+        }
+    }
+
+    // ----- bookkeeping -----
+
+    pub(super) fn upgrade_mut(&mut self, id: Option<UpgradeId>) -> Option<&mut Upgrade> {
+        let id = id?;
+        self.upgrades.iter_mut().find(|u| u.id == id)
+    }
+
+    pub(super) fn progress(&mut self, upgrade: Option<UpgradeId>, message: String) {
+        if let Some(upgrade) = upgrade {
+            self.notices.push(Notice::Progress { upgrade, message });
+        }
+    }
+
+    pub(super) fn finish_upgrade(
+        &mut self,
+        id: Option<UpgradeId>,
+        result: Result<String, String>,
+        now: Instant,
+    ) {
+        let Some(id) = id else { return };
+        let Some(index) = self.upgrades.iter().position(|u| u.id == id) else {
+            return;
+        };
+        let upgrade = self.upgrades.remove(index);
+        let (ok, message) = match &result {
+            Ok(message) => (true, message.clone()),
+            Err(message) => (false, message.clone()),
+        };
+        if ok {
+            tracing::info!("upgrade to generation {} done: {message}", upgrade.new);
+        }
+        self.remember_outcome(upgrade.new, ok, &message, now);
+        self.notices.push(Notice::Finished {
+            upgrade: id,
+            result,
+        });
+    }
+
+    fn remember_outcome(&mut self, generation: u32, ok: bool, message: &str, now: Instant) {
+        self.last_outcome = Some(Outcome {
+            generation,
+            ok,
+            message: message.to_string(),
+            finished: now,
+        });
+    }
+
+    /// Adds which generation keeps serving to a failure reason.
+    fn with_survivor(&self, reason: String) -> String {
+        match self.current() {
+            Some(current) => format!("{reason}; generation {} keeps serving", current.number),
+            None => reason,
+        }
+    }
 }

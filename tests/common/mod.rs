@@ -187,6 +187,22 @@ impl Sockvisor {
         })
     }
 
+    /// Waits for the report of worker `worker` of generation `generation`
+    /// (run with `--workers`) and returns it.
+    pub fn worker_report(&self, generation: u32, worker: u32) -> Value {
+        if worker == 0 {
+            return self.report(generation);
+        }
+        let path = self.dir.join(&format!("{generation}-{worker}.json"));
+        wait_for(
+            &format!("report of generation {generation} worker {worker}"),
+            || {
+                let text = fs::read_to_string(&path).ok()?;
+                serde_json::from_str(&text).ok()
+            },
+        )
+    }
+
     pub fn signal(&self, signal: i32) {
         // SAFETY: sending a signal to our own child process.
         unsafe { libc::kill(self.pid(), signal) };

@@ -1,0 +1,314 @@
+//! Readiness, per worker: notify messages, einhorn's ack, `delay=` and
+//! `exec=` probes, and readiness deadlines. A generation becomes ready (and
+//! current) when every one of its workers is; a replacement worker counts
+//! once it is ready itself.
+
+use std::time::Instant;
+
+use nix::sys::signal::Signal;
+
+use super::generation::{Phase, ReadyMode, WorkerState};
+use super::{PROBE_INTERVAL, ProcessControl, Supervisor, ask_to_stop};
+use crate::duration::format_duration;
+use crate::notify::NotifyMessage;
+use crate::reaper::Exit;
+
+impl<P: ProcessControl> Supervisor<P> {
+    /// Handles one sd_notify message from worker `index` of generation
+    /// `number` (the sender was attributed to it).
+    pub fn on_notify(&mut self, number: u32, index: u32, message: &NotifyMessage, now: Instant) {
+        let ready_mode = self.config.ready.clone();
+        let Some(generation) = self.generation_mut(number) else {
+            return;
+        };
+        let Some(worker) = generation
+            .workers
+            .iter()
+            .find(|w| w.index == index)
+            .cloned()
+        else {
+            return;
+        };
+        let describe = generation.describe_worker(&worker);
+        let Some(worker) = generation.worker_mut(index) else {
+            return;
+        };
+        if let Some(text) = &message.status {
+            worker.status_text = Some(text.clone());
+        }
+        if let Some(errno) = message.errno {
+            tracing::warn!("{describe} reports ERRNO={errno}");
+        }
+        if message.stopping || message.reloading {
+            tracing::debug!(
+                "{describe} reports{}{}",
+                if message.stopping { " STOPPING=1" } else { "" },
+                if message.reloading {
+                    " RELOADING=1"
+                } else {
+                    ""
+                }
+            );
+        }
+        if worker.state != WorkerState::Starting {
+            return;
+        }
+        if let (Some(extend), Some(deadline)) = (message.extend_timeout, worker.deadline) {
+            worker.deadline = Some(deadline.max(now + extend));
+        }
+        if message.ready && ready_mode == ReadyMode::Notify {
+            self.mark_worker_ready(number, index, now);
+        }
+    }
+
+    /// einhorn's `worker:ack` from a process of worker `index` of generation
+    /// `number`: counts like READY=1 in `--ready notify` mode.
+    pub fn on_worker_ack(&mut self, number: u32, index: u32, now: Instant) -> Result<(), String> {
+        let Some(worker) = self.generation(number).and_then(|g| g.worker(index)) else {
+            return Err(format!("generation {number} worker {index} is gone"));
+        };
+        if worker.state != WorkerState::Starting {
+            return Ok(());
+        }
+        if self.config.ready != ReadyMode::Notify {
+            return Err("worker:ack counts only with --ready notify".into());
+        }
+        self.mark_worker_ready(number, index, now);
+        Ok(())
+    }
+
+    /// If `exit` is a readiness probe's, acts on it and returns true.
+    pub(super) fn on_probe_exit(&mut self, exit: Exit, now: Instant) -> bool {
+        let Some((number, index)) = self.generations.iter().find_map(|g| {
+            g.workers
+                .iter()
+                .find(|w| w.probe_pid == Some(exit.pid))
+                .map(|w| (g.number, w.index))
+        }) else {
+            return false;
+        };
+        let Some(generation) = self.generation_mut(number) else {
+            return true;
+        };
+        let phase = generation.phase;
+        let describe = generation.describe();
+        let Some(worker) = generation.worker_mut(index) else {
+            return true;
+        };
+        worker.probe_pid = None;
+        if worker.state != WorkerState::Starting || matches!(phase, Phase::Draining | Phase::Failed)
+        {
+            return true;
+        }
+        if exit.status.success() {
+            self.mark_worker_ready(number, index, now);
+        } else {
+            tracing::debug!("{describe} readiness probe {}", exit.status);
+            worker.probe_at = Some(now + PROBE_INTERVAL);
+        }
+        true
+    }
+
+    /// A worker's readiness deadline or probe time has come, or (stopping)
+    /// its time to exit is up.
+    pub(super) fn on_worker_deadline(&mut self, number: u32, index: u32, now: Instant) {
+        let ready_timeout = self.config.ready_timeout;
+        let stop_timeout = self.config.stop_timeout;
+        let stop_signal = self.config.stop_signal;
+        let ready_mode = self.config.ready.clone();
+        let Some(generation) = self.generation_mut(number) else {
+            return;
+        };
+        let phase = generation.phase;
+        let Some(worker) = generation
+            .workers
+            .iter()
+            .find(|w| w.index == index)
+            .cloned()
+        else {
+            return;
+        };
+        let describe = generation.describe_worker(&worker);
+        let deadline_passed = worker.deadline.is_some_and(|d| d <= now);
+        match (worker.state, phase) {
+            (WorkerState::Starting, Phase::Starting) if deadline_passed => {
+                let reason = format!(
+                    "{describe} was not ready within {}",
+                    format_duration(ready_timeout)
+                );
+                self.fail_start(number, reason, now);
+            }
+            (WorkerState::Starting, _) if deadline_passed => {
+                // A replacement in a serving generation: stop it; its exit
+                // counts as the slot's failure.
+                tracing::warn!(
+                    "{describe} was not ready within {}; stopping it",
+                    format_duration(ready_timeout)
+                );
+                let Some(worker) = self
+                    .generation_mut(number)
+                    .and_then(|g| g.worker_mut(index))
+                else {
+                    return;
+                };
+                worker.state = WorkerState::Stopping;
+                worker.deadline = Some(now + stop_timeout);
+                worker.probe_at = None;
+                let probe = worker.probe_pid.take();
+                let pid = worker.pid;
+                if let Some(probe) = probe {
+                    self.processes.signal_group(probe, Signal::SIGKILL);
+                }
+                ask_to_stop(&mut self.processes, pid, stop_signal);
+            }
+            (WorkerState::Starting, _) => {
+                let Some(worker) = self
+                    .generation_mut(number)
+                    .and_then(|g| g.worker_mut(index))
+                else {
+                    return;
+                };
+                worker.probe_at = None;
+                let pid = worker.pid;
+                match ready_mode {
+                    ReadyMode::Delay(_) => self.mark_worker_ready(number, index, now),
+                    ReadyMode::Exec(command) => {
+                        match self.processes.spawn_probe(&command, number, pid) {
+                            Ok(probe) => {
+                                if let Some(worker) = self
+                                    .generation_mut(number)
+                                    .and_then(|g| g.worker_mut(index))
+                                {
+                                    worker.probe_pid = Some(probe);
+                                }
+                            }
+                            Err(err) => self.fail_worker_start(
+                                number,
+                                index,
+                                format!("readiness probe cannot run: {err}"),
+                                now,
+                            ),
+                        }
+                    }
+                    ReadyMode::Notify | ReadyMode::Now => {}
+                }
+            }
+            (WorkerState::Stopping, _) if deadline_passed => {
+                tracing::warn!(
+                    "{describe} did not exit within {}; killing its process group",
+                    format_duration(stop_timeout)
+                );
+                if let Some(worker) = self
+                    .generation_mut(number)
+                    .and_then(|g| g.worker_mut(index))
+                {
+                    worker.deadline = None;
+                }
+                self.processes.signal_group(worker.pid, Signal::SIGKILL);
+            }
+            _ => {}
+        }
+    }
+
+    /// A worker cannot become ready: in a starting generation that fails
+    /// the generation; a replacement is stopped.
+    fn fail_worker_start(&mut self, number: u32, index: u32, reason: String, now: Instant) {
+        let phase = self.generation(number).map(|g| g.phase);
+        if phase == Some(Phase::Starting) {
+            self.fail_start(number, reason, now);
+            return;
+        }
+        tracing::warn!("generation {number} worker {index}: {reason}");
+        let (stop_timeout, stop_signal) = (self.config.stop_timeout, self.config.stop_signal);
+        if let Some(worker) = self
+            .generation_mut(number)
+            .and_then(|g| g.worker_mut(index))
+        {
+            worker.state = WorkerState::Stopping;
+            worker.deadline = Some(now + stop_timeout);
+            let pid = worker.pid;
+            ask_to_stop(&mut self.processes, pid, stop_signal);
+        }
+    }
+
+    /// Worker `index` is ready. Its generation becomes ready once all are.
+    pub(super) fn mark_worker_ready(&mut self, number: u32, index: u32, now: Instant) {
+        let Some(generation) = self.generation_mut(number) else {
+            return;
+        };
+        let phase = generation.phase;
+        let Some(worker) = generation.worker_mut(index) else {
+            return;
+        };
+        worker.state = WorkerState::Ready;
+        worker.deadline = None;
+        worker.probe_at = None;
+        let probe = worker.probe_pid.take();
+        let worker = worker.clone();
+        let all_ready = generation.all_ready();
+        let describe = generation.describe_worker(&worker);
+        let ready_count = generation
+            .workers
+            .iter()
+            .filter(|w| w.state == WorkerState::Ready)
+            .count();
+        let size = generation.size();
+        if let Some(probe) = probe {
+            self.processes.signal_group(probe, Signal::SIGKILL);
+        }
+        let waited = format_duration(now.saturating_duration_since(worker.started));
+        match phase {
+            Phase::Starting if all_ready => self.mark_ready(number, now),
+            Phase::Starting => {
+                tracing::debug!("{describe} is ready after {waited} ({ready_count} of {size})")
+            }
+            Phase::Ready => tracing::info!("{describe} is ready after {waited}"),
+            Phase::Draining | Phase::Failed => {}
+        }
+    }
+
+    /// The generation is ready: it becomes current, and the one it
+    /// replaces starts draining.
+    fn mark_ready(&mut self, number: u32, now: Instant) {
+        let terminal = self.config.terminal;
+        let Some(generation) = self.generation_mut(number) else {
+            return;
+        };
+        generation.phase = Phase::Ready;
+        generation.deadline = None;
+        if terminal && !generation.foreground {
+            generation.foreground = true;
+            if let Some(first) = generation.worker(0).map(|w| w.pid) {
+                self.processes.hand_terminal(first);
+            }
+        }
+        let Some(generation) = self.generation(number).cloned() else {
+            return;
+        };
+        let waited = format_duration(now.saturating_duration_since(generation.started));
+        let message = format!("{} is ready after {waited}", generation.describe());
+        tracing::info!("{message}");
+        self.progress(generation.upgrade, message);
+        let replaced = self.current.replace(number);
+        match replaced.and_then(|old| self.start_drain(old, now)) {
+            Some(old) => {
+                if let Some(upgrade) = self.upgrade_mut(generation.upgrade) {
+                    upgrade.draining = Some(old.number);
+                }
+                let message = format!(
+                    "{} sent {}; draining for up to {}",
+                    old.describe(),
+                    self.config.stop_signal.as_str(),
+                    format_duration(self.config.drain_timeout)
+                );
+                tracing::info!("{message}");
+                self.progress(generation.upgrade, message);
+            }
+            None => self.finish_upgrade(
+                generation.upgrade,
+                Ok(format!("generation {number} is serving")),
+                now,
+            ),
+        }
+    }
+}

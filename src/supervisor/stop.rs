@@ -1,0 +1,134 @@
+//! Stopping: a stop request stops every worker of every generation
+//! (starting, current and draining), escalates to `SIGKILL` at the stop
+//! timeout or on a second request, and decides sockvisor's exit status.
+
+use std::time::Instant;
+
+use nix::sys::signal::Signal;
+
+use super::generation::{Phase, WorkerState};
+use super::{ProcessControl, Stop, Supervisor, ask_to_stop};
+use crate::duration::format_duration;
+use crate::reaper::ExitStatus;
+
+impl<P: ProcessControl> Supervisor<P> {
+    /// A stop request. The first asks every generation to stop gracefully;
+    /// a second one kills at once.
+    pub fn on_stop_request(&mut self, reason: &str, now: Instant) {
+        if self.finished.is_some() {
+            return;
+        }
+        if self.stop.is_some() {
+            tracing::warn!("{reason} again: killing every generation now");
+            self.kill_all();
+            return;
+        }
+        tracing::info!(
+            "{reason}: sending {} to every generation, waiting up to {}",
+            self.config.stop_signal.as_str(),
+            format_duration(self.config.stop_timeout)
+        );
+        self.begin_stop(now);
+    }
+
+    /// True once a stop has been requested.
+    pub fn is_stopping(&self) -> bool {
+        self.stop.is_some()
+    }
+
+    pub(super) fn on_stop_deadline(&mut self, now: Instant) {
+        if let Some(Stop {
+            deadline: Some(deadline),
+        }) = self.stop
+            && deadline <= now
+        {
+            tracing::warn!(
+                "not every generation stopped within {}; killing what is left",
+                format_duration(self.config.stop_timeout)
+            );
+            self.kill_all();
+        }
+    }
+
+    /// Ends supervision with `code`, after stopping whatever still runs.
+    pub(super) fn finish_with(&mut self, code: i32, now: Instant) {
+        self.exit_status = Some(code);
+        if self.generations.is_empty() {
+            self.finished = Some(code);
+        } else {
+            self.begin_stop(now);
+        }
+    }
+
+    fn begin_stop(&mut self, now: Instant) {
+        self.restart_at = None;
+        self.stop = Some(Stop {
+            deadline: Some(now + self.config.stop_timeout),
+        });
+        let mut abandoned = Vec::new();
+        let numbers: Vec<u32> = self.generations.iter().map(|g| g.number).collect();
+        for number in numbers {
+            let Some(generation) = self.generation_mut(number) else {
+                continue;
+            };
+            match generation.phase {
+                // Draining ones were already asked.
+                Phase::Draining => continue,
+                Phase::Starting => {
+                    generation.phase = Phase::Failed;
+                    abandoned.push(generation.upgrade);
+                }
+                Phase::Ready | Phase::Failed => {}
+            }
+            generation.deadline = None;
+            // A replacement already asked to stop is not asked again.
+            let to_ask: Vec<_> = generation
+                .workers
+                .iter()
+                .filter(|w| w.state != WorkerState::Stopping)
+                .map(|w| w.pid)
+                .collect();
+            self.stop_workers(number);
+            for pid in to_ask {
+                ask_to_stop(&mut self.processes, pid, self.config.stop_signal);
+            }
+        }
+        for upgrade in abandoned {
+            self.finish_upgrade(
+                upgrade,
+                Err("sockvisor is stopping; the upgrade was abandoned".into()),
+                now,
+            );
+        }
+        self.finish_if_stopped();
+    }
+
+    fn kill_all(&mut self) {
+        if let Some(stop) = &mut self.stop {
+            stop.deadline = None;
+        }
+        for generation in &mut self.generations {
+            generation.deadline = None;
+            for worker in &mut generation.workers {
+                worker.deadline = None;
+                self.processes.signal_group(worker.pid, Signal::SIGKILL);
+            }
+        }
+    }
+
+    pub(super) fn finish_if_stopped(&mut self) {
+        if self.stop.is_some() && self.generations.is_empty() {
+            self.finished = Some(self.exit_status.unwrap_or(0));
+        }
+    }
+
+    /// Exit status after a requested stop: a worker that exited cleanly or
+    /// died of the stop signal itself did what was asked, so 0; otherwise
+    /// its status (137 when it had to be killed).
+    pub(super) fn stopped_exit_code(&self, status: ExitStatus) -> i32 {
+        match status {
+            ExitStatus::Signal(signal) if signal == self.config.stop_signal => 0,
+            status => status.as_code(),
+        }
+    }
+}

@@ -1,0 +1,370 @@
+//! Worker processes: starting a generation's workers, what one worker's
+//! exit means for its generation, and refilling a serving generation's
+//! slots.
+//!
+//! A worker that exits while its generation is starting fails the whole
+//! generation (the others are stopped). One that exits while its generation
+//! serves is replaced in the same slot under the restart policy, with the
+//! slot's own backoff, while the others keep serving. When a generation has
+//! no worker left it is gone, and the generation-level rules apply (drained,
+//! failed start, restart as a new generation, or the end).
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use super::generation::{Generation, Phase, ReadyMode, Slot, Worker, WorkerState};
+use super::restart::{backoff, is_keyboard_interrupt};
+use super::upgrade::UpgradeId;
+use super::{ProcessControl, RestartPolicy, Supervisor, policy_name};
+use crate::duration::format_duration;
+use crate::reaper::{Exit, ExitStatus};
+use crate::spawn::SpawnError;
+
+impl<P: ProcessControl> Supervisor<P> {
+    /// Starts a new generation of `--workers` processes. If one cannot be
+    /// spawned, those already started are killed and the error returned.
+    pub(super) fn spawn_generation(
+        &mut self,
+        upgrade: Option<UpgradeId>,
+        now: Instant,
+    ) -> Result<u32, SpawnError> {
+        let number = self.last_generation + 1;
+        // With nothing serving, nobody else needs the terminal.
+        let foreground = self.config.terminal && self.current.is_none();
+        let mut generation = Generation {
+            number,
+            started: now,
+            phase: Phase::Starting,
+            deadline: None,
+            upgrade,
+            foreground,
+            workers: Vec::new(),
+            slots: vec![Slot::default(); self.config.workers.max(1) as usize],
+            failure: None,
+        };
+        for index in 0..generation.size() {
+            match self
+                .processes
+                .spawn(number, index, foreground && index == 0)
+            {
+                Ok(pid) => generation.workers.push(self.new_worker(index, pid, now)),
+                Err(err) if generation.workers.is_empty() => return Err(err),
+                Err(err) => {
+                    // Half a generation never serves: kill what started and
+                    // let its exits be reaped as a failed generation's.
+                    self.last_generation = number;
+                    generation.phase = Phase::Failed;
+                    for worker in &mut generation.workers {
+                        worker.deadline = None;
+                        worker.probe_at = None;
+                        self.processes.signal_group(worker.pid, Signal::SIGKILL);
+                    }
+                    self.generations.push(generation);
+                    return Err(err);
+                }
+            }
+        }
+        self.last_generation = number;
+        let message = match generation.workers.as_slice() {
+            [only] => format!("generation {number} started: pid {}", only.pid),
+            workers => format!(
+                "generation {number} started: {} workers, pids {}",
+                workers.len(),
+                workers
+                    .iter()
+                    .map(|w| w.pid.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        tracing::info!("{message}");
+        self.progress(upgrade, message);
+        self.generations.push(generation);
+        if self.config.ready == ReadyMode::Now {
+            for index in 0..self.config.workers.max(1) {
+                self.mark_worker_ready(number, index, now);
+            }
+        }
+        Ok(number)
+    }
+
+    fn new_worker(&self, index: u32, pid: nix::unistd::Pid, now: Instant) -> Worker {
+        let mut worker = Worker::new(index, pid, now, self.config.ready_timeout);
+        worker.probe_at = match &self.config.ready {
+            ReadyMode::Delay(delay) => Some(now + *delay),
+            ReadyMode::Exec(_) => Some(now),
+            ReadyMode::Notify | ReadyMode::Now => None,
+        };
+        worker
+    }
+
+    /// A process exited: if it was a worker, update its generation. Returns
+    /// false for a process that is not one (an orphan).
+    pub(super) fn on_worker_exit(&mut self, exit: Exit, now: Instant) -> bool {
+        let Some((at, worker_at)) = self.generations.iter().enumerate().find_map(|(at, g)| {
+            g.workers
+                .iter()
+                .position(|w| w.pid == exit.pid)
+                .map(|worker_at| (at, worker_at))
+        }) else {
+            return false;
+        };
+        let worker = self.generations[at].workers.remove(worker_at);
+        // Whatever the worker left behind in its group has lost its parent;
+        // nothing may keep running behind sockvisor's back.
+        self.processes.signal_group(worker.pid, Signal::SIGKILL);
+        if let Some(probe) = worker.probe_pid {
+            self.processes.signal_group(probe, Signal::SIGKILL);
+        }
+        let generation = self.generations[at].clone();
+        if self.stop.is_some() && generation.phase != Phase::Ready && self.current.is_none() {
+            // No generation serves: the status of the ones stopped (e.g. a
+            // first generation killed before it was ready) is the answer,
+            // unless a current generation's exit sets it later.
+            let code = self.stopped_exit_code(exit.status);
+            self.exit_status = Some(self.exit_status.map_or(code, |c| c.max(code)));
+        }
+        if generation.workers.is_empty() {
+            self.generations.remove(at);
+            self.processes.retire(generation.number);
+            // Described as it was: with the worker that just exited.
+            let mut last_seen = generation;
+            last_seen.workers.push(worker.clone());
+            self.on_generation_gone(&last_seen, &worker, exit.status, now);
+        } else {
+            self.on_worker_gone(&generation, &worker, exit.status, now);
+        }
+        true
+    }
+
+    /// One worker of a generation that still has others exited.
+    fn on_worker_gone(
+        &mut self,
+        generation: &Generation,
+        worker: &Worker,
+        status: ExitStatus,
+        now: Instant,
+    ) {
+        let number = generation.number;
+        let describe = generation.describe_worker(worker);
+        match generation.phase {
+            Phase::Starting => {
+                self.record_failure(number, status);
+                let reason = format!("{describe} {status} before it was ready");
+                self.fail_start(number, reason, now);
+            }
+            Phase::Ready if self.stop.is_some() => {
+                tracing::info!("{describe} {status}; stopped");
+                if self.current == Some(number) {
+                    let code = self.stopped_exit_code(status);
+                    self.exit_status = Some(self.exit_status.map_or(code, |c| c.max(code)));
+                }
+            }
+            Phase::Ready => self.after_worker_exit(number, worker, status, now),
+            Phase::Draining | Phase::Failed => tracing::info!("{describe} {status}"),
+        }
+    }
+
+    /// A worker of a serving generation ended without being asked to:
+    /// replace it in its slot, by the restart policy.
+    fn after_worker_exit(
+        &mut self,
+        number: u32,
+        worker: &Worker,
+        status: ExitStatus,
+        now: Instant,
+    ) {
+        let Some(generation) = self.generation(number).cloned() else {
+            return;
+        };
+        let describe = generation.describe_worker(worker);
+        // A replacement stopped for not being ready failed, whatever it
+        // exited with.
+        let status = match (worker.state, status) {
+            (WorkerState::Stopping, ExitStatus::Code(0)) => ExitStatus::Code(1),
+            (WorkerState::Stopping, ExitStatus::Signal(s)) if s == self.config.stop_signal => {
+                ExitStatus::Code(1)
+            }
+            (_, status) => status,
+        };
+        if !status.success() {
+            self.record_failure(number, status);
+        }
+        if self.config.terminal && is_keyboard_interrupt(status) {
+            tracing::info!("{describe} {status}: interrupted from the terminal; stopping");
+            self.finish_with(status.as_code(), now);
+            return;
+        }
+        let replace = match self.config.restart {
+            RestartPolicy::Never => false,
+            RestartPolicy::OnFailure => !status.success(),
+            RestartPolicy::Always => true,
+        };
+        if !replace {
+            tracing::info!(
+                "{describe} {status}; not replacing it (--restart {})",
+                policy_name(self.config.restart)
+            );
+            return;
+        }
+        let ran_for = now.saturating_duration_since(worker.started);
+        let (first, max) = (self.config.restart_delay, self.config.restart_delay_max);
+        let Some(slot) = self
+            .generation_mut(number)
+            .and_then(|g| g.slots.get_mut(worker.index as usize))
+        else {
+            return;
+        };
+        // Only a worker that served long enough counts as healthy; a
+        // replacement that never became ready does not reset the backoff.
+        if worker.state == WorkerState::Ready && ran_for >= max {
+            slot.consecutive_failures = 0;
+        }
+        let delay = backoff(first, max, slot.consecutive_failures);
+        slot.consecutive_failures += 1;
+        slot.restart_at = Some(now + delay);
+        tracing::warn!(
+            "{describe} {status} after {}; replacing it in {}",
+            format_duration(ran_for),
+            format_duration(delay)
+        );
+    }
+
+    /// Starts the replacements whose backoff has passed, in the slots of
+    /// serving generations.
+    pub(super) fn replace_due_workers(&mut self, now: Instant) {
+        if self.stop.is_some() {
+            return;
+        }
+        let due: Vec<(u32, u32)> = self
+            .generations
+            .iter()
+            .filter(|g| g.phase == Phase::Ready)
+            .flat_map(|g| {
+                g.slots
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.restart_at.is_some_and(|at| at <= now))
+                    .map(move |(index, _)| (g.number, index as u32))
+            })
+            .collect();
+        for (number, index) in due {
+            self.replace_worker(number, index, now);
+        }
+    }
+
+    fn replace_worker(&mut self, number: u32, index: u32, now: Instant) {
+        let Some(generation) = self.generation_mut(number) else {
+            return;
+        };
+        let foreground = generation.foreground && index == 0;
+        let slot = &mut generation.slots[index as usize];
+        slot.restart_at = None;
+        slot.restarts += 1;
+        let foreground = self.config.terminal && foreground;
+        match self.processes.spawn(number, index, foreground) {
+            Ok(pid) => {
+                let worker = self.new_worker(index, pid, now);
+                tracing::info!("generation {number} worker {index} replaced: pid {pid}");
+                if let Some(generation) = self.generation_mut(number) {
+                    generation.workers.push(worker);
+                }
+                if self.config.ready == ReadyMode::Now {
+                    self.mark_worker_ready(number, index, now);
+                }
+            }
+            Err(err) => {
+                tracing::error!("cannot replace generation {number} worker {index}: {err}");
+                let (first, max) = (self.config.restart_delay, self.config.restart_delay_max);
+                if let Some(slot) = self
+                    .generation_mut(number)
+                    .and_then(|g| g.slots.get_mut(index as usize))
+                {
+                    let delay = backoff(first, max, slot.consecutive_failures);
+                    slot.consecutive_failures += 1;
+                    slot.restart_at = Some(now + delay.max(Duration::from_millis(1)));
+                }
+            }
+        }
+    }
+
+    fn record_failure(&mut self, number: u32, status: ExitStatus) {
+        if let Some(generation) = self.generation_mut(number) {
+            generation.failure.get_or_insert(status);
+        }
+    }
+
+    /// A generation's last worker exited: the generation is gone.
+    fn on_generation_gone(
+        &mut self,
+        generation: &Generation,
+        worker: &Worker,
+        status: ExitStatus,
+        now: Instant,
+    ) {
+        // With several workers, the first failure speaks for the
+        // generation; with one, its own exit. After a requested stop only
+        // how the stop went counts.
+        let exited = status;
+        let status = match generation.failure {
+            Some(failure) if generation.size() > 1 => failure,
+            _ => status,
+        };
+        match generation.phase {
+            Phase::Starting => {
+                let describe = generation.describe_worker(worker);
+                self.on_exit_before_ready(generation, &describe, status, now)
+            }
+            Phase::Failed => {
+                tracing::info!("{} {status}", generation.describe());
+                // A failed first start or restart, or a failed upgrade that
+                // leaves nothing serving: the restart policy decides.
+                if self.stop.is_none() && (generation.upgrade.is_none() || self.current.is_none()) {
+                    let status = match (generation.failure, status) {
+                        (Some(failure), _) => failure,
+                        // It was stopped for not being ready: a failure,
+                        // whatever it exited with.
+                        (None, ExitStatus::Code(0)) => ExitStatus::Code(1),
+                        (None, ExitStatus::Signal(s)) if s == self.config.stop_signal => {
+                            ExitStatus::Code(1)
+                        }
+                        (None, other) => other,
+                    };
+                    self.after_unplanned_exit(generation, status, now);
+                }
+            }
+            Phase::Ready => {
+                if self.current == Some(generation.number) {
+                    self.current = None;
+                }
+                // Its upgrade was waiting for the old generation to drain:
+                // reporting success now would be untrue.
+                if let Some(id) = self
+                    .upgrades
+                    .iter()
+                    .find(|u| u.new == generation.number)
+                    .map(|u| u.id)
+                {
+                    let message = format!(
+                        "{} became ready but then {status}",
+                        generation.describe_worker(worker)
+                    );
+                    tracing::warn!("{message}");
+                    self.finish_upgrade(Some(id), Err(message), now);
+                }
+                if self.stop.is_some() {
+                    tracing::info!("{} {exited}; stopped", generation.describe_worker(worker));
+                    let code = self.stopped_exit_code(exited);
+                    self.exit_status = Some(match self.exit_status {
+                        Some(c) if generation.size() > 1 => c.max(code),
+                        _ => code,
+                    });
+                } else {
+                    self.after_unplanned_exit(generation, status, now);
+                }
+            }
+            Phase::Draining => self.on_drained(generation, status, now),
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! `--workers N`: several processes per generation on the same sockets, as
+//! an operator runs them: every worker gets the protocol as a single child
+//! would, a killed worker is replaced in its slot while the others serve,
+//! and upgrades under load fail no request.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+fn run(name: &str, options: &[&str], probe_options: &[&str]) -> Sockvisor {
+    let dir = TestDir::new(name);
+    let mut command = Command::new(sockvisor_bin());
+    command
+        .args(["run", "--listen", "127.0.0.1:0"])
+        .args(options)
+        .arg("--")
+        .args(Sockvisor::probe_args(&dir.path))
+        .args(probe_options);
+    Sockvisor::spawn(dir, command)
+}
+
+/// Waits until generation `generation` serves and returns the address.
+fn serving(sockvisor: &Sockvisor, generation: u32) -> String {
+    let address = sockvisor.logged_tcp_address();
+    wait_for(&format!("generation {generation} to serve"), || {
+        (status_json(sockvisor)["current"] == generation).then_some(())
+    });
+    address
+}
+
+fn worker_pids(status: &Value, generation: usize) -> Vec<i64> {
+    status["generations"][generation]["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["pid"].as_i64().unwrap())
+        .collect()
+}
+
+#[test]
+fn four_workers_each_get_the_sockets_and_their_own_listen_pid() {
+    let sockvisor = run("four", &["--workers", "4"], &[]);
+    let address = serving(&sockvisor, 1);
+    let mut pids = BTreeSet::new();
+    for worker in 0..4 {
+        let report = sockvisor.worker_report(1, worker);
+        let pid = report["pid"].as_i64().unwrap();
+        assert_eq!(
+            report["env"]["LISTEN_PID"],
+            pid.to_string(),
+            "worker {worker}"
+        );
+        assert_eq!(report["env"]["LISTEN_FDS"], "1");
+        assert_eq!(report["env"]["SOCKVISOR_WORKER"], worker.to_string());
+        assert_eq!(report["pgid"].as_i64(), Some(pid), "own process group");
+        let fds: Vec<i64> = report["fds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["fd"].as_i64().unwrap())
+            .collect();
+        assert_eq!(fds, [0, 1, 2, 3], "worker {worker}");
+        pids.insert(pid);
+    }
+    assert_eq!(pids.len(), 4);
+    // Every worker accepts from the one shared socket.
+    let answering: BTreeSet<String> = wait_for("answers from all four workers", || {
+        let mut seen = BTreeSet::new();
+        for _ in 0..400 {
+            if let Ok(response) = http_get_tcp(&address)
+                && let Some(pid) = answering_pid(&response)
+            {
+                seen.insert(pid);
+            }
+            if seen.len() == 4 {
+                return Some(seen);
+            }
+        }
+        None
+    });
+    let expected: BTreeSet<String> = pids.iter().map(|p| format!("pid={p}")).collect();
+    assert_eq!(answering, expected);
+    let status = status_json(&sockvisor);
+    assert_eq!(status["workers"], 4);
+    assert_eq!(worker_pids(&status, 0).len(), 4);
+}
+
+#[test]
+fn a_killed_worker_is_replaced_in_its_slot_and_the_others_are_untouched() {
+    let sockvisor = run("replace", &["--workers", "3"], &[]);
+    let address = serving(&sockvisor, 1);
+    let before = worker_pids(&status_json(&sockvisor), 0);
+    let victim = sockvisor.worker_report(1, 1)["pid"].as_i64().unwrap();
+    std::fs::remove_file(sockvisor.dir.join("1-1.json")).unwrap();
+    // SAFETY: killing a worker this test started.
+    unsafe { libc::kill(victim as i32, libc::SIGKILL) };
+    let replacement = sockvisor.worker_report(1, 1);
+    let new_pid = replacement["pid"].as_i64().unwrap();
+    assert_ne!(new_pid, victim);
+    assert_eq!(replacement["env"]["SOCKVISOR_WORKER"], "1");
+    assert_eq!(replacement["env"]["SOCKVISOR_GENERATION"], "1");
+    assert_eq!(replacement["env"]["LISTEN_PID"], new_pid.to_string());
+    let status = wait_for("the replacement to be ready", || {
+        let status = status_json(&sockvisor);
+        let worker = status["generations"][0]["workers"][1].clone();
+        (worker["pid"] == new_pid && worker["state"] == "ready").then_some(status)
+    });
+    assert_eq!(status["current"], 1, "still generation 1");
+    assert_eq!(status["generations"][0]["workers"][1]["restarts"], 1);
+    let after = worker_pids(&status, 0);
+    for (index, (old, new)) in before.iter().zip(&after).enumerate() {
+        if index != 1 {
+            assert_eq!(old, new, "worker {index} untouched");
+            assert!(process_alive(*old));
+        }
+    }
+    assert!(http_get_tcp(&address).is_ok());
+    assert!(
+        sockvisor.stderr().contains(&format!(
+            "generation 1 worker 1 (pid {victim}) was killed by SIGKILL"
+        )),
+        "{}",
+        sockvisor.stderr()
+    );
+}
+
+#[test]
+fn an_upgrade_of_four_workers_under_load_fails_no_request() {
+    let sockvisor = run("upgrade", &["--workers", "4"], &["--request-delay-ms", "5"]);
+    let address = serving(&sockvisor, 1);
+    let load = Load::start(&address, 4);
+    load.wait_for_answers(200);
+    for generation in 2..=3 {
+        let output = sockvisor.client(&["upgrade", "--timeout", "30s"]);
+        assert!(output.status.success(), "{output:?}");
+        let progress = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            progress.contains(&format!("generation {generation} started: 4 workers")),
+            "{progress}"
+        );
+        load.wait_for_answers(200);
+    }
+    let result = load.stop();
+    assert_eq!(result.failures, Vec::<String>::new());
+    let status = status_json(&sockvisor);
+    assert_eq!(status["current"], 3);
+    assert_eq!(status["generations"].as_array().unwrap().len(), 1);
+    // The last answers came from generation 3's workers.
+    let current: BTreeSet<String> = worker_pids(&status, 0)
+        .iter()
+        .map(|p| format!("pid={p}"))
+        .collect();
+    assert!(current.contains(result.last_pid.as_ref().unwrap()));
+}
+
+#[test]
+fn a_new_worker_that_crashes_at_start_rolls_back_the_whole_generation() {
+    let sockvisor = run(
+        "rollback",
+        &["--workers", "3"],
+        &["--gen", "2", "--exit-code", "9"],
+    );
+    let address = serving(&sockvisor, 1);
+    let before = worker_pids(&status_json(&sockvisor), 0);
+    let output = sockvisor.client(&["upgrade"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("exited with status 9 before it was ready; generation 1 keeps serving"),
+        "{stderr}"
+    );
+    let status = wait_for("generation 2 to be gone", || {
+        let status = status_json(&sockvisor);
+        (status["generations"].as_array().unwrap().len() == 1).then_some(status)
+    });
+    assert_eq!(status["current"], 1);
+    assert_eq!(worker_pids(&status, 0), before);
+    assert!(http_get_tcp(&address).is_ok());
+}
+
+#[test]
+fn stop_and_signal_reach_every_worker() {
+    let mut sockvisor = run("stop", &["--workers", "3"], &[]);
+    serving(&sockvisor, 1);
+    let output = sockvisor.client(&["signal", "USR1"]);
+    assert!(output.status.success(), "{output:?}");
+    for name in ["1", "1-1", "1-2"] {
+        let log = sockvisor.dir.join(&format!("{name}.signals"));
+        wait_for(&format!("SIGUSR1 in {name}.signals"), || {
+            std::fs::read_to_string(&log)
+                .ok()
+                .filter(|l| l.contains("SIGUSR1"))
+        });
+    }
+    let pids = worker_pids(&status_json(&sockvisor), 0);
+    let output = sockvisor.client(&["stop"]);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(sockvisor.wait_exit(), 0);
+    for pid in pids {
+        assert!(!process_alive(pid), "worker {pid} still runs");
+    }
+}
