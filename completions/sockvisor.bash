@@ -179,7 +179,7 @@ _sockvisor() {
             return 0
             ;;
         sockvisor__subcmd__run)
-            opts="-l -n -h -V --listen --workers --restart --restart-delay --restart-delay-max --stop-signal --stop-timeout --ready --ready-timeout --drain-timeout --fd-env --name --control --pidfile --log-level --log-format --help --version"
+            opts="-l -n -h -V --listen --workers --max-surge --restart --restart-delay --restart-delay-max --stop-signal --stop-timeout --ready --ready-timeout --drain-timeout --fd-env --name --control --pidfile --log-level --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -198,6 +198,10 @@ _sockvisor() {
                     return 0
                     ;;
                 -n)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-surge)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -41,6 +41,7 @@ complete -c sockvisor -n "__fish_sockvisor_needs_command" -f -a "signal" -d 'Sen
 complete -c sockvisor -n "__fish_sockvisor_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand run" -s l -l listen -d 'Socket to bind and pass to the child (repeatable; the order gives fds 3, 4, …). Without any, no LISTEN_* variables are set' -r
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand run" -s n -l workers -d 'Worker processes per generation (1 to 1024), each a child of sockvisor on the same sockets with SOCKVISOR_WORKER=0..N-1. A generation is ready when all its workers are; a worker that exits while its generation serves is replaced in its slot' -r
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand run" -l max-surge -d 'Upgrade workers one by one instead of all at once: at most K processes beyond --workers run at any moment, and each new worker that is ready retires one old worker (like einhorn\'s --max-upgrade-additional). Without it, all N new workers start and the old ones are stopped once all are ready' -r
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand run" -l restart -d 'When the child exits on its own: restart it or exit with its status' -r -f -a "never\t'Exit with the child\'s status'
 on-failure\t'Restart after a non-zero exit or a death by signal; exit 0 after a clean exit'
 always\t'Restart whatever the status'"

@@ -31,6 +31,7 @@
 //!              [--no-ready] [--status TEXT] [--faults-from G] [--faults-until G]
 //!              [--crash-after-ready-ms N] [--drain-delay-ms N] [--drain-exit-code N]
 //!              [--flood N] [--ready-from-worker] [--gen G <knob>]...
+//!              [--worker W <knob>]... [--gen G --worker W <knob>]...
 //! ```
 
 use std::collections::BTreeMap;
@@ -149,13 +150,24 @@ fn parse_options(generation: u32) -> Options {
     };
     let mut args = std::env::args().skip(1);
     let mut scope: Option<u32> = None;
+    let mut worker_scope: Option<u32> = None;
+    let worker: u32 = std::env::var("SOCKVISOR_WORKER")
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(0);
     while let Some(arg) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| panic!("{arg} needs a value"));
         if arg == "--gen" {
             scope = Some(value().parse().unwrap());
             continue;
         }
-        if scope.take().is_some_and(|only| only != generation) {
+        if arg == "--worker" {
+            worker_scope = Some(value().parse().unwrap());
+            continue;
+        }
+        let other_generation = scope.take().is_some_and(|only| only != generation);
+        let other_worker = worker_scope.take().is_some_and(|only| only != worker);
+        if other_generation || other_worker {
             // A knob for another generation: consume its value, if any.
             if !matches!(
                 arg.as_str(),

@@ -143,6 +143,14 @@ pub struct RunArgs {
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub workers: u32,
 
+    /// Upgrade workers one by one instead of all at once: at most K
+    /// processes beyond --workers run at any moment, and each new worker
+    /// that is ready retires one old worker (like einhorn's
+    /// --max-upgrade-additional). Without it, all N new workers start and
+    /// the old ones are stopped once all are ready.
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub max_surge: Option<u32>,
+
     /// When the child exits on its own: restart it or exit with its status.
     #[arg(long, value_enum, default_value_t = RestartPolicy::OnFailure)]
     pub restart: RestartPolicy,

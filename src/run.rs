@@ -140,6 +140,7 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
         ready,
         ready_timeout: args.ready_timeout,
         workers: args.workers,
+        max_surge: args.max_surge,
         terminal: terminal.is_some(),
     };
     let mut children = Children::new(

@@ -204,3 +204,87 @@ fn stop_and_signal_reach_every_worker() {
         assert!(!process_alive(pid), "worker {pid} still runs");
     }
 }
+
+#[test]
+fn a_rolling_upgrade_under_load_fails_no_request_and_never_exceeds_the_surge() {
+    let sockvisor = run(
+        "rolling",
+        &["--workers", "4", "--max-surge", "1"],
+        &["--request-delay-ms", "5"],
+    );
+    let address = serving(&sockvisor, 1);
+    let load = Load::start(&address, 4);
+    load.wait_for_answers(200);
+    let output = sockvisor.client(&["upgrade", "--timeout", "60s"]);
+    assert!(output.status.success(), "{output:?}");
+    load.wait_for_answers(200);
+    let result = load.stop();
+    assert_eq!(result.failures, Vec::<String>::new());
+    let progress = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        progress.contains("generation 2 rolling in: 4 workers, at most 1 beyond 4 at a time"),
+        "{progress}"
+    );
+    // Each of the four new workers was ready in turn ("(1 of 4)" …), and
+    // each retired one old worker.
+    assert_eq!(progress.matches(" of 4)").count(), 4, "{progress}");
+    for old in 0..4 {
+        assert!(
+            progress.contains(&format!("generation 1 worker {old} (pid")),
+            "{progress}"
+        );
+    }
+    let status = status_json(&sockvisor);
+    assert_eq!(status["current"], 2);
+    assert_eq!(worker_pids(&status, 0).len(), 4);
+    // sockvisor's own children never numbered more than N + K: every
+    // spawn of generation 2 came after a worker of generation 1 had gone.
+    let log = sockvisor.stderr();
+    let mut alive: i32 = 4;
+    let mut peak = alive;
+    for line in log.lines() {
+        if line.contains("generation 2 worker") && line.ends_with("started") {
+            alive += 1;
+        } else if line.contains("generation 1 worker") && line.contains("exited with") {
+            alive -= 1;
+        }
+        peak = peak.max(alive);
+    }
+    assert!(peak <= 5, "peak {peak}:\n{log}");
+}
+
+#[test]
+fn a_rolling_upgrade_that_fails_part_way_leaves_four_serving_and_a_later_one_completes() {
+    let sockvisor = run(
+        "rolling-fail",
+        &["--workers", "4", "--max-surge", "1"],
+        &["--gen", "2", "--worker", "2", "--exit-code", "9"],
+    );
+    let address = serving(&sockvisor, 1);
+    let output = sockvisor.client(&["upgrade", "--timeout", "60s"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "exited with status 9 before it was ready; rolling upgrade stopped with 4 workers \
+             serving: generation 1 workers 0, 1 and generation 2 workers 0, 1"
+        ),
+        "{stderr}"
+    );
+    let status = status_json(&sockvisor);
+    let serving: usize = status["generations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["workers"].as_array().unwrap().clone())
+        .filter(|w| w["state"] == "ready")
+        .count();
+    assert_eq!(serving, 4, "{status}");
+    assert!(http_get_tcp(&address).is_ok());
+    let output = sockvisor.client(&["upgrade", "--timeout", "60s"]);
+    assert!(output.status.success(), "{output:?}");
+    let status = status_json(&sockvisor);
+    assert_eq!(status["current"], 3);
+    assert_eq!(status["generations"].as_array().unwrap().len(), 1);
+    assert_eq!(worker_pids(&status, 0).len(), 4);
+}

@@ -65,6 +65,9 @@ pub enum WorkerState {
     Ready,
     /// Asked to stop on its own (a replacement that was not ready in time).
     Stopping,
+    /// Retired by a rolling upgrade or a scale-down: asked to stop and
+    /// finishing its work; its exit is expected and never replaced.
+    Draining,
 }
 
 /// One process of a generation, in its slot.
@@ -103,9 +106,14 @@ impl Worker {
     }
 }
 
-/// Restart bookkeeping of one slot of a serving generation.
+/// One worker index of a generation, and its restart bookkeeping.
 #[derive(Debug, Clone, Default)]
 pub struct Slot {
+    /// Not started yet: a rolling upgrade fills it when there is room.
+    pub pending: bool,
+    /// Nobody belongs here any more: retired (rolling upgrade, scale-down)
+    /// or given up (a rollout that stopped). Never refilled.
+    pub vacant: bool,
     /// Replacements started in this slot so far.
     pub restarts: u32,
     /// Failures in a row, for the backoff.
@@ -142,6 +150,22 @@ impl Generation {
         self.slots.len() as u32
     }
 
+    /// The slots that should have a worker: neither pending nor vacant.
+    pub fn active_slots(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| !s.pending && !s.vacant)
+            .count()
+    }
+
+    /// Its workers that count as serving: ready and not retired.
+    pub fn serving(&self) -> Vec<&Worker> {
+        self.workers
+            .iter()
+            .filter(|w| w.state == WorkerState::Ready)
+            .collect()
+    }
+
     /// `generation 2 (pid 1234)`, or `generation 2 (4 workers)`.
     pub fn describe(&self) -> String {
         match (self.size(), self.workers.first()) {
@@ -171,10 +195,10 @@ impl Generation {
         self.workers.iter_mut().find(|w| w.index == index)
     }
 
-    /// Every slot has a worker and every worker is ready.
+    /// Every slot that is neither pending nor vacant has a ready worker,
+    /// and no slot waits to be started.
     pub fn all_ready(&self) -> bool {
-        self.workers.len() == self.slots.len()
-            && self.workers.iter().all(|w| w.state == WorkerState::Ready)
+        !self.slots.iter().any(|s| s.pending) && self.serving().len() == self.active_slots()
     }
 
     /// The pids of its workers.

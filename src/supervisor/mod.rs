@@ -27,6 +27,7 @@
 mod generation;
 mod readiness;
 mod restart;
+mod rollout;
 mod status;
 mod stop;
 mod upgrade;
@@ -80,6 +81,9 @@ pub struct Config {
     pub ready_timeout: Duration,
     /// Worker processes per generation.
     pub workers: u32,
+    /// Rolling upgrades: at most this many processes beyond `workers` at
+    /// any moment; `None` upgrades all at once.
+    pub max_surge: Option<u32>,
     /// sockvisor runs in the foreground of a terminal: the serving
     /// generation is its foreground process group, and a generation killed
     /// by the keyboard's SIGINT or SIGQUIT ends sockvisor instead of being
@@ -145,6 +149,8 @@ pub struct Supervisor<P: ProcessControl> {
     last_upgrade_id: UpgradeId,
     last_outcome: Option<Outcome>,
     notices: Vec<Notice>,
+    /// The generation a rolling upgrade is filling in.
+    rollout: Option<u32>,
 }
 
 impl<P: ProcessControl> Supervisor<P> {
@@ -164,6 +170,7 @@ impl<P: ProcessControl> Supervisor<P> {
             last_upgrade_id: 0,
             last_outcome: None,
             notices: Vec::new(),
+            rollout: None,
         }
     }
 
@@ -218,18 +225,28 @@ impl<P: ProcessControl> Supervisor<P> {
             .min()
     }
 
-    /// Sends `signal` to every worker of the current generation.
+    /// Sends `signal` to every worker of the serving generation (of each,
+    /// after a rollout that stopped part-way).
     pub fn signal_current(&mut self, signal: Signal) -> Result<String, String> {
-        let Some(current) = self.current().cloned() else {
+        let serving: Vec<Generation> = self
+            .generations
+            .iter()
+            .filter(|g| g.phase == Phase::Ready)
+            .cloned()
+            .collect();
+        if serving.is_empty() {
             return Err("no generation is serving".into());
-        };
-        for pid in current.pids() {
-            self.processes.signal(pid, signal);
         }
+        for generation in &serving {
+            for pid in generation.pids() {
+                self.processes.signal(pid, signal);
+            }
+        }
+        let names: Vec<String> = serving.iter().map(Generation::describe).collect();
         Ok(format!(
             "sent {} to {}",
             signal.as_str(),
-            current.describe()
+            names.join(" and ")
         ))
     }
 
@@ -271,6 +288,8 @@ impl<P: ProcessControl> Supervisor<P> {
         if !self.on_worker_exit(exit, now) {
             tracing::debug!("reaped orphan pid {}: {}", exit.pid, exit.status);
         }
+        // An exit may have made room for the next worker of a rollout.
+        self.advance_rollout_or_stop(now);
         self.finish_if_stopped();
     }
 
@@ -309,6 +328,7 @@ impl<P: ProcessControl> Supervisor<P> {
             self.on_worker_deadline(number, index, now);
         }
         self.replace_due_workers(now);
+        self.advance_rollout_or_stop(now);
     }
 
     /// A draining or failed generation did not exit in time: kill what is

@@ -193,7 +193,7 @@ impl<P: ProcessControl> Supervisor<P> {
                     ReadyMode::Notify | ReadyMode::Now => {}
                 }
             }
-            (WorkerState::Stopping, _) if deadline_passed => {
+            (WorkerState::Stopping | WorkerState::Draining, _) if deadline_passed => {
                 tracing::warn!(
                     "{describe} did not exit within {}; killing its process group",
                     format_duration(stop_timeout)
@@ -257,6 +257,13 @@ impl<P: ProcessControl> Supervisor<P> {
             self.processes.signal_group(probe, Signal::SIGKILL);
         }
         let waited = format_duration(now.saturating_duration_since(worker.started));
+        if phase == Phase::Starting && self.rollout == Some(number) {
+            let message = format!("{describe} is ready after {waited} ({ready_count} of {size})");
+            tracing::info!("{message}");
+            let upgrade = self.generation(number).and_then(|g| g.upgrade);
+            self.progress(upgrade, message);
+            self.retire_one_old_worker(number, now);
+        }
         match phase {
             Phase::Starting if all_ready => self.mark_ready(number, now),
             Phase::Starting => {
@@ -267,10 +274,14 @@ impl<P: ProcessControl> Supervisor<P> {
         }
     }
 
-    /// The generation is ready: it becomes current, and the one it
-    /// replaces starts draining.
+    /// The generation is ready: it becomes current, and every other
+    /// serving generation (the one it replaces; after a rollout that
+    /// stopped part-way, all of them) starts draining.
     fn mark_ready(&mut self, number: u32, now: Instant) {
         let terminal = self.config.terminal;
+        if self.rollout == Some(number) {
+            self.rollout = None;
+        }
         let Some(generation) = self.generation_mut(number) else {
             return;
         };
@@ -289,26 +300,36 @@ impl<P: ProcessControl> Supervisor<P> {
         let message = format!("{} is ready after {waited}", generation.describe());
         tracing::info!("{message}");
         self.progress(generation.upgrade, message);
-        let replaced = self.current.replace(number);
-        match replaced.and_then(|old| self.start_drain(old, now)) {
-            Some(old) => {
-                if let Some(upgrade) = self.upgrade_mut(generation.upgrade) {
-                    upgrade.draining = Some(old.number);
-                }
-                let message = format!(
-                    "{} sent {}; draining for up to {}",
-                    old.describe(),
-                    self.config.stop_signal.as_str(),
-                    format_duration(self.config.drain_timeout)
-                );
-                tracing::info!("{message}");
-                self.progress(generation.upgrade, message);
-            }
-            None => self.finish_upgrade(
+        self.current = Some(number);
+        let replaced: Vec<u32> = self
+            .generations
+            .iter()
+            .filter(|g| g.number != number && g.phase == Phase::Ready)
+            .map(|g| g.number)
+            .collect();
+        let mut draining = Vec::new();
+        for old in replaced {
+            let Some(old) = self.start_drain(old, now) else {
+                continue;
+            };
+            let message = format!(
+                "{} sent {}; draining for up to {}",
+                old.describe(),
+                self.config.stop_signal.as_str(),
+                format_duration(self.config.drain_timeout)
+            );
+            tracing::info!("{message}");
+            self.progress(generation.upgrade, message);
+            draining.push(old.number);
+        }
+        if draining.is_empty() {
+            self.finish_upgrade(
                 generation.upgrade,
                 Ok(format!("generation {number} is serving")),
                 now,
-            ),
+            );
+        } else if let Some(upgrade) = self.upgrade_mut(generation.upgrade) {
+            upgrade.draining = draining;
         }
     }
 }

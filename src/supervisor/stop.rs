@@ -62,6 +62,7 @@ impl<P: ProcessControl> Supervisor<P> {
 
     fn begin_stop(&mut self, now: Instant) {
         self.restart_at = None;
+        self.rollout = None;
         self.stop = Some(Stop {
             deadline: Some(now + self.config.stop_timeout),
         });
@@ -85,7 +86,7 @@ impl<P: ProcessControl> Supervisor<P> {
             let to_ask: Vec<_> = generation
                 .workers
                 .iter()
-                .filter(|w| w.state != WorkerState::Stopping)
+                .filter(|w| !matches!(w.state, WorkerState::Stopping | WorkerState::Draining))
                 .map(|w| w.pid)
                 .collect();
             self.stop_workers(number);

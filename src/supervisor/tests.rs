@@ -88,6 +88,7 @@ fn config(restart: RestartPolicy, ready: ReadyMode) -> Config {
         ready,
         ready_timeout: Duration::from_secs(10),
         workers: 1,
+        max_surge: None,
         terminal: false,
     }
 }
@@ -1097,4 +1098,198 @@ fn one_worker_behaves_as_a_single_process_generation() {
     assert!(s.current().is_none());
     assert_eq!(s.processes().calls, [Call::Spawn(1)]);
     assert_eq!(s.generations()[0].describe(), "generation 1 (pid 1001)");
+}
+
+// ----- rolling upgrades -----
+
+/// Four workers of generation 1 serving, upgrades rolling with `surge`.
+fn four_rolling(surge: u32) -> (Supervisor<FakeProcesses>, Instant) {
+    let now = Instant::now();
+    let mut config = config(RestartPolicy::OnFailure, ReadyMode::Notify);
+    config.workers = 4;
+    config.max_surge = Some(surge);
+    let mut s = Supervisor::new(config, FakeProcesses::default());
+    s.start(now).unwrap();
+    all_notify(&mut s, 1, 4, now);
+    s.take_notices();
+    (s, now)
+}
+
+/// Processes alive, and workers ready and not retired, across generations.
+fn alive_and_serving(s: &Supervisor<FakeProcesses>) -> (usize, usize) {
+    let workers = s.generations().iter().flat_map(|g| g.workers.iter());
+    let alive = workers.clone().count();
+    let serving = workers.filter(|w| w.state == WorkerState::Ready).count();
+    (alive, serving)
+}
+
+#[test]
+fn a_rolling_upgrade_keeps_n_ready_and_at_most_n_plus_k_running() {
+    let (mut s, now) = four_rolling(1);
+    s.request_upgrade(now).unwrap();
+    assert_eq!(last_call(&s), Some(&Call::Spawn(2)), "one new worker first");
+    for index in 0..4 {
+        let (alive, serving) = alive_and_serving(&s);
+        assert!(alive <= 5, "step {index}: {alive} running");
+        assert!(serving >= 4, "step {index}: {serving} serving");
+        s.on_notify(2, index, &ready(), now);
+        let old = 3 - index;
+        assert!(
+            signals_to(&s, worker_pid(1, old)).contains(&Signal::SIGQUIT),
+            "old worker {old} retired once new worker {index} is ready"
+        );
+        let (alive, serving) = alive_and_serving(&s);
+        assert!(alive <= 5 && serving >= 4, "{alive} {serving}");
+        s.on_exit(worker_exit(1, old, ExitStatus::Code(0)), now);
+    }
+    assert_eq!(s.current().map(|g| g.number), Some(2));
+    assert_eq!(s.generations().len(), 1);
+    let notices = s.take_notices();
+    assert_eq!(
+        finished(&notices),
+        Some(Ok("generation 2 is serving".into()))
+    );
+    assert_eq!(spawns(&s), 2, "no restart");
+}
+
+#[test]
+fn a_surge_of_two_starts_two_new_workers_at_a_time() {
+    let (mut s, now) = four_rolling(2);
+    s.request_upgrade(now).unwrap();
+    let new_workers = s.workers_of(2).len();
+    assert_eq!(new_workers, 2);
+    assert_eq!(alive_and_serving(&s).0, 6);
+}
+
+#[test]
+fn a_rollout_that_fails_part_way_keeps_n_serving_and_says_which() {
+    let (mut s, now) = four_rolling(1);
+    s.request_upgrade(now).unwrap();
+    for index in 0..2 {
+        s.on_notify(2, index, &ready(), now);
+        s.on_exit(worker_exit(1, 3 - index, ExitStatus::Code(0)), now);
+    }
+    s.take_notices();
+    s.on_exit(worker_exit(2, 2, ExitStatus::Code(9)), now);
+    let result = finished(&s.take_notices()).unwrap();
+    assert_eq!(
+        result,
+        Err(
+            "generation 2 worker 2 (pid 1202) exited with status 9 before it was ready; \
+             rolling upgrade stopped with 4 workers serving: generation 1 workers 0, 1 and \
+             generation 2 workers 0, 1; run `sockvisor upgrade` again to complete it"
+                .into()
+        )
+    );
+    assert_eq!(alive_and_serving(&s), (4, 4));
+    s.on_tick(now + Duration::from_secs(60));
+    assert!(
+        !s.processes().calls.contains(&Call::SpawnWorker(2, 3)),
+        "the rollout does not go on by itself"
+    );
+    assert!(
+        s.signal_current(Signal::SIGUSR1)
+            .unwrap()
+            .contains("generation 1")
+    );
+}
+
+#[test]
+fn a_later_upgrade_completes_a_rollout_that_stopped() {
+    let (mut s, now) = four_rolling(1);
+    s.request_upgrade(now).unwrap();
+    for index in 0..2 {
+        s.on_notify(2, index, &ready(), now);
+        s.on_exit(worker_exit(1, 3 - index, ExitStatus::Code(0)), now);
+    }
+    s.on_exit(worker_exit(2, 2, ExitStatus::Code(9)), now);
+    s.take_notices();
+    s.request_upgrade(now).unwrap();
+    // The oldest generation is retired first.
+    let retire_order = [(1, 1), (1, 0), (2, 1), (2, 0)];
+    for (index, (generation, old)) in retire_order.into_iter().enumerate() {
+        s.on_notify(3, index as u32, &ready(), now);
+        assert!(
+            signals_to(&s, worker_pid(generation, old)).contains(&Signal::SIGQUIT),
+            "generation {generation} worker {old}"
+        );
+        s.on_exit(worker_exit(generation, old, ExitStatus::Code(0)), now);
+    }
+    assert_eq!(s.current().map(|g| g.number), Some(3));
+    assert_eq!(s.generations().len(), 1);
+    assert_eq!(
+        finished(&s.take_notices()),
+        Some(Ok("generation 3 is serving".into()))
+    );
+}
+
+#[test]
+fn a_rollout_whose_first_worker_fails_rolls_back_entirely() {
+    let (mut s, now) = four_rolling(1);
+    s.request_upgrade(now).unwrap();
+    s.on_exit(worker_exit(2, 0, ExitStatus::Code(9)), now);
+    let result = finished(&s.take_notices()).unwrap();
+    assert!(
+        matches!(&result, Err(m) if m.ends_with("before it was ready; generation 1 keeps serving")),
+        "{result:?}"
+    );
+    for index in 0..4 {
+        assert!(signals_to(&s, worker_pid(1, index)).is_empty());
+    }
+    assert_eq!(s.current().map(|g| g.number), Some(1));
+}
+
+#[test]
+fn a_rolling_replacement_never_ready_in_time_stops_the_rollout() {
+    let (mut s, now) = four_rolling(1);
+    s.request_upgrade(now).unwrap();
+    s.on_notify(2, 0, &ready(), now);
+    s.on_exit(worker_exit(1, 3, ExitStatus::Code(0)), now);
+    s.on_tick(now + Duration::from_secs(10));
+    let result = finished(&s.take_notices()).unwrap();
+    assert!(
+        matches!(&result, Err(m) if m.contains("was not ready within 10s; rolling upgrade stopped with 4 workers serving")),
+        "{result:?}"
+    );
+}
+
+#[test]
+fn stop_during_a_rollout_stops_every_worker() {
+    let (mut s, now) = four_rolling(1);
+    s.request_upgrade(now).unwrap();
+    s.on_notify(2, 0, &ready(), now);
+    s.on_stop_request("SIGTERM received", now);
+    for index in 0..3 {
+        assert!(signals_to(&s, worker_pid(1, index)).contains(&Signal::SIGQUIT));
+    }
+    assert!(signals_to(&s, worker_pid(2, 0)).contains(&Signal::SIGQUIT));
+    for index in 0..4 {
+        s.on_exit(worker_exit(1, index, ExitStatus::Code(0)), now);
+    }
+    assert!(
+        !s.processes().calls.contains(&Call::SpawnWorker(2, 1)),
+        "no new worker after the stop"
+    );
+    s.on_exit(worker_exit(2, 0, ExitStatus::Code(0)), now);
+    assert_eq!(s.exit_code(), Some(0));
+}
+
+#[test]
+fn rolling_with_ready_now_retires_as_each_new_worker_starts() {
+    let now = Instant::now();
+    let mut config = config(RestartPolicy::OnFailure, ReadyMode::Now);
+    config.workers = 2;
+    config.max_surge = Some(1);
+    let mut s = Supervisor::new(config, FakeProcesses::default());
+    s.start(now).unwrap();
+    s.request_upgrade(now).unwrap();
+    assert!(signals_to(&s, worker_pid(1, 1)).contains(&Signal::SIGQUIT));
+    s.on_exit(worker_exit(1, 1, ExitStatus::Code(0)), now);
+    assert!(signals_to(&s, worker_pid(1, 0)).contains(&Signal::SIGQUIT));
+    s.on_exit(worker_exit(1, 0, ExitStatus::Code(0)), now);
+    assert_eq!(s.current().map(|g| g.number), Some(2));
+    assert_eq!(
+        finished(&s.take_notices()),
+        Some(Ok("generation 2 is serving".into()))
+    );
 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use nix::sys::signal::Signal;
 
-use super::generation::{Generation, Phase};
+use super::generation::{Generation, Phase, WorkerState};
 use super::{ProcessControl, Supervisor, ask_to_stop};
 use crate::reaper::ExitStatus;
 
@@ -54,9 +54,9 @@ pub struct Upgrade {
     pub id: UpgradeId,
     /// The generation it started.
     pub new: u32,
-    /// Once the new one is ready: the generation it replaced, until that one
-    /// has exited.
-    pub draining: Option<u32>,
+    /// Once the new one is ready: the generations it replaced, until they
+    /// have exited.
+    pub draining: Vec<u32>,
 }
 
 /// How the last finished upgrade ended.
@@ -89,7 +89,7 @@ impl<P: ProcessControl> Supervisor<P> {
         self.upgrades.push(Upgrade {
             id,
             new,
-            draining: None,
+            draining: Vec::new(),
         });
         match self.spawn_generation(Some(id), now) {
             Ok(_) => Ok(id),
@@ -110,8 +110,15 @@ impl<P: ProcessControl> Supervisor<P> {
         let generation = self.generation_mut(number)?;
         generation.phase = Phase::Draining;
         generation.deadline = Some(now + drain_timeout);
+        // Workers a rollout retired were asked already.
+        let to_ask: Vec<_> = generation
+            .workers
+            .iter()
+            .filter(|w| w.state != WorkerState::Draining)
+            .map(|w| w.pid)
+            .collect();
         let generation = self.stop_workers(number)?;
-        for pid in generation.pids() {
+        for pid in to_ask {
             ask_to_stop(&mut self.processes, pid, stop_signal);
         }
         Some(generation)
@@ -122,6 +129,16 @@ impl<P: ProcessControl> Supervisor<P> {
     /// keep the current one.
     pub(super) fn fail_start(&mut self, number: u32, reason: String, now: Instant) {
         let (stop_timeout, stop_signal) = (self.config.stop_timeout, self.config.stop_signal);
+        if self.rollout == Some(number) {
+            self.rollout = None;
+            if self
+                .generation(number)
+                .is_some_and(|g| !g.serving().is_empty())
+            {
+                self.stop_rollout(number, reason, now);
+                return;
+            }
+        }
         let Some(generation) = self.generation_mut(number) else {
             return;
         };
@@ -177,17 +194,25 @@ impl<P: ProcessControl> Supervisor<P> {
         }
     }
 
+    /// A replaced generation has exited: the upgrades waiting for it are
+    /// done once nothing else they replaced is left.
     pub(super) fn on_drained(&mut self, generation: &Generation, status: ExitStatus, now: Instant) {
         let message = format!("{} {status}", generation.describe());
         tracing::info!("{message}");
-        let upgrade = self
+        let waiting: Vec<(UpgradeId, u32, bool)> = self
             .upgrades
-            .iter()
-            .find(|u| u.draining == Some(generation.number))
-            .map(|u| (u.id, u.new));
-        if let Some((id, new)) = upgrade {
-            self.progress(Some(id), message);
-            self.finish_upgrade(Some(id), Ok(format!("generation {new} is serving")), now);
+            .iter_mut()
+            .filter(|u| u.draining.contains(&generation.number))
+            .map(|u| {
+                u.draining.retain(|n| *n != generation.number);
+                (u.id, u.new, u.draining.is_empty())
+            })
+            .collect();
+        for (id, new, done) in waiting {
+            self.progress(Some(id), message.clone());
+            if done {
+                self.finish_upgrade(Some(id), Ok(format!("generation {new} is serving")), now);
+            }
         }
     }
 

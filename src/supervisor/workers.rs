@@ -30,6 +30,9 @@ impl<P: ProcessControl> Supervisor<P> {
         now: Instant,
     ) -> Result<u32, SpawnError> {
         let number = self.last_generation + 1;
+        if upgrade.is_some() && self.rolls() {
+            return self.spawn_rolling_generation(number, upgrade, now);
+        }
         // With nothing serving, nobody else needs the terminal.
         let foreground = self.config.terminal && self.current.is_none();
         let mut generation = Generation {
@@ -89,7 +92,60 @@ impl<P: ProcessControl> Supervisor<P> {
         Ok(number)
     }
 
-    fn new_worker(&self, index: u32, pid: nix::unistd::Pid, now: Instant) -> Worker {
+    /// A rolling upgrade's generation: every slot pending, filled by
+    /// `advance_rollout` as room allows.
+    fn spawn_rolling_generation(
+        &mut self,
+        number: u32,
+        upgrade: Option<UpgradeId>,
+        now: Instant,
+    ) -> Result<u32, SpawnError> {
+        let size = self.config.workers.max(1);
+        let surge = self.config.max_surge.unwrap_or(1);
+        self.generations.push(Generation {
+            number,
+            started: now,
+            phase: Phase::Starting,
+            deadline: None,
+            upgrade,
+            foreground: false,
+            workers: Vec::new(),
+            slots: vec![
+                Slot {
+                    pending: true,
+                    ..Slot::default()
+                };
+                size as usize
+            ],
+            failure: None,
+        });
+        self.last_generation = number;
+        self.rollout = Some(number);
+        let message = format!(
+            "generation {number} rolling in: {size} workers, at most {surge} beyond {size} at a time"
+        );
+        tracing::info!("{message}");
+        self.progress(upgrade, message);
+        if let Err(err) = self.advance_rollout(now) {
+            let nothing_started = self
+                .generation(number)
+                .is_some_and(|g| g.workers.is_empty());
+            if nothing_started {
+                self.generations.retain(|g| g.number != number);
+                self.rollout = None;
+                self.last_generation = number - 1;
+                return Err(err);
+            }
+            self.fail_start(
+                number,
+                format!("cannot start a worker of generation {number}: {err}"),
+                now,
+            );
+        }
+        Ok(number)
+    }
+
+    pub(super) fn new_worker(&self, index: u32, pid: nix::unistd::Pid, now: Instant) -> Worker {
         let mut worker = Worker::new(index, pid, now, self.config.ready_timeout);
         worker.probe_at = match &self.config.ready {
             ReadyMode::Delay(delay) => Some(now + *delay),
@@ -149,6 +205,11 @@ impl<P: ProcessControl> Supervisor<P> {
         let number = generation.number;
         let describe = generation.describe_worker(worker);
         match generation.phase {
+            Phase::Starting
+                if self.rollout == Some(number) && worker.state == WorkerState::Ready =>
+            {
+                self.replace_in_rollout(number, worker, status, now);
+            }
             Phase::Starting => {
                 self.record_failure(number, status);
                 let reason = format!("{describe} {status} before it was ready");
@@ -179,6 +240,15 @@ impl<P: ProcessControl> Supervisor<P> {
             return;
         };
         let describe = generation.describe_worker(worker);
+        let vacant = generation
+            .slots
+            .get(worker.index as usize)
+            .is_none_or(|s| s.vacant);
+        if worker.state == WorkerState::Draining || vacant {
+            // Retired, or a slot given up: its exit was expected.
+            tracing::info!("{describe} {status}");
+            return;
+        }
         // A replacement stopped for not being ready failed, whatever it
         // exited with.
         let status = match (worker.state, status) {
@@ -227,6 +297,47 @@ impl<P: ProcessControl> Supervisor<P> {
         tracing::warn!(
             "{describe} {status} after {}; replacing it in {}",
             format_duration(ran_for),
+            format_duration(delay)
+        );
+    }
+
+    /// A worker of a rolling generation that was ready (and so retired an
+    /// old one) exited: like any serving worker it is replaced in its slot
+    /// under the restart policy, and the rollout goes on.
+    fn replace_in_rollout(
+        &mut self,
+        number: u32,
+        worker: &Worker,
+        status: ExitStatus,
+        now: Instant,
+    ) {
+        let replace = match self.config.restart {
+            RestartPolicy::Never => false,
+            RestartPolicy::OnFailure => !status.success(),
+            RestartPolicy::Always => true,
+        };
+        let (first, max) = (self.config.restart_delay, self.config.restart_delay_max);
+        let Some(generation) = self.generation_mut(number) else {
+            return;
+        };
+        let describe = generation.describe_worker(worker);
+        let Some(slot) = generation.slots.get_mut(worker.index as usize) else {
+            return;
+        };
+        if !replace {
+            slot.vacant = true;
+            tracing::info!(
+                "{describe} {status}; not replacing it (--restart {})",
+                policy_name(self.config.restart)
+            );
+            return;
+        }
+        let delay = backoff(first, max, slot.consecutive_failures);
+        slot.consecutive_failures += 1;
+        slot.pending = true;
+        slot.restart_at = Some(now + delay);
+        tracing::warn!(
+            "{describe} {status} after it was ready; replacing it in {}",
             format_duration(delay)
         );
     }
@@ -353,6 +464,16 @@ impl<P: ProcessControl> Supervisor<P> {
                     tracing::warn!("{message}");
                     self.finish_upgrade(Some(id), Err(message), now);
                 }
+                let others_serve = self.generations.iter().any(|g| g.phase == Phase::Ready);
+                if self.current.is_none() && others_serve {
+                    self.current = self
+                        .generations
+                        .iter()
+                        .filter(|g| g.phase == Phase::Ready)
+                        .map(|g| g.number)
+                        .max();
+                }
+                let retired = generation.slots.iter().all(|s| s.vacant);
                 if self.stop.is_some() {
                     tracing::info!("{} {exited}; stopped", generation.describe_worker(worker));
                     let code = self.stopped_exit_code(exited);
@@ -360,6 +481,15 @@ impl<P: ProcessControl> Supervisor<P> {
                         Some(c) if generation.size() > 1 => c.max(code),
                         _ => code,
                     });
+                } else if retired {
+                    // A rollout retired every worker of it.
+                    self.on_drained(generation, exited, now);
+                } else if others_serve {
+                    tracing::warn!(
+                        "{} {status}; {}",
+                        generation.describe_worker(worker),
+                        self.describe_serving()
+                    );
                 } else {
                     self.after_unplanned_exit(generation, status, now);
                 }

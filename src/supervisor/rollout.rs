@@ -1,0 +1,222 @@
+//! Rolling upgrades (`--max-surge K`): the new generation's workers are
+//! started a few at a time, so that at most K processes beyond `--workers`
+//! run at any moment (draining ones count), and each new worker that becomes
+//! ready retires one old worker. Ready workers never fall below N.
+//!
+//! A rollout that fails part-way (a new worker exits or is not ready in
+//! time) stops: the new workers that are ready keep serving next to the old
+//! workers not yet retired, the rest of the new generation's slots are given
+//! up, and the result says exactly which workers of which generation serve.
+//! A later upgrade rolls over all of them.
+
+use std::time::Instant;
+
+use super::generation::{Phase, ReadyMode, WorkerState};
+use super::{ProcessControl, Supervisor, ask_to_stop};
+use crate::duration::format_duration;
+use crate::spawn::SpawnError;
+
+impl<P: ProcessControl> Supervisor<P> {
+    /// True when an upgrade should roll: `--max-surge` is set and workers
+    /// serve that the new ones replace.
+    pub(super) fn rolls(&self) -> bool {
+        self.config.max_surge.is_some() && self.current.is_some()
+    }
+
+    /// Starts the rolling generation's pending workers while there is room
+    /// under N + K processes.
+    pub(super) fn advance_rollout(&mut self, now: Instant) -> Result<(), SpawnError> {
+        let surge = self.config.max_surge.unwrap_or(1) as usize;
+        while let Some(number) = self.rollout {
+            let Some(generation) = self.generation(number) else {
+                self.rollout = None;
+                return Ok(());
+            };
+            let limit = generation.size() as usize + surge;
+            let alive: usize = self.generations.iter().map(|g| g.workers.len()).sum();
+            let Some(index) = generation
+                .slots
+                .iter()
+                .position(|s| s.pending && s.restart_at.is_none_or(|at| at <= now))
+            else {
+                return Ok(());
+            };
+            if alive >= limit {
+                return Ok(());
+            }
+            let index = index as u32;
+            let pid = self.processes.spawn(number, index, false)?;
+            let worker = self.new_worker(index, pid, now);
+            let Some(generation) = self.generation_mut(number) else {
+                return Ok(());
+            };
+            let slot = &mut generation.slots[index as usize];
+            slot.pending = false;
+            if slot.restart_at.take().is_some() {
+                slot.restarts += 1;
+            }
+            generation.workers.push(worker.clone());
+            let message = format!("{} started", generation.describe_worker(&worker));
+            let upgrade = generation.upgrade;
+            tracing::info!("{message}");
+            self.progress(upgrade, message);
+            if self.config.ready == ReadyMode::Now {
+                self.mark_worker_ready(number, index, now);
+            }
+        }
+        Ok(())
+    }
+
+    /// After a spawn failure in the middle of a rollout: stop it there.
+    pub(super) fn advance_rollout_or_stop(&mut self, now: Instant) {
+        if let Err(err) = self.advance_rollout(now)
+            && let Some(number) = self.rollout
+        {
+            self.fail_start(
+                number,
+                format!("cannot start a worker of generation {number}: {err}"),
+                now,
+            );
+        }
+    }
+
+    /// A worker of the rolling generation `new` is ready: retire one worker
+    /// of an older serving generation (the oldest generation first; an empty
+    /// slot waiting for its replacement before a starting replacement, and
+    /// that before a ready worker, the highest index first).
+    pub(super) fn retire_one_old_worker(&mut self, new: u32, now: Instant) {
+        let (drain_timeout, stop_signal) = (self.config.drain_timeout, self.config.stop_signal);
+        let mut serving: Vec<u32> = self
+            .generations
+            .iter()
+            .filter(|g| g.number != new && g.phase == Phase::Ready)
+            .map(|g| g.number)
+            .collect();
+        serving.sort_unstable();
+        let upgrade = self.generation(new).and_then(|g| g.upgrade);
+        for number in serving {
+            let Some(generation) = self.generation_mut(number) else {
+                continue;
+            };
+            // An empty slot waiting for its backoff: give it up instead.
+            if let Some(slot) = generation
+                .slots
+                .iter_mut()
+                .find(|s| s.restart_at.is_some() && !s.vacant)
+            {
+                slot.restart_at = None;
+                slot.vacant = true;
+                return;
+            }
+            let candidate = generation
+                .workers
+                .iter()
+                .filter(|w| matches!(w.state, WorkerState::Starting | WorkerState::Ready))
+                .max_by_key(|w| (w.state == WorkerState::Starting, w.index))
+                .map(|w| w.index);
+            let Some(index) = candidate else {
+                continue;
+            };
+            generation.slots[index as usize].vacant = true;
+            let Some(worker) = generation.worker_mut(index) else {
+                continue;
+            };
+            worker.state = WorkerState::Draining;
+            worker.deadline = Some(now + drain_timeout);
+            worker.probe_at = None;
+            let probe = worker.probe_pid.take();
+            let worker = worker.clone();
+            let describe = generation.describe_worker(&worker);
+            if let Some(probe) = probe {
+                self.processes
+                    .signal_group(probe, nix::sys::signal::Signal::SIGKILL);
+            }
+            ask_to_stop(&mut self.processes, worker.pid, stop_signal);
+            let message = format!(
+                "{describe} sent {}; draining for up to {}",
+                stop_signal.as_str(),
+                format_duration(drain_timeout)
+            );
+            tracing::info!("{message}");
+            self.progress(upgrade, message);
+            return;
+        }
+    }
+
+    /// The rolling generation `number` cannot go on, but some of its workers
+    /// are ready: they keep serving with the old workers not yet retired.
+    pub(super) fn stop_rollout(&mut self, number: u32, reason: String, now: Instant) {
+        let (stop_timeout, stop_signal) = (self.config.stop_timeout, self.config.stop_signal);
+        let Some(generation) = self.generation_mut(number) else {
+            return;
+        };
+        generation.phase = Phase::Ready;
+        for slot in &mut generation.slots {
+            if slot.pending {
+                slot.pending = false;
+                slot.vacant = true;
+            }
+        }
+        let mut to_stop = Vec::new();
+        for worker in &mut generation.workers {
+            if worker.state == WorkerState::Starting {
+                worker.state = WorkerState::Stopping;
+                worker.deadline = Some(now + stop_timeout);
+                worker.probe_at = None;
+                to_stop.push((worker.pid, worker.probe_pid.take()));
+            }
+        }
+        for (pid, _) in &to_stop {
+            if let Some(index) = generation
+                .workers
+                .iter()
+                .find(|w| w.pid == *pid)
+                .map(|w| w.index)
+            {
+                generation.slots[index as usize].vacant = true;
+            }
+        }
+        let upgrade = generation.upgrade;
+        for (pid, probe) in to_stop {
+            if let Some(probe) = probe {
+                self.processes
+                    .signal_group(probe, nix::sys::signal::Signal::SIGKILL);
+            }
+            ask_to_stop(&mut self.processes, pid, stop_signal);
+        }
+        self.current = Some(number);
+        let message = format!(
+            "{reason}; rolling upgrade stopped with {}; run `sockvisor upgrade` again to complete it",
+            self.describe_serving()
+        );
+        tracing::warn!("{message}");
+        self.finish_upgrade(upgrade, Err(message), now);
+    }
+
+    /// `4 workers serving: generation 1 workers 2, 3 and generation 2
+    /// workers 0, 1`.
+    pub(super) fn describe_serving(&self) -> String {
+        let mut total = 0;
+        let mut parts = Vec::new();
+        for generation in self.generations.iter().filter(|g| g.phase == Phase::Ready) {
+            let mut indexes: Vec<u32> = generation.serving().iter().map(|w| w.index).collect();
+            if indexes.is_empty() {
+                continue;
+            }
+            indexes.sort_unstable();
+            total += indexes.len();
+            let list: Vec<String> = indexes.iter().map(u32::to_string).collect();
+            let noun = if indexes.len() == 1 {
+                "worker"
+            } else {
+                "workers"
+            };
+            parts.push(format!(
+                "generation {} {noun} {}",
+                generation.number,
+                list.join(", ")
+            ));
+        }
+        format!("{total} workers serving: {}", parts.join(" and "))
+    }
+}
