@@ -22,6 +22,9 @@ _sockvisor() {
             sockvisor,run)
                 cmd="sockvisor__subcmd__run"
                 ;;
+            sockvisor,scale)
+                cmd="sockvisor__subcmd__scale"
+                ;;
             sockvisor,signal)
                 cmd="sockvisor__subcmd__signal"
                 ;;
@@ -39,6 +42,9 @@ _sockvisor() {
                 ;;
             sockvisor__subcmd__help,run)
                 cmd="sockvisor__subcmd__help__subcmd__run"
+                ;;
+            sockvisor__subcmd__help,scale)
+                cmd="sockvisor__subcmd__help__subcmd__scale"
                 ;;
             sockvisor__subcmd__help,signal)
                 cmd="sockvisor__subcmd__help__subcmd__signal"
@@ -59,7 +65,7 @@ _sockvisor() {
 
     case "${cmd}" in
         sockvisor)
-            opts="-h -V --log-level --log-format --help --version run upgrade status stop signal help"
+            opts="-h -V --log-level --log-format --help --version run upgrade status stop signal scale help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -81,7 +87,7 @@ _sockvisor() {
             return 0
             ;;
         sockvisor__subcmd__help)
-            opts="run upgrade status stop signal help"
+            opts="run upgrade status stop signal scale help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -109,6 +115,20 @@ _sockvisor() {
             return 0
             ;;
         sockvisor__subcmd__help__subcmd__run)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sockvisor__subcmd__help__subcmd__scale)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -250,6 +270,40 @@ _sockvisor() {
                     return 0
                     ;;
                 --pidfile)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-level)
+                    COMPREPLY=($(compgen -W "error warn info debug trace" -- "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sockvisor__subcmd__scale)
+            opts="-h -V --name --control --timeout --json --log-level --log-format --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --name)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --control)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

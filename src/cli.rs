@@ -39,6 +39,10 @@ pub enum Command {
     Stop(WaitingCallArgs),
     /// Send a signal to the current generation.
     Signal(SignalArgs),
+    /// Change the number of worker processes of the serving generation:
+    /// new workers go through readiness, removed ones drain. Later upgrades
+    /// start the new count. Prints progress; exits 0 once done.
+    Scale(ScaleArgs),
 }
 
 /// Which running sockvisor a command talks to.
@@ -86,6 +90,15 @@ pub struct SignalArgs {
     /// Print the protocol's JSON lines instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    /// The new number of workers (1 to 1024).
+    #[arg(value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub workers: u32,
+    #[command(flatten)]
+    pub call: WaitingCallArgs,
 }
 
 #[derive(Debug, Args)]

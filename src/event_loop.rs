@@ -193,14 +193,7 @@ impl EventLoop {
         match incoming.request.command {
             Command::Upgrade => match self.supervisor.request_upgrade(now) {
                 Ok(upgrade) => self.control.follow_upgrade(connection, upgrade),
-                Err(why) => {
-                    let kind = match why {
-                        UpgradeRejection::Busy(_) | UpgradeRejection::Stopping => ErrorKind::Busy,
-                        UpgradeRejection::SpawnFailed(_) => ErrorKind::Failed,
-                    };
-                    self.control
-                        .reply(connection, Reply::failure(kind, why.to_string()));
-                }
+                Err(why) => self.refuse(connection, why),
             },
             Command::Status => {
                 let status = self.status(now);
@@ -220,8 +213,22 @@ impl EventLoop {
                     .on_stop_request("stop requested on the control socket", now);
             }
             Command::Signal { signal } => self.signal_request(connection, &signal),
+            Command::Scale { workers } => match self.supervisor.request_scale(workers, now) {
+                Ok(scale) => self.control.follow_upgrade(connection, scale),
+                Err(why) => self.refuse(connection, why),
+            },
             Command::WorkerAck { pid } => self.worker_ack(connection, pid, now),
         }
+    }
+
+    /// Answers an upgrade or scale that could not start.
+    fn refuse(&mut self, connection: ConnectionId, why: UpgradeRejection) {
+        let kind = match why {
+            UpgradeRejection::Busy(_) | UpgradeRejection::Stopping => ErrorKind::Busy,
+            UpgradeRejection::SpawnFailed(_) => ErrorKind::Failed,
+        };
+        self.control
+            .reply(connection, Reply::failure(kind, why.to_string()));
     }
 
     fn worker_ack(&mut self, connection: ConnectionId, pid: i32, now: Instant) {

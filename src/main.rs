@@ -20,6 +20,14 @@ fn main() {
         Command::Upgrade(args) => call(&args.instance, Request::Upgrade, args.json, args.timeout),
         Command::Status(args) => call(&args.instance, Request::Status, args.json, None),
         Command::Stop(args) => call(&args.instance, Request::Stop, args.json, args.timeout),
+        Command::Scale(args) => call(
+            &args.call.instance,
+            Request::Scale {
+                workers: args.workers,
+            },
+            args.call.json,
+            args.call.timeout,
+        ),
         Command::Signal(args) => {
             let signal = args.signal.as_str().to_string();
             call(&args.instance, Request::Signal { signal }, args.json, None)

@@ -288,3 +288,44 @@ fn a_rolling_upgrade_that_fails_part_way_leaves_four_serving_and_a_later_one_com
     assert_eq!(status["generations"].as_array().unwrap().len(), 1);
     assert_eq!(worker_pids(&status, 0).len(), 4);
 }
+
+#[test]
+fn scale_up_and_down_under_load_fails_no_request() {
+    let mut sockvisor = run("scale", &["--workers", "2"], &["--request-delay-ms", "2"]);
+    let address = serving(&sockvisor, 1);
+    let load = Load::start(&address, 4);
+    load.wait_for_answers(100);
+    let output = sockvisor.client(&["scale", "4", "--timeout", "30s"]);
+    assert!(output.status.success(), "{output:?}");
+    let progress = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        progress.contains("scaling generation 1 from 2 to 4 workers"),
+        "{progress}"
+    );
+    assert!(
+        progress.contains("generation 1 serves with 4 workers"),
+        "{progress}"
+    );
+    let status = status_json(&sockvisor);
+    assert_eq!(status["workers"], 4);
+    let four = worker_pids(&status, 0);
+    assert_eq!(four.len(), 4);
+    load.wait_for_answers(100);
+    let output = sockvisor.client(&["scale", "1", "--timeout", "30s"]);
+    assert!(output.status.success(), "{output:?}");
+    load.wait_for_answers(100);
+    let result = load.stop();
+    assert_eq!(result.failures, Vec::<String>::new());
+    let status = status_json(&sockvisor);
+    assert_eq!(worker_pids(&status, 0), [four[0]]);
+    for removed in &four[1..] {
+        assert!(!process_alive(*removed), "worker {removed} still runs");
+    }
+    // A later upgrade starts the scaled count.
+    assert!(sockvisor.client(&["upgrade"]).status.success());
+    assert_eq!(worker_pids(&status_json(&sockvisor), 0).len(), 1);
+    let text = String::from_utf8_lossy(&sockvisor.client(&["scale", "0"]).stderr).into_owned();
+    assert!(text.contains("0 is not in 1..=1024"), "{text}");
+    sockvisor.signal(libc::SIGTERM);
+    assert_eq!(sockvisor.wait_exit(), 0);
+}

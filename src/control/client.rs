@@ -159,6 +159,7 @@ fn verb(command: &Command) -> &'static str {
         Command::Status => "status",
         Command::Stop => "stop",
         Command::Signal { .. } => "signal",
+        Command::Scale { .. } => "scale",
         Command::WorkerAck { .. } => "worker:ack",
     }
 }

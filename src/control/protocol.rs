@@ -24,6 +24,8 @@ pub enum Command {
     Stop,
     /// Send a signal to the current generation.
     Signal { signal: String },
+    /// Change the serving generation's worker count.
+    Scale { workers: u32 },
     /// einhorn's readiness message from a worker (`--fd-env einhorn`): sent
     /// without a protocol version, counted like READY=1.
     #[serde(rename = "worker:ack")]
@@ -146,6 +148,7 @@ mod tests {
             Command::Signal {
                 signal: "SIGUSR1".into(),
             },
+            Command::Scale { workers: 8 },
         ] {
             let request = Request {
                 version: PROTOCOL_VERSION,

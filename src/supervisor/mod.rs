@@ -28,6 +28,7 @@ mod generation;
 mod readiness;
 mod restart;
 mod rollout;
+mod scale;
 mod status;
 mod stop;
 mod upgrade;
@@ -151,6 +152,8 @@ pub struct Supervisor<P: ProcessControl> {
     notices: Vec<Notice>,
     /// The generation a rolling upgrade is filling in.
     rollout: Option<u32>,
+    /// A `scale` in progress.
+    scale: Option<scale::Scale>,
 }
 
 impl<P: ProcessControl> Supervisor<P> {
@@ -171,6 +174,7 @@ impl<P: ProcessControl> Supervisor<P> {
             last_outcome: None,
             notices: Vec::new(),
             rollout: None,
+            scale: None,
         }
     }
 

@@ -269,7 +269,12 @@ impl<P: ProcessControl> Supervisor<P> {
             Phase::Starting => {
                 tracing::debug!("{describe} is ready after {waited} ({ready_count} of {size})")
             }
-            Phase::Ready => tracing::info!("{describe} is ready after {waited}"),
+            Phase::Ready => {
+                tracing::info!("{describe} is ready after {waited}");
+                let upgrade = self.scale.as_ref().map(|s| s.id);
+                self.progress(upgrade, format!("{describe} is ready after {waited}"));
+                self.on_scale_worker_ready(number, index, now);
+            }
             Phase::Draining | Phase::Failed => {}
         }
     }

@@ -94,6 +94,13 @@ impl<P: ProcessControl> Supervisor<P> {
                 ask_to_stop(&mut self.processes, pid, self.config.stop_signal);
             }
         }
+        if let Some(scale) = self.scale.take() {
+            self.finish_upgrade_notice(
+                scale.id,
+                Err("sockvisor is stopping; the scale was abandoned".into()),
+                now,
+            );
+        }
         for upgrade in abandoned {
             self.finish_upgrade(
                 upgrade,

@@ -1293,3 +1293,149 @@ fn rolling_with_ready_now_retires_as_each_new_worker_starts() {
         Some(Ok("generation 2 is serving".into()))
     );
 }
+
+// ----- scale -----
+
+#[test]
+fn scaling_up_adds_workers_that_go_through_readiness() {
+    let (mut s, now) = four_serving(RestartPolicy::OnFailure);
+    let id = s.request_scale(6, now).unwrap();
+    assert_eq!(
+        s.processes().calls[s.processes().calls.len() - 2..],
+        [Call::SpawnWorker(1, 4), Call::SpawnWorker(1, 5)]
+    );
+    s.on_notify(1, 4, &ready(), now);
+    assert_eq!(finished(&s.take_notices()), None, "worker 5 is not ready");
+    s.on_notify(1, 5, &ready(), now);
+    let notices = s.take_notices();
+    assert!(notices.iter().all(|n| match n {
+        Notice::Progress { upgrade, .. } | Notice::Finished { upgrade, .. } => *upgrade == id,
+    }));
+    assert_eq!(
+        finished(&notices),
+        Some(Ok("generation 1 serves with 6 workers".into()))
+    );
+    assert_eq!(s.snapshot(now).workers, 6);
+    assert_eq!(s.current().unwrap().serving().len(), 6);
+}
+
+#[test]
+fn scaling_down_drains_the_highest_indexes_and_is_done_when_they_exit() {
+    let (mut s, now) = four_serving(RestartPolicy::OnFailure);
+    s.request_scale(2, now).unwrap();
+    for index in [2, 3] {
+        assert_eq!(
+            signals_to(&s, worker_pid(1, index)),
+            [Signal::SIGQUIT, Signal::SIGCONT]
+        );
+    }
+    for index in [0, 1] {
+        assert!(signals_to(&s, worker_pid(1, index)).is_empty());
+    }
+    s.on_exit(worker_exit(1, 3, ExitStatus::Code(0)), now);
+    assert_eq!(finished(&s.take_notices()), None);
+    s.on_exit(worker_exit(1, 2, ExitStatus::Code(0)), now);
+    assert_eq!(
+        finished(&s.take_notices()),
+        Some(Ok("generation 1 serves with 2 workers".into()))
+    );
+    s.on_tick(now + Duration::from_secs(60));
+    for index in [2, 3] {
+        let spawned = s
+            .processes()
+            .calls
+            .iter()
+            .filter(|c| **c == Call::SpawnWorker(1, index))
+            .count();
+        assert_eq!(spawned, 1, "removed worker {index} is not replaced");
+    }
+    assert_eq!(s.next_deadline(), None);
+    assert_eq!(s.exit_code(), None);
+}
+
+#[test]
+fn later_upgrades_start_the_scaled_count() {
+    let (mut s, now) = four_serving(RestartPolicy::OnFailure);
+    s.request_scale(2, now).unwrap();
+    s.on_exit(worker_exit(1, 2, ExitStatus::Code(0)), now);
+    s.on_exit(worker_exit(1, 3, ExitStatus::Code(0)), now);
+    s.request_upgrade(now).unwrap();
+    assert_eq!(s.workers_of(2).len(), 2);
+}
+
+#[test]
+fn a_scaled_up_worker_failing_is_reported_and_its_slot_given_up() {
+    let (mut s, now) = four_serving(RestartPolicy::OnFailure);
+    s.request_scale(5, now).unwrap();
+    s.on_exit(worker_exit(1, 4, ExitStatus::Code(3)), now);
+    let result = finished(&s.take_notices()).unwrap();
+    assert_eq!(
+        result,
+        Err(
+            "generation 1 worker 4 (pid 1401) exited with status 3 before it was ready; \
+             4 workers serving: generation 1 workers 0, 1, 2, 3; the next upgrade starts 5 workers"
+                .into()
+        )
+    );
+    s.on_tick(now + Duration::from_secs(60));
+    assert_eq!(
+        s.processes()
+            .calls
+            .iter()
+            .filter(|c| **c == Call::SpawnWorker(1, 4))
+            .count(),
+        1,
+        "not retried"
+    );
+}
+
+#[test]
+fn scale_is_refused_during_an_upgrade_and_an_upgrade_during_a_scale() {
+    let (mut s, now) = four_serving(RestartPolicy::OnFailure);
+    s.request_upgrade(now).unwrap();
+    assert!(matches!(
+        s.request_scale(6, now),
+        Err(UpgradeRejection::Busy(m)) if m.contains("still starting")
+    ));
+    let (mut s, now) = four_serving(RestartPolicy::OnFailure);
+    s.request_scale(6, now).unwrap();
+    assert!(matches!(
+        s.request_upgrade(now),
+        Err(UpgradeRejection::Busy(m)) if m.contains("scale is in progress")
+    ));
+}
+
+#[test]
+fn scale_is_refused_while_a_stopped_rollout_leaves_two_generations_serving() {
+    let (mut s, now) = four_rolling(1);
+    s.request_upgrade(now).unwrap();
+    s.on_notify(2, 0, &ready(), now);
+    s.on_exit(worker_exit(1, 3, ExitStatus::Code(0)), now);
+    s.on_exit(worker_exit(2, 1, ExitStatus::Code(9)), now);
+    assert!(matches!(
+        s.request_scale(6, now),
+        Err(UpgradeRejection::Busy(m)) if m.contains("run `sockvisor upgrade` to complete it first")
+    ));
+}
+
+#[test]
+fn a_stop_during_a_scale_abandons_it() {
+    let (mut s, now) = four_serving(RestartPolicy::OnFailure);
+    s.request_scale(6, now).unwrap();
+    s.on_stop_request("SIGTERM received", now);
+    assert!(matches!(
+        finished(&s.take_notices()),
+        Some(Err(m)) if m.contains("scale was abandoned")
+    ));
+    assert!(signals_to(&s, worker_pid(1, 5)).contains(&Signal::SIGQUIT));
+}
+
+#[test]
+fn scaling_to_the_same_count_is_done_at_once() {
+    let (mut s, now) = four_serving(RestartPolicy::OnFailure);
+    s.request_scale(4, now).unwrap();
+    assert_eq!(
+        finished(&s.take_notices()),
+        Some(Ok("generation 1 serves with 4 workers".into()))
+    );
+}

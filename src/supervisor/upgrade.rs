@@ -81,6 +81,11 @@ impl<P: ProcessControl> Supervisor<P> {
                 starting.describe()
             )));
         }
+        if self.scale.is_some() {
+            return Err(UpgradeRejection::Busy(
+                "a scale is in progress; try again once it is done".into(),
+            ));
+        }
         self.last_upgrade_id += 1;
         let id = self.last_upgrade_id;
         // An upgrade replaces a restart that was waiting for its backoff.
@@ -248,6 +253,19 @@ impl<P: ProcessControl> Supervisor<P> {
             tracing::info!("upgrade to generation {} done: {message}", upgrade.new);
         }
         self.remember_outcome(upgrade.new, ok, &message, now);
+        self.notices.push(Notice::Finished {
+            upgrade: id,
+            result,
+        });
+    }
+
+    /// The final result of an operation that is not an upgrade (a scale).
+    pub(super) fn finish_upgrade_notice(
+        &mut self,
+        id: UpgradeId,
+        result: Result<String, String>,
+        _now: Instant,
+    ) {
         self.notices.push(Notice::Finished {
             upgrade: id,
             result,

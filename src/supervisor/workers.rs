@@ -240,6 +240,14 @@ impl<P: ProcessControl> Supervisor<P> {
             return;
         };
         let describe = generation.describe_worker(worker);
+        if worker.state != WorkerState::Ready {
+            let reason = format!("{describe} {status} before it was ready");
+            if self.on_scale_worker_exit(number, worker.index, worker.pid, reason, now) {
+                return;
+            }
+        } else {
+            self.on_scale_worker_exit(number, worker.index, worker.pid, String::new(), now);
+        }
         let vacant = generation
             .slots
             .get(worker.index as usize)

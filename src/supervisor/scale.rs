@@ -1,0 +1,242 @@
+//! `sockvisor scale N`: changing the worker count of the serving generation
+//! while it serves. New workers go through readiness like any worker;
+//! removed workers (the highest indexes) get the stop signal and drain. The
+//! result comes once the new workers are ready and the removed ones have
+//! exited, through the same progress notices as an upgrade. Later upgrades
+//! start the new count.
+//!
+//! A scale is refused while an upgrade is starting a generation, while a
+//! rollout that stopped part-way leaves several generations serving (run
+//! `upgrade` first), and while another scale is in progress.
+
+use std::time::Instant;
+
+use nix::unistd::Pid;
+
+use super::generation::{Phase, ReadyMode, Slot, WorkerState};
+use super::upgrade::{UpgradeId, UpgradeRejection};
+use super::{ProcessControl, Supervisor, ask_to_stop};
+use crate::duration::format_duration;
+
+/// A scale in progress.
+#[derive(Debug, Clone)]
+pub(super) struct Scale {
+    pub id: UpgradeId,
+    pub generation: u32,
+    pub workers: u32,
+    /// Indexes of new workers not yet ready.
+    pub starting: Vec<u32>,
+    /// Removed workers not yet exited.
+    pub draining: Vec<Pid>,
+}
+
+impl<P: ProcessControl> Supervisor<P> {
+    /// Changes the serving generation's worker count to `workers`.
+    pub fn request_scale(
+        &mut self,
+        workers: u32,
+        now: Instant,
+    ) -> Result<UpgradeId, UpgradeRejection> {
+        if self.stop.is_some() {
+            return Err(UpgradeRejection::Stopping);
+        }
+        if let Some(starting) = self.generations.iter().find(|g| g.phase == Phase::Starting) {
+            return Err(UpgradeRejection::Busy(format!(
+                "{} is still starting; scale once the upgrade is done",
+                starting.describe()
+            )));
+        }
+        if self.scale.is_some() {
+            return Err(UpgradeRejection::Busy(
+                "another scale is in progress; try again once it is done".into(),
+            ));
+        }
+        let serving: Vec<u32> = self
+            .generations
+            .iter()
+            .filter(|g| g.phase == Phase::Ready)
+            .map(|g| g.number)
+            .collect();
+        let number = match serving.as_slice() {
+            [] => return Err(UpgradeRejection::Busy("no generation is serving".into())),
+            [one] => *one,
+            _ => {
+                return Err(UpgradeRejection::Busy(format!(
+                    "a rollout stopped part-way ({}); run `sockvisor upgrade` to complete it first",
+                    self.describe_serving()
+                )));
+            }
+        };
+        let Some(generation) = self.generation(number) else {
+            return Err(UpgradeRejection::Busy("no generation is serving".into()));
+        };
+        let from = generation.size();
+        self.config.workers = workers;
+        self.last_upgrade_id += 1;
+        let id = self.last_upgrade_id;
+        self.scale = Some(Scale {
+            id,
+            generation: number,
+            workers,
+            starting: Vec::new(),
+            draining: Vec::new(),
+        });
+        self.progress(
+            Some(id),
+            format!("scaling generation {number} from {from} to {workers} workers"),
+        );
+        if workers > from {
+            self.add_workers(number, from, workers, now);
+        } else if workers < from {
+            self.remove_workers(number, workers, now);
+        }
+        self.finish_scale_if_done(now);
+        Ok(id)
+    }
+
+    fn add_workers(&mut self, number: u32, from: u32, to: u32, now: Instant) {
+        let Some(generation) = self.generation_mut(number) else {
+            return;
+        };
+        generation.slots.resize(to as usize, Slot::default());
+        for index in from..to {
+            match self.processes.spawn(number, index, false) {
+                Ok(pid) => {
+                    let worker = self.new_worker(index, pid, now);
+                    let Some(generation) = self.generation_mut(number) else {
+                        return;
+                    };
+                    let message = format!("{} started", generation.describe_worker(&worker));
+                    generation.workers.push(worker);
+                    if let Some(scale) = &mut self.scale {
+                        scale.starting.push(index);
+                    }
+                    tracing::info!("{message}");
+                    self.progress(self.scale.as_ref().map(|s| s.id), message);
+                    if self.config.ready == ReadyMode::Now {
+                        self.mark_worker_ready(number, index, now);
+                    }
+                }
+                Err(err) => {
+                    let reason = format!("cannot start generation {number} worker {index}: {err}");
+                    self.fail_scale_worker(number, index, reason, now);
+                }
+            }
+        }
+    }
+
+    fn remove_workers(&mut self, number: u32, to: u32, now: Instant) {
+        let (drain_timeout, stop_signal) = (self.config.drain_timeout, self.config.stop_signal);
+        let Some(generation) = self.generation_mut(number) else {
+            return;
+        };
+        generation.slots.truncate(to as usize);
+        let mut removed = Vec::new();
+        for worker in &mut generation.workers {
+            if worker.index >= to && worker.state != WorkerState::Draining {
+                worker.state = WorkerState::Draining;
+                worker.deadline = Some(now + drain_timeout);
+                worker.probe_at = None;
+                removed.push((worker.clone(), worker.probe_pid.take()));
+            }
+        }
+        let generation = generation.clone();
+        for (worker, probe) in removed {
+            if let Some(probe) = probe {
+                self.processes
+                    .signal_group(probe, nix::sys::signal::Signal::SIGKILL);
+            }
+            ask_to_stop(&mut self.processes, worker.pid, stop_signal);
+            let message = format!(
+                "{} sent {}; draining for up to {}",
+                generation.describe_worker(&worker),
+                stop_signal.as_str(),
+                format_duration(drain_timeout)
+            );
+            tracing::info!("{message}");
+            if let Some(scale) = &mut self.scale {
+                scale.draining.push(worker.pid);
+            }
+            self.progress(self.scale.as_ref().map(|s| s.id), message);
+        }
+    }
+
+    /// A worker of the scaled generation is ready.
+    pub(super) fn on_scale_worker_ready(&mut self, number: u32, index: u32, now: Instant) {
+        if let Some(scale) = &mut self.scale
+            && scale.generation == number
+        {
+            scale.starting.retain(|i| *i != index);
+        }
+        self.finish_scale_if_done(now);
+    }
+
+    /// A worker of the scaled generation exited. Returns true when it was
+    /// one the scale added and it never became ready: its slot is given up.
+    pub(super) fn on_scale_worker_exit(
+        &mut self,
+        number: u32,
+        index: u32,
+        pid: Pid,
+        reason: String,
+        now: Instant,
+    ) -> bool {
+        let Some(scale) = &mut self.scale else {
+            return false;
+        };
+        if scale.generation != number {
+            return false;
+        }
+        if scale.draining.contains(&pid) {
+            scale.draining.retain(|p| *p != pid);
+            self.finish_scale_if_done(now);
+            return false;
+        }
+        if !scale.starting.contains(&index) {
+            return false;
+        }
+        self.fail_scale_worker(number, index, reason, now);
+        true
+    }
+
+    /// A worker the scale added cannot become ready: its slot is given up
+    /// and the scale reports the failure with what serves.
+    fn fail_scale_worker(&mut self, number: u32, index: u32, reason: String, now: Instant) {
+        if let Some(slot) = self
+            .generation_mut(number)
+            .and_then(|g| g.slots.get_mut(index as usize))
+        {
+            slot.vacant = true;
+            slot.restart_at = None;
+        }
+        let Some(scale) = self.scale.take() else {
+            return;
+        };
+        let message = format!(
+            "{reason}; {}; the next upgrade starts {} workers",
+            self.describe_serving(),
+            scale.workers
+        );
+        tracing::warn!("{message}");
+        self.finish_upgrade_notice(scale.id, Err(message), now);
+    }
+
+    fn finish_scale_if_done(&mut self, now: Instant) {
+        let done = self
+            .scale
+            .as_ref()
+            .is_some_and(|s| s.starting.is_empty() && s.draining.is_empty());
+        if !done {
+            return;
+        }
+        let Some(scale) = self.scale.take() else {
+            return;
+        };
+        let message = format!(
+            "generation {} serves with {} workers",
+            scale.generation, scale.workers
+        );
+        tracing::info!("{message}");
+        self.finish_upgrade_notice(scale.id, Ok(message), now);
+    }
+}
