@@ -151,6 +151,10 @@ fn extra_sections_run(roff: &mut Roff) {
                 "Given to each generation: its number, sockvisor's pid, and the control socket path.",
             ),
             (
+                "SOCKVISOR_WORKER",
+                "Given to each worker (--workers N): its index, 0 to N-1; a replacement keeps its slot's index. With --fd-env einhorn also as EINHORN_CHILD_INDEX.",
+            ),
+            (
                 "SOCKVISOR_READY_PID",
                 "Given to an --ready exec= probe: the pid of the generation it checks.",
             ),

@@ -28,7 +28,7 @@ fn survives_upgrades_under_load(name: &str, run_options: &[&str], server: &[Stri
         .arg("--")
         .args(server);
     let mut sockvisor = Sockvisor::spawn(dir, command);
-    sockvisor.wait_for_log("generation 1 (pid");
+    sockvisor.wait_for_log("is ready after");
     let address = sockvisor.logged_tcp_address();
     let first = wait_for("the example to answer", || {
         http_get_tcp(&address).ok().and_then(|r| answering_pid(&r))
@@ -65,6 +65,48 @@ fn survives_upgrades_under_load(name: &str, run_options: &[&str], server: &[Stri
 fn python_example_survives_upgrades_under_load() {
     let server = vec!["python3".into(), manifest("examples/python/server.py")];
     survives_upgrades_under_load("python", &[], &server);
+}
+
+#[test]
+fn python_example_scaled_with_workers_survives_rolling_upgrades_under_load() {
+    let server = vec!["python3".into(), manifest("examples/python/server.py")];
+    survives_upgrades_under_load(
+        "python-workers",
+        &["--workers", "3", "--max-surge", "1"],
+        &server,
+    );
+}
+
+#[test]
+fn python_example_with_three_workers_answers_from_three_processes() {
+    let dir = TestDir::new("python-three");
+    let mut command = Command::new(sockvisor_bin());
+    command
+        .args(["run", "--listen", "127.0.0.1:0", "--workers", "3", "--"])
+        .args(["python3", &manifest("examples/python/server.py")]);
+    let sockvisor = Sockvisor::spawn(dir, command);
+    sockvisor.wait_for_log("is ready after");
+    let address = sockvisor.logged_tcp_address();
+    let pids = wait_for("answers from three worker processes", || {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..300 {
+            if let Some(pid) = http_get_tcp(&address).ok().and_then(|r| answering_pid(&r)) {
+                seen.insert(pid);
+            }
+            if seen.len() == 3 {
+                return Some(seen);
+            }
+        }
+        None
+    });
+    let status = status_json(&sockvisor);
+    let workers: std::collections::BTreeSet<String> = status["generations"][0]["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| format!("pid={}", w["pid"]))
+        .collect();
+    assert_eq!(pids, workers);
 }
 
 #[test]
