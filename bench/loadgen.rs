@@ -3,8 +3,10 @@
 //! N client threads send `GET /` to one address for a bounded time, either
 //! one connection per request or over kept-alive connections, and count
 //! every failure by kind: refused, reset, timeout, empty reply, bad status,
-//! other. It records latency percentiles and which server pid answered, and
-//! prints one JSON object.
+//! other. It records latency percentiles, which server pid answered, and
+//! how many requests completed in each 100 ms since it started
+//! (`per_100ms`, for throughput over part of a run), and prints one JSON
+//! object.
 //!
 //! ```text
 //! loadgen --address 127.0.0.1:8080 [--clients 16] [--seconds 10]
@@ -31,9 +33,14 @@ struct Options {
     timeout: Duration,
 }
 
+/// Width of one `per_100ms` bucket.
+const BUCKET: Duration = Duration::from_millis(100);
+
 #[derive(Default)]
 struct ClientResult {
     latencies_us: Vec<u32>,
+    /// Completed requests per `BUCKET` since the run started.
+    per_bucket: Vec<u64>,
     failures: BTreeMap<&'static str, u64>,
     pids: BTreeMap<String, u64>,
 }
@@ -47,7 +54,7 @@ fn main() {
             let stop = stop.clone();
             let address = options.address.clone();
             let (keep_alive, timeout) = (options.keep_alive, options.timeout);
-            thread::spawn(move || client(&address, keep_alive, timeout, &stop))
+            thread::spawn(move || client(&address, keep_alive, timeout, &stop, started))
         })
         .collect();
     thread::sleep(options.duration);
@@ -61,6 +68,12 @@ fn main() {
         }
         for (pid, n) in result.pids {
             *total.pids.entry(pid).or_default() += n;
+        }
+        if total.per_bucket.len() < result.per_bucket.len() {
+            total.per_bucket.resize(result.per_bucket.len(), 0);
+        }
+        for (sum, n) in total.per_bucket.iter_mut().zip(&result.per_bucket) {
+            *sum += n;
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
@@ -86,6 +99,7 @@ fn main() {
             "max": percentile(1.0),
         },
         "pids": total.pids,
+        "per_100ms": total.per_bucket,
     });
     println!("{report}");
 }
@@ -114,7 +128,13 @@ fn parse_options() -> Options {
     options
 }
 
-fn client(address: &str, keep_alive: bool, timeout: Duration, stop: &AtomicBool) -> ClientResult {
+fn client(
+    address: &str,
+    keep_alive: bool,
+    timeout: Duration,
+    stop: &AtomicBool,
+    started: Instant,
+) -> ClientResult {
     let mut result = ClientResult::default();
     let mut connection: Option<BufReader<TcpStream>> = None;
     while !stop.load(Ordering::SeqCst) && result.latencies_us.len() < MAX_REQUESTS_PER_CLIENT {
@@ -125,6 +145,11 @@ fn client(address: &str, keep_alive: bool, timeout: Duration, stop: &AtomicBool)
                 result
                     .latencies_us
                     .push(start.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                let bucket = (started.elapsed().as_millis() / BUCKET.as_millis()) as usize;
+                if result.per_bucket.len() <= bucket {
+                    result.per_bucket.resize(bucket + 1, 0);
+                }
+                result.per_bucket[bucket] += 1;
                 *result.pids.entry(pid).or_default() += 1;
                 if !reusable {
                     connection = None;

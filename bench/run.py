@@ -102,7 +102,7 @@ class Sockvisor:
                 bins["probe"], "--report-dir", workdir, *probe_args]
         self.process = start(args, self.log, self.env)
         wait_until("generation 1 to be ready",
-                   lambda: "generation 1 (pid" in open(self.log).read())
+                   lambda: "is ready after" in open(self.log).read())
 
     def upgrade(self):
         """Runs `sockvisor upgrade`; returns (ok, [(seconds since start, line)])."""
@@ -365,6 +365,77 @@ def scenario_scale(bins, scale):
     }
 
 
+def tree_usage(root):
+    """Number of sockvisor's child processes and their summed RSS (KiB)."""
+    try:
+        with open(f"/proc/{root}/task/{root}/children") as f:
+            children = [int(p) for p in f.read().split()]
+    except OSError:
+        return 0, 0
+    rss = 0
+    for pid in children:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        rss += int(line.split()[1])
+        except OSError:
+            pass
+    return len(children), rss
+
+
+def rate(per_100ms, start_s, end_s):
+    """Requests per second over the whole 100 ms buckets inside [start, end)."""
+    first, last = int(start_s * 10) + 1, int(end_s * 10)
+    buckets = per_100ms[first:last]
+    return sum(buckets) * 10 / len(buckets) if buckets else 0.0
+
+
+def scenario_workers(bins, scale):
+    """7. Four workers under load: all-at-once vs rolling (--max-surge 1)."""
+    results = {}
+    modes = (("all at once", ["--workers", "4"]),
+             ("rolling, --max-surge 1", ["--workers", "4", "--max-surge", "1"]))
+    for name, run_args in modes:
+        with tempfile.TemporaryDirectory() as workdir:
+            port = free_port()
+            sv = Sockvisor(bins, workdir, [f"127.0.0.1:{port}"], run_args,
+                           ["--ready-delay-ms", str(scale["worker_start_ms"])])
+            wait_until("four workers", lambda: tree_usage(sv.process.pid)[0] == 4)
+            began = time.monotonic()
+            load = loadgen(bins, port, 16, scale["worker_seconds"])
+            time.sleep(scale["worker_steady"])
+            upgrade_at = time.monotonic() - began
+            client = subprocess.Popen([bins["sockvisor"], "upgrade"], env=sv.env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            peak_processes, peak_rss = tree_usage(sv.process.pid)
+            while client.poll() is None:
+                processes, rss = tree_usage(sv.process.pid)
+                peak_processes, peak_rss = max(peak_processes, processes), max(peak_rss, rss)
+                time.sleep(0.01)
+            done_at = time.monotonic() - began
+            steady_processes, steady_rss = tree_usage(sv.process.pid)
+            measured = finish(load)
+            sv.stop()
+        steady = rate(measured["per_100ms"], 0.3, upgrade_at)
+        during = rate(measured["per_100ms"], upgrade_at, done_at)
+        results[name] = {
+            "upgrade_ok": client.returncode == 0,
+            "requests": measured["requests"],
+            "failed": measured["failed"],
+            "failures": measured["failures"],
+            "rollout_s": done_at - upgrade_at,
+            "steady_rps": steady,
+            "rollout_rps": during,
+            "ratio": during / steady if steady else 0.0,
+            "peak_processes": peak_processes,
+            "peak_rss_kib": peak_rss,
+            "steady_rss_kib": steady_rss,
+            "p99_9_ms": measured["latency_ms"]["p99_9"],
+        }
+    return {"worker_start_ms": scale["worker_start_ms"], "modes": results}
+
+
 # ----- report -----
 
 def machine():
@@ -386,7 +457,7 @@ def check(ok):
 
 
 def report(results, smoke):
-    d, u, s, t, f, x = (results[k] for k in ("data_path", "upgrades", "slow_start", "timing", "footprint", "scale"))
+    d, u, s, t, f, x, w = (results[k] for k in ("data_path", "upgrades", "slow_start", "timing", "footprint", "scale", "workers"))
     out = []
     add = out.append
     add(f"Machine: {machine()}.")
@@ -402,6 +473,12 @@ def report(results, smoke):
     add(f"| idle wake-ups 0 | {f['voluntary_switches'] + f['involuntary_switches']} in {f['idle_seconds']} s, {f['cpu_ticks']} CPU ticks | {check(f['voluntary_switches'] + f['involuntary_switches'] == 0)} |")
     add(f"| RSS < 4 MiB | {f['rss_kib']} KiB | {check(f['rss_kib'] < 4096)} |")
     growth = x['rss_kib_after'] - x['rss_kib_before']
+    rolling = w["modes"]["rolling, --max-surge 1"]
+    worker_failed = sum(m["failed"] for m in w["modes"].values())
+    worker_requests = sum(m["requests"] for m in w["modes"].values())
+    add(f"| zero failed requests, 4-worker upgrades (7) | {worker_failed} of {worker_requests} | {check(worker_failed == 0)} |")
+    add(f"| rolling upgrade throughput >= 0.95 of steady state (7) | {rolling['ratio']:.3f} | {check(rolling['ratio'] >= 0.95)} |")
+    add(f"| rolling upgrade never above N + K = 5 processes (7) | peak {rolling['peak_processes']} | {check(rolling['peak_processes'] <= 5)} |")
     add(f"| no fd or memory growth over {2 * x['upgrades']} upgrades (after {x['upgrades']} warm-up; RSS within one 4 KiB page) | fds {x['fds_before']} → {x['fds_after']}, RSS {x['rss_kib_before']} → {x['rss_kib_after']} KiB | {check(x['fds_after'] <= x['fds_before'] and growth <= 4)} |")
     add("")
     add("### 1. Data path: server bound directly vs under sockvisor (16 clients)")
@@ -450,10 +527,37 @@ def report(results, smoke):
     add(f"{x['sockets']} listening sockets: start to ready {x['startup_to_ready_ms']:.0f} ms, sockvisor RSS {x['rss_kib_with_sockets']} KiB, {x['fds_with_sockets']} fds.")
     add(f"3 × {x['upgrades']} consecutive upgrades ({x['upgrades_failed']} failed): at start fds {x['fds_start']}, RSS {x['rss_kib_start']} KiB;")
     add(f"after the first {x['upgrades']} (warm-up) fds {x['fds_before']}, RSS {x['rss_kib_before']} KiB; after {2 * x['upgrades']} more fds {x['fds_after']}, RSS {x['rss_kib_after']} KiB.")
+    add("")
+    add(f"### 7. Four workers under load (16 clients): all at once vs rolling")
+    add("")
+    add(f"Each worker needs {w['worker_start_ms']} ms from start to READY=1. Throughput during the rollout")
+    add("counts the 100 ms intervals between the upgrade request and its result; steady state the")
+    add("intervals before the request. Processes and RSS are sockvisor's children, sampled every 10 ms.")
+    add("")
+    add("| mode | rollout | steady req/s | req/s during rollout | ratio | failed | peak processes | peak RSS of workers | RSS after | p99.9 |")
+    add("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, m in w["modes"].items():
+        add(f"| {name} | {m['rollout_s'] * 1000:.0f} ms | {m['steady_rps']:.0f} | {m['rollout_rps']:.0f} | {m['ratio']:.3f} | {m['failed']} of {m['requests']} | {m['peak_processes']} | {m['peak_rss_kib']} KiB | {m['steady_rss_kib']} KiB | {m['p99_9_ms']:.2f} ms |")
     if smoke:
         add("")
         add("(smoke run: debug binaries and tiny durations; these figures mean nothing)")
     return "\n".join(out)
+
+
+def write_results(path, text):
+    """Replaces the "## Results" section of the report at `path`, keeping
+    the prose before and after it; writes just the results to a new file."""
+    head, tail = "", ""
+    if os.path.exists(path):
+        with open(path) as f:
+            old = f.read()
+        at = old.find("## Results\n")
+        if at != -1:
+            head = old[:at]
+            after = old.find("\n## ", at + 1)
+            tail = old[after + 1:] if after != -1 else ""
+    with open(path, "w") as f:
+        f.write(f"{head}## Results\n\n{text}\n" + (f"\n{tail}" if tail else ""))
 
 
 def main():
@@ -463,16 +567,19 @@ def main():
     args = parser.parse_args()
     if args.smoke:
         scale = dict(rounds=1, seconds=0.3, upgrades=2, pause=0.1, slow_ms=300, timing_upgrades=3,
-                     idle_seconds=0.5, sockets=20, leak_upgrades=3)
+                     idle_seconds=0.5, sockets=20, leak_upgrades=3,
+                     worker_start_ms=50, worker_seconds=1.5, worker_steady=0.5)
     else:
         scale = dict(rounds=2, seconds=5, upgrades=10, pause=0.3, slow_ms=1500, timing_upgrades=21,
-                     idle_seconds=10, sockets=1000, leak_upgrades=100)
+                     idle_seconds=10, sockets=1000, leak_upgrades=100,
+                     worker_start_ms=300, worker_seconds=5, worker_steady=1.5)
     bins = build("debug" if args.smoke else "release")
     results = {}
     try:
         for name, scenario in (("data_path", scenario_data_path), ("upgrades", scenario_upgrades),
                                ("slow_start", scenario_slow_start), ("timing", scenario_timing),
-                               ("footprint", scenario_footprint), ("scale", scenario_scale)):
+                               ("footprint", scenario_footprint), ("scale", scenario_scale),
+                               ("workers", scenario_workers)):
             print(f"running {name} …", file=sys.stderr, flush=True)
             results[name] = scenario(bins, scale)
     finally:
@@ -480,14 +587,16 @@ def main():
     text = report(results, args.smoke)
     print(text)
     if args.write:
-        with open(args.write, "w") as f:
-            f.write(text + "\n")
+        write_results(args.write, text)
     if args.smoke:
         problems = []
         if results["upgrades"]["sockvisor"]["failed"]:
             problems.append("requests failed during upgrades")
         if results["upgrades"]["upgrades_ok"] != results["upgrades"]["upgrades"]:
             problems.append("an upgrade failed")
+        for name, mode in results["workers"]["modes"].items():
+            if mode["failed"] or not mode["upgrade_ok"]:
+                problems.append(f"4-worker upgrade {name}: {mode['failed']} failed requests")
         if problems:
             sys.exit("bench smoke: " + "; ".join(problems))
 
