@@ -64,6 +64,18 @@ pub enum RestartPolicy {
     Always,
 }
 
+impl RestartPolicy {
+    /// Whether a process (a generation, or a worker in its slot) that ended
+    /// on its own with `status` is started again.
+    pub fn restarts_after(self, status: crate::reaper::ExitStatus) -> bool {
+        match self {
+            RestartPolicy::Never => false,
+            RestartPolicy::OnFailure => !status.success(),
+            RestartPolicy::Always => true,
+        }
+    }
+}
+
 /// The knobs of supervision, from the command line.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -208,6 +220,15 @@ impl<P: ProcessControl> Supervisor<P> {
 
     fn generation_mut(&mut self, number: u32) -> Option<&mut Generation> {
         self.generations.iter_mut().find(|g| g.number == number)
+    }
+
+    /// Worker `index` of generation `number` as it is now, with its
+    /// generation's phase and how log lines name it.
+    fn worker_view(&self, number: u32, index: u32) -> Option<(Phase, Worker, String)> {
+        let generation = self.generation(number)?;
+        let worker = generation.worker(index)?.clone();
+        let describe = generation.describe_worker(&worker);
+        Some((generation.phase, worker, describe))
     }
 
     /// Progress and results of upgrades since the last call.

@@ -18,19 +18,13 @@ impl<P: ProcessControl> Supervisor<P> {
     /// `number` (the sender was attributed to it).
     pub fn on_notify(&mut self, number: u32, index: u32, message: &NotifyMessage, now: Instant) {
         let ready_mode = self.config.ready.clone();
-        let Some(generation) = self.generation_mut(number) else {
+        let Some((_, _, describe)) = self.worker_view(number, index) else {
             return;
         };
-        let Some(worker) = generation
-            .workers
-            .iter()
-            .find(|w| w.index == index)
-            .cloned()
+        let Some(worker) = self
+            .generation_mut(number)
+            .and_then(|g| g.worker_mut(index))
         else {
-            return;
-        };
-        let describe = generation.describe_worker(&worker);
-        let Some(worker) = generation.worker_mut(index) else {
             return;
         };
         if let Some(text) = &message.status {
@@ -116,19 +110,9 @@ impl<P: ProcessControl> Supervisor<P> {
         let stop_timeout = self.config.stop_timeout;
         let stop_signal = self.config.stop_signal;
         let ready_mode = self.config.ready.clone();
-        let Some(generation) = self.generation_mut(number) else {
+        let Some((phase, worker, describe)) = self.worker_view(number, index) else {
             return;
         };
-        let phase = generation.phase;
-        let Some(worker) = generation
-            .workers
-            .iter()
-            .find(|w| w.index == index)
-            .cloned()
-        else {
-            return;
-        };
-        let describe = generation.describe_worker(&worker);
         let deadline_passed = worker.deadline.is_some_and(|d| d <= now);
         match (worker.state, phase) {
             (WorkerState::Starting, Phase::Starting) if deadline_passed => {

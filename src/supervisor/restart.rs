@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use super::generation::{Generation, Phase};
-use super::{ProcessControl, RestartPolicy, Supervisor, policy_name};
+use super::{ProcessControl, Supervisor, policy_name};
 use crate::duration::format_duration;
 use crate::reaper::ExitStatus;
 
@@ -47,11 +47,7 @@ impl<P: ProcessControl> Supervisor<P> {
             self.finish_with(status.as_code(), now);
             return;
         }
-        let restart = match self.config.restart {
-            RestartPolicy::Never => false,
-            RestartPolicy::OnFailure => !status.success(),
-            RestartPolicy::Always => true,
-        };
+        let restart = self.config.restart.restarts_after(status);
         if !restart {
             tracing::info!(
                 "{} {status}; not restarting (--restart {})",

@@ -16,7 +16,7 @@ use nix::sys::signal::Signal;
 use super::generation::{Generation, Phase, ReadyMode, Slot, Worker, WorkerState};
 use super::restart::{backoff, is_keyboard_interrupt};
 use super::upgrade::UpgradeId;
-use super::{ProcessControl, RestartPolicy, Supervisor, policy_name};
+use super::{ProcessControl, Supervisor, policy_name};
 use crate::duration::format_duration;
 use crate::reaper::{Exit, ExitStatus};
 use crate::spawn::SpawnError;
@@ -274,11 +274,7 @@ impl<P: ProcessControl> Supervisor<P> {
             self.finish_with(status.as_code(), now);
             return;
         }
-        let replace = match self.config.restart {
-            RestartPolicy::Never => false,
-            RestartPolicy::OnFailure => !status.success(),
-            RestartPolicy::Always => true,
-        };
+        let replace = self.config.restart.restarts_after(status);
         if !replace {
             tracing::info!(
                 "{describe} {status}; not replacing it (--restart {})",
@@ -319,11 +315,7 @@ impl<P: ProcessControl> Supervisor<P> {
         status: ExitStatus,
         now: Instant,
     ) {
-        let replace = match self.config.restart {
-            RestartPolicy::Never => false,
-            RestartPolicy::OnFailure => !status.success(),
-            RestartPolicy::Always => true,
-        };
+        let replace = self.config.restart.restarts_after(status);
         let (first, max) = (self.config.restart_delay, self.config.restart_delay_max);
         let Some(generation) = self.generation_mut(number) else {
             return;
