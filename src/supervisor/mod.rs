@@ -25,6 +25,7 @@
 //! - a stop stops every generation: starting, current and draining.
 
 mod generation;
+mod handover;
 mod readiness;
 mod restart;
 mod rollout;
@@ -43,6 +44,9 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 pub use generation::{Generation, Phase, ReadyMode, Slot, Worker, WorkerState};
+pub use handover::{
+    ConfigRecord, GenerationRecord, OutcomeRecord, SlotRecord, SupervisorState, WorkerRecord,
+};
 pub use status::{GenerationStatus, StatusSnapshot, UpgradeStatus, WorkerStatus};
 pub use upgrade::{Notice, Outcome, Upgrade, UpgradeId, UpgradeRejection};
 

@@ -1439,3 +1439,99 @@ fn scaling_to_the_same_count_is_done_at_once() {
         Some(Ok("generation 1 serves with 4 workers".into()))
     );
 }
+
+// ----- re-exec hand-over -----
+
+/// Captures, writes as JSON, reads back, restores, and captures again.
+fn round_trip(s: &Supervisor<FakeProcesses>, now: Instant) -> Supervisor<FakeProcesses> {
+    let state = s.capture(now);
+    let json = serde_json::to_string(&state).unwrap();
+    let read: SupervisorState = serde_json::from_str(&json).unwrap();
+    assert_eq!(read, state);
+    let restored = Supervisor::restore(&read, FakeProcesses::default(), now).unwrap();
+    assert_eq!(restored.capture(now), state, "nothing lost");
+    restored
+}
+
+#[test]
+fn the_handover_state_round_trips_workers_drains_and_pending_replacements() {
+    let (mut s, now) = four_serving(RestartPolicy::OnFailure);
+    s.on_exit(worker_exit(1, 2, ExitStatus::Code(1)), now);
+    s.request_upgrade(now).unwrap();
+    all_notify(&mut s, 2, 4, now);
+    s.on_exit(worker_exit(1, 0, ExitStatus::Code(0)), now);
+    s.take_notices();
+    let later = now + Duration::from_secs(3);
+    let mut restored = round_trip(&s, later);
+    assert_eq!(restored.current().map(|g| g.number), Some(2));
+    assert_eq!(phase_of(&restored, 1), Some(Phase::Draining));
+    // The drain deadline still applies: 7 s after it began.
+    assert_eq!(restored.next_deadline(), Some(now + Duration::from_secs(7)));
+    restored.on_tick(now + Duration::from_secs(7));
+    for index in [1, 3] {
+        assert!(signals_to(&restored, worker_pid(1, index)).contains(&Signal::SIGKILL));
+    }
+}
+
+#[test]
+fn the_handover_state_round_trips_a_restart_backoff_and_the_last_outcome() {
+    let (mut s, now) = serving_with_notify();
+    s.request_upgrade(now).unwrap();
+    s.on_exit(exit(2, ExitStatus::Code(3)), now);
+    s.on_exit(exit(1, ExitStatus::Code(1)), now);
+    assert!(s.next_deadline().is_some());
+    let mut restored = round_trip(&s, now);
+    assert_eq!(restored.next_deadline(), s.next_deadline());
+    let last = restored.snapshot(now).last_upgrade.unwrap();
+    assert!(!last.ok);
+    restored.on_tick(now + Duration::from_secs(1));
+    assert_eq!(last_call(&restored), Some(&Call::Spawn(3)));
+}
+
+#[test]
+fn the_handover_state_keeps_the_configuration() {
+    let now = Instant::now();
+    let mut config = config(
+        RestartPolicy::Always,
+        ReadyMode::Delay(Duration::from_millis(1500)),
+    );
+    config.workers = 3;
+    config.max_surge = Some(2);
+    config.stop_signal = Signal::SIGTERM;
+    let mut s = Supervisor::new(config, FakeProcesses::default());
+    s.start(now).unwrap();
+    let restored = round_trip(&s, now);
+    assert_eq!(
+        restored.config.ready,
+        ReadyMode::Delay(Duration::from_millis(1500))
+    );
+    assert_eq!(restored.config.stop_signal, Signal::SIGTERM);
+    assert_eq!(restored.config.restart, RestartPolicy::Always);
+    assert_eq!(restored.config.max_surge, Some(2));
+}
+
+#[test]
+fn a_handover_is_refused_while_an_upgrade_a_scale_or_a_stop_is_in_progress() {
+    let (mut s, now) = four_serving(RestartPolicy::OnFailure);
+    assert_eq!(s.handover_blocker(), None);
+    s.request_upgrade(now).unwrap();
+    assert!(
+        s.handover_blocker()
+            .unwrap()
+            .contains("upgrade is in progress")
+    );
+    let (mut s, now) = four_serving(RestartPolicy::OnFailure);
+    s.request_scale(6, now).unwrap();
+    assert!(s.handover_blocker().unwrap().contains("scale"));
+    let (mut s, now) = four_serving(RestartPolicy::OnFailure);
+    s.on_stop_request("SIGTERM received", now);
+    assert!(s.handover_blocker().unwrap().contains("stopping"));
+}
+
+#[test]
+fn a_garbled_handover_state_is_an_error_not_a_crash() {
+    let (s, now) = four_serving(RestartPolicy::OnFailure);
+    let mut state = s.capture(now);
+    state.generations[0].phase = "sideways".into();
+    assert!(Supervisor::restore(&state, FakeProcesses::default(), now).is_err());
+}

@@ -1,0 +1,335 @@
+//! The supervisor's state as it crosses a re-exec of sockvisor: plain data
+//! that serde writes and reads. Every moment becomes a duration relative to
+//! the moment of the hand-over (how long ago something started, how long
+//! until a deadline), because an `Instant` means nothing in another
+//! program; the new program adds them to its own clock.
+//!
+//! A re-exec is refused while an upgrade, a rollout, a scale or a stop is
+//! in progress, so those are not part of it; draining generations, pending
+//! replacements and restart backoff are.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+use super::generation::{Generation, Phase, ReadyMode, Slot, Worker, WorkerState};
+use super::upgrade::Outcome;
+use super::{Config, ProcessControl, RestartPolicy, Supervisor};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SupervisorState {
+    pub config: ConfigRecord,
+    pub generations: Vec<GenerationRecord>,
+    pub current: Option<u32>,
+    pub last_generation: u32,
+    pub restart_in: Option<Duration>,
+    pub consecutive_failures: u32,
+    pub exit_status: Option<i32>,
+    pub last_upgrade_id: u64,
+    pub last_outcome: Option<OutcomeRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigRecord {
+    pub restart: String,
+    pub restart_delay: Duration,
+    pub restart_delay_max: Duration,
+    pub stop_signal: i32,
+    pub stop_timeout: Duration,
+    pub drain_timeout: Duration,
+    /// As `--ready` takes it: `notify`, `now`, `delay=…`, `exec=…`.
+    pub ready: String,
+    pub ready_timeout: Duration,
+    pub workers: u32,
+    pub max_surge: Option<u32>,
+    pub terminal: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenerationRecord {
+    pub number: u32,
+    pub age: Duration,
+    /// `starting`, `ready`, `draining` or `failed`.
+    pub phase: String,
+    pub deadline_in: Option<Duration>,
+    pub foreground: bool,
+    pub workers: Vec<WorkerRecord>,
+    pub slots: Vec<SlotRecord>,
+    pub failure: Option<i32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerRecord {
+    pub index: u32,
+    pub pid: i32,
+    pub age: Duration,
+    /// `starting`, `ready`, `stopping` or `draining`.
+    pub state: String,
+    pub deadline_in: Option<Duration>,
+    pub probe_in: Option<Duration>,
+    pub probe_pid: Option<i32>,
+    pub status_text: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotRecord {
+    pub pending: bool,
+    pub vacant: bool,
+    pub restarts: u32,
+    pub consecutive_failures: u32,
+    pub restart_in: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutcomeRecord {
+    pub generation: u32,
+    pub ok: bool,
+    pub message: String,
+    pub ago: Duration,
+}
+
+/// Why a state cannot be restored.
+pub type HandoverError = String;
+
+fn until(deadline: Option<Instant>, now: Instant) -> Option<Duration> {
+    deadline.map(|d| d.saturating_duration_since(now))
+}
+
+fn phase_name(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Starting => "starting",
+        Phase::Ready => "ready",
+        Phase::Draining => "draining",
+        Phase::Failed => "failed",
+    }
+}
+
+fn parse_phase(text: &str) -> Result<Phase, HandoverError> {
+    Ok(match text {
+        "starting" => Phase::Starting,
+        "ready" => Phase::Ready,
+        "draining" => Phase::Draining,
+        "failed" => Phase::Failed,
+        other => return Err(format!("unknown generation phase '{other}'")),
+    })
+}
+
+fn worker_state_name(state: WorkerState) -> &'static str {
+    match state {
+        WorkerState::Starting => "starting",
+        WorkerState::Ready => "ready",
+        WorkerState::Stopping => "stopping",
+        WorkerState::Draining => "draining",
+    }
+}
+
+fn parse_worker_state(text: &str) -> Result<WorkerState, HandoverError> {
+    Ok(match text {
+        "starting" => WorkerState::Starting,
+        "ready" => WorkerState::Ready,
+        "stopping" => WorkerState::Stopping,
+        "draining" => WorkerState::Draining,
+        other => return Err(format!("unknown worker state '{other}'")),
+    })
+}
+
+fn policy_from(text: &str) -> Result<RestartPolicy, HandoverError> {
+    Ok(match text {
+        "never" => RestartPolicy::Never,
+        "on-failure" => RestartPolicy::OnFailure,
+        "always" => RestartPolicy::Always,
+        other => return Err(format!("unknown restart policy '{other}'")),
+    })
+}
+
+fn ready_name(ready: &ReadyMode) -> String {
+    match ready {
+        ReadyMode::Notify => "notify".into(),
+        ReadyMode::Now => "now".into(),
+        ReadyMode::Delay(delay) => format!("delay={}ms", delay.as_millis()),
+        ReadyMode::Exec(command) => format!("exec={command}"),
+    }
+}
+
+fn exit_code(status: crate::reaper::ExitStatus) -> i32 {
+    status.as_code()
+}
+
+fn exit_status_from(code: i32) -> crate::reaper::ExitStatus {
+    match Signal::try_from(code - 128) {
+        Ok(signal) if code > 128 => crate::reaper::ExitStatus::Signal(signal),
+        _ => crate::reaper::ExitStatus::Code(code),
+    }
+}
+
+impl ConfigRecord {
+    pub fn capture(config: &Config) -> ConfigRecord {
+        ConfigRecord {
+            restart: super::policy_name(config.restart).into(),
+            restart_delay: config.restart_delay,
+            restart_delay_max: config.restart_delay_max,
+            stop_signal: config.stop_signal as i32,
+            stop_timeout: config.stop_timeout,
+            drain_timeout: config.drain_timeout,
+            ready: ready_name(&config.ready),
+            ready_timeout: config.ready_timeout,
+            workers: config.workers,
+            max_surge: config.max_surge,
+            terminal: config.terminal,
+        }
+    }
+
+    pub fn restore(&self) -> Result<Config, HandoverError> {
+        Ok(Config {
+            restart: policy_from(&self.restart)?,
+            restart_delay: self.restart_delay,
+            restart_delay_max: self.restart_delay_max,
+            stop_signal: Signal::try_from(self.stop_signal)
+                .map_err(|_| format!("unknown stop signal {}", self.stop_signal))?,
+            stop_timeout: self.stop_timeout,
+            drain_timeout: self.drain_timeout,
+            ready: ReadyMode::parse(&self.ready)?,
+            ready_timeout: self.ready_timeout,
+            workers: self.workers,
+            max_surge: self.max_surge,
+            terminal: self.terminal,
+        })
+    }
+}
+
+impl<P: ProcessControl> Supervisor<P> {
+    /// Why a re-exec cannot happen now, if anything stands in its way.
+    pub fn handover_blocker(&self) -> Option<String> {
+        if self.stop.is_some() {
+            return Some("sockvisor is stopping".into());
+        }
+        if let Some(starting) = self.generations.iter().find(|g| g.phase == Phase::Starting) {
+            return Some(format!(
+                "an upgrade is in progress ({} is starting); try again once it is done",
+                starting.describe()
+            ));
+        }
+        if self.scale.is_some() {
+            return Some("a scale is in progress; try again once it is done".into());
+        }
+        None
+    }
+
+    /// Everything the supervisor knows, as of `now`.
+    pub fn capture(&self, now: Instant) -> SupervisorState {
+        SupervisorState {
+            config: ConfigRecord::capture(&self.config),
+            generations: self
+                .generations
+                .iter()
+                .map(|g| GenerationRecord {
+                    number: g.number,
+                    age: now.saturating_duration_since(g.started),
+                    phase: phase_name(g.phase).into(),
+                    deadline_in: until(g.deadline, now),
+                    foreground: g.foreground,
+                    workers: g
+                        .workers
+                        .iter()
+                        .map(|w| WorkerRecord {
+                            index: w.index,
+                            pid: w.pid.as_raw(),
+                            age: now.saturating_duration_since(w.started),
+                            state: worker_state_name(w.state).into(),
+                            deadline_in: until(w.deadline, now),
+                            probe_in: until(w.probe_at, now),
+                            probe_pid: w.probe_pid.map(Pid::as_raw),
+                            status_text: w.status_text.clone(),
+                        })
+                        .collect(),
+                    slots: g
+                        .slots
+                        .iter()
+                        .map(|s| SlotRecord {
+                            pending: s.pending,
+                            vacant: s.vacant,
+                            restarts: s.restarts,
+                            consecutive_failures: s.consecutive_failures,
+                            restart_in: until(s.restart_at, now),
+                        })
+                        .collect(),
+                    failure: g.failure.map(exit_code),
+                })
+                .collect(),
+            current: self.current,
+            last_generation: self.last_generation,
+            restart_in: until(self.restart_at, now),
+            consecutive_failures: self.consecutive_failures,
+            exit_status: self.exit_status,
+            last_upgrade_id: self.last_upgrade_id,
+            last_outcome: self.last_outcome.as_ref().map(|o| OutcomeRecord {
+                generation: o.generation,
+                ok: o.ok,
+                message: o.message.clone(),
+                ago: now.saturating_duration_since(o.finished),
+            }),
+        }
+    }
+
+    /// The supervisor a captured state describes, on this program's clock.
+    pub fn restore(
+        state: &SupervisorState,
+        processes: P,
+        now: Instant,
+    ) -> Result<Supervisor<P>, HandoverError> {
+        let at = |d: Option<Duration>| d.map(|d| now + d);
+        let ago = |d: Duration| now.checked_sub(d).unwrap_or(now);
+        let mut supervisor = Supervisor::new(state.config.restore()?, processes);
+        for g in &state.generations {
+            let mut workers = Vec::new();
+            for w in &g.workers {
+                workers.push(Worker {
+                    index: w.index,
+                    pid: Pid::from_raw(w.pid),
+                    started: ago(w.age),
+                    state: parse_worker_state(&w.state)?,
+                    deadline: at(w.deadline_in),
+                    probe_at: at(w.probe_in),
+                    probe_pid: w.probe_pid.map(Pid::from_raw),
+                    status_text: w.status_text.clone(),
+                });
+            }
+            supervisor.generations.push(Generation {
+                number: g.number,
+                started: ago(g.age),
+                phase: parse_phase(&g.phase)?,
+                deadline: at(g.deadline_in),
+                upgrade: None,
+                foreground: g.foreground,
+                workers,
+                slots: g
+                    .slots
+                    .iter()
+                    .map(|s| Slot {
+                        pending: s.pending,
+                        vacant: s.vacant,
+                        restarts: s.restarts,
+                        consecutive_failures: s.consecutive_failures,
+                        restart_at: at(s.restart_in),
+                    })
+                    .collect(),
+                failure: g.failure.map(exit_status_from),
+            });
+        }
+        supervisor.current = state.current;
+        supervisor.last_generation = state.last_generation;
+        supervisor.restart_at = at(state.restart_in);
+        supervisor.consecutive_failures = state.consecutive_failures;
+        supervisor.exit_status = state.exit_status;
+        supervisor.last_upgrade_id = state.last_upgrade_id;
+        supervisor.last_outcome = state.last_outcome.as_ref().map(|o| Outcome {
+            generation: o.generation,
+            ok: o.ok,
+            message: o.message.clone(),
+            finished: ago(o.ago),
+        });
+        Ok(supervisor)
+    }
+}
