@@ -19,6 +19,9 @@ _sockvisor() {
             sockvisor,help)
                 cmd="sockvisor__subcmd__help"
                 ;;
+            sockvisor,reexec)
+                cmd="sockvisor__subcmd__reexec"
+                ;;
             sockvisor,run)
                 cmd="sockvisor__subcmd__run"
                 ;;
@@ -39,6 +42,9 @@ _sockvisor() {
                 ;;
             sockvisor__subcmd__help,help)
                 cmd="sockvisor__subcmd__help__subcmd__help"
+                ;;
+            sockvisor__subcmd__help,reexec)
+                cmd="sockvisor__subcmd__help__subcmd__reexec"
                 ;;
             sockvisor__subcmd__help,run)
                 cmd="sockvisor__subcmd__help__subcmd__run"
@@ -65,7 +71,7 @@ _sockvisor() {
 
     case "${cmd}" in
         sockvisor)
-            opts="-h -V --log-level --log-format --help --version run upgrade status stop signal scale help"
+            opts="-h -V --log-level --log-format --help --version run upgrade status stop signal scale reexec help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -87,7 +93,7 @@ _sockvisor() {
             return 0
             ;;
         sockvisor__subcmd__help)
-            opts="run upgrade status stop signal scale help"
+            opts="run upgrade status stop signal scale reexec help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -101,6 +107,20 @@ _sockvisor() {
             return 0
             ;;
         sockvisor__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sockvisor__subcmd__help__subcmd__reexec)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -191,6 +211,44 @@ _sockvisor() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sockvisor__subcmd__reexec)
+            opts="-h -V --binary --name --control --timeout --json --log-level --log-format --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --binary)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --name)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --control)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-level)
+                    COMPREPLY=($(compgen -W "error warn info debug trace" -- "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

@@ -39,6 +39,7 @@ complete -c sockvisor -n "__fish_sockvisor_needs_command" -f -a "status" -d 'Sho
 complete -c sockvisor -n "__fish_sockvisor_needs_command" -f -a "stop" -d 'Stop every generation gracefully, then sockvisor; returns when all have exited'
 complete -c sockvisor -n "__fish_sockvisor_needs_command" -f -a "signal" -d 'Send a signal to the current generation'
 complete -c sockvisor -n "__fish_sockvisor_needs_command" -f -a "scale" -d 'Change the number of worker processes of the serving generation: new workers go through readiness, removed ones drain. Later upgrades start the new count. Prints progress; exits 0 once done'
+complete -c sockvisor -n "__fish_sockvisor_needs_command" -f -a "reexec" -d 'Replace sockvisor\'s own program in place (same pid, same children, same sockets), after checking that the new binary accepts the state. Prints the result; exits 0 once the new program serves'
 complete -c sockvisor -n "__fish_sockvisor_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand run" -s l -l listen -d 'Socket to bind and pass to the child (repeatable; the order gives fds 3, 4, …). Without any, no LISTEN_* variables are set' -r
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand run" -s n -l workers -d 'Worker processes per generation (1 to 1024), each a child of sockvisor on the same sockets with SOCKVISOR_WORKER=0..N-1. A generation is ready when all its workers are; a worker that exits while its generation serves is replaced in its slot' -r
@@ -130,10 +131,25 @@ json\t''"
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand scale" -l json -d 'Print the protocol\'s JSON lines instead of text'
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand scale" -s h -l help -d 'Print help'
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand scale" -s V -l version -d 'Print version'
-complete -c sockvisor -n "__fish_sockvisor_using_subcommand help; and not __fish_seen_subcommand_from run upgrade status stop signal scale help" -f -a "run" -d 'Bind the listeners and run COMMAND as a supervised child'
-complete -c sockvisor -n "__fish_sockvisor_using_subcommand help; and not __fish_seen_subcommand_from run upgrade status stop signal scale help" -f -a "upgrade" -d 'Start a new generation on the same sockets; retire the current one once the new one is ready. Prints progress; exits 0 on success'
-complete -c sockvisor -n "__fish_sockvisor_using_subcommand help; and not __fish_seen_subcommand_from run upgrade status stop signal scale help" -f -a "status" -d 'Show generations, listeners and the last upgrade'
-complete -c sockvisor -n "__fish_sockvisor_using_subcommand help; and not __fish_seen_subcommand_from run upgrade status stop signal scale help" -f -a "stop" -d 'Stop every generation gracefully, then sockvisor; returns when all have exited'
-complete -c sockvisor -n "__fish_sockvisor_using_subcommand help; and not __fish_seen_subcommand_from run upgrade status stop signal scale help" -f -a "signal" -d 'Send a signal to the current generation'
-complete -c sockvisor -n "__fish_sockvisor_using_subcommand help; and not __fish_seen_subcommand_from run upgrade status stop signal scale help" -f -a "scale" -d 'Change the number of worker processes of the serving generation: new workers go through readiness, removed ones drain. Later upgrades start the new count. Prints progress; exits 0 once done'
-complete -c sockvisor -n "__fish_sockvisor_using_subcommand help; and not __fish_seen_subcommand_from run upgrade status stop signal scale help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand reexec" -l binary -d 'The new sockvisor binary; default: the path sockvisor was started from, looked up again (so a package upgrade that replaced it is picked up)' -r -F
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand reexec" -l name -d 'Instance name; selects the control socket (/run/sockvisor/NAME.sock for root)' -r
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand reexec" -l control -d 'Control socket path, overriding the one derived from --name' -r -F
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand reexec" -l timeout -d 'Give up waiting for the result after this long (the operation itself goes on inside sockvisor)' -r
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand reexec" -l log-level -d 'Most detailed level logged to stderr' -r -f -a "error\t''
+warn\t''
+info\t''
+debug\t''
+trace\t''"
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand reexec" -l log-format -d 'Log line format' -r -f -a "text\t''
+json\t''"
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand reexec" -l json -d 'Print the protocol\'s JSON lines instead of text'
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand reexec" -s h -l help -d 'Print help'
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand reexec" -s V -l version -d 'Print version'
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand help; and not __fish_seen_subcommand_from run upgrade status stop signal scale reexec help" -f -a "run" -d 'Bind the listeners and run COMMAND as a supervised child'
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand help; and not __fish_seen_subcommand_from run upgrade status stop signal scale reexec help" -f -a "upgrade" -d 'Start a new generation on the same sockets; retire the current one once the new one is ready. Prints progress; exits 0 on success'
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand help; and not __fish_seen_subcommand_from run upgrade status stop signal scale reexec help" -f -a "status" -d 'Show generations, listeners and the last upgrade'
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand help; and not __fish_seen_subcommand_from run upgrade status stop signal scale reexec help" -f -a "stop" -d 'Stop every generation gracefully, then sockvisor; returns when all have exited'
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand help; and not __fish_seen_subcommand_from run upgrade status stop signal scale reexec help" -f -a "signal" -d 'Send a signal to the current generation'
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand help; and not __fish_seen_subcommand_from run upgrade status stop signal scale reexec help" -f -a "scale" -d 'Change the number of worker processes of the serving generation: new workers go through readiness, removed ones drain. Later upgrades start the new count. Prints progress; exits 0 once done'
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand help; and not __fish_seen_subcommand_from run upgrade status stop signal scale reexec help" -f -a "reexec" -d 'Replace sockvisor\'s own program in place (same pid, same children, same sockets), after checking that the new binary accepts the state. Prints the result; exits 0 once the new program serves'
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand help; and not __fish_seen_subcommand_from run upgrade status stop signal scale reexec help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -63,6 +63,16 @@ impl Children {
         self.notify.iter().map(|(g, s)| (*g, s.fd())).collect()
     }
 
+    /// Every generation's notify socket, for the re-exec hand-over.
+    pub fn notify_sockets(&self) -> &[(u32, NotifySocket)] {
+        &self.notify
+    }
+
+    /// Takes back the notify sockets handed over by re-exec.
+    pub fn adopt_notify_sockets(&mut self, sockets: Vec<(u32, NotifySocket)>) {
+        self.notify = sockets;
+    }
+
     pub fn notify_socket(&self, generation: u32) -> Option<&NotifySocket> {
         self.notify
             .iter()

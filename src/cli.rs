@@ -43,6 +43,10 @@ pub enum Command {
     /// new workers go through readiness, removed ones drain. Later upgrades
     /// start the new count. Prints progress; exits 0 once done.
     Scale(ScaleArgs),
+    /// Replace sockvisor's own program in place (same pid, same children,
+    /// same sockets), after checking that the new binary accepts the state.
+    /// Prints the result; exits 0 once the new program serves.
+    Reexec(ReexecArgs),
 }
 
 /// Which running sockvisor a command talks to.
@@ -97,6 +101,17 @@ pub struct ScaleArgs {
     /// The new number of workers (1 to 1024).
     #[arg(value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub workers: u32,
+    #[command(flatten)]
+    pub call: WaitingCallArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ReexecArgs {
+    /// The new sockvisor binary; default: the path sockvisor was started
+    /// from, looked up again (so a package upgrade that replaced it is
+    /// picked up).
+    #[arg(long, value_name = "PATH")]
+    pub binary: Option<PathBuf>,
     #[command(flatten)]
     pub call: WaitingCallArgs,
 }

@@ -6,7 +6,9 @@
 //!
 //! This module owns the waiting and the dispatching, not the decisions.
 
-use std::time::Instant;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -18,14 +20,20 @@ use crate::children::Children;
 use crate::control::server::ConnectionId;
 use crate::control::{Command, ControlServer, ErrorKind, Incoming, Reply};
 use crate::notify::sender;
+use crate::pidfile::PidFile;
 use crate::reaper;
+use crate::reexec;
 use crate::service_notify::{ServiceNotifier, ServiceState};
 use crate::signals::{STOP_REQUESTS, SignalSource, UPGRADE_REQUESTS, parse_signal};
+use crate::spawn::{self, Command as SpawnCommand, SpawnRequest};
 use crate::supervisor::{Supervisor, UpgradeRejection};
 
 /// Datagrams read from one notify socket per wake-up, so that a flooding
 /// generation cannot starve everything else.
 const NOTIFY_BUDGET: usize = 64;
+
+/// How long a new binary may take to answer the re-exec check.
+const REEXEC_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct EventLoop {
     supervisor: Supervisor<Children>,
@@ -33,6 +41,20 @@ pub struct EventLoop {
     control: ControlServer,
     /// sockvisor's own service manager, when it runs under one.
     service: Option<ServiceNotifier>,
+    /// Handed over by re-exec; removed at exit if still ours.
+    pidfile: Option<PidFile>,
+    /// Re-execs of this sockvisor so far, and when the last one happened.
+    reexecs: u32,
+    last_reexec: Option<Instant>,
+    /// A re-exec waiting for its check run of the new binary.
+    pending_reexec: Option<PendingReexec>,
+}
+
+struct PendingReexec {
+    connection: ConnectionId,
+    binary: PathBuf,
+    check: Pid,
+    deadline: Instant,
 }
 
 /// What one `poll` reported.
@@ -54,7 +76,46 @@ impl EventLoop {
             signals,
             control,
             service,
+            pidfile: None,
+            reexecs: 0,
+            last_reexec: None,
+            pending_reexec: None,
         }
+    }
+
+    /// The pidfile to hand over on a re-exec (and remove at exit).
+    pub fn with_pidfile(mut self, pidfile: Option<PidFile>) -> EventLoop {
+        self.pidfile = pidfile;
+        self
+    }
+
+    /// After a re-exec: how many there were, and the client that asked for
+    /// this one, which gets `result`.
+    pub fn resumed(
+        mut self,
+        reexecs: u32,
+        requester: Option<UnixStream>,
+        result: Reply,
+        now: Instant,
+    ) -> EventLoop {
+        self.last_reexec = Some(now);
+        self.resumed_after_fallback(reexecs, requester, result, now)
+    }
+
+    /// After a re-exec that fell back to this (the previous) program.
+    pub fn resumed_after_fallback(
+        mut self,
+        reexecs: u32,
+        requester: Option<UnixStream>,
+        result: Reply,
+        now: Instant,
+    ) -> EventLoop {
+        self.reexecs = reexecs;
+        if let Some(stream) = requester {
+            let connection = self.control.adopt_client(stream, now);
+            self.control.reply(connection, result);
+        }
+        self
     }
 
     /// Runs until the supervisor has an exit status, and returns it.
@@ -81,6 +142,7 @@ impl EventLoop {
             let now = Instant::now();
             self.supervisor.on_tick(now);
             self.control.on_tick(now);
+            self.reexec_check_deadline(now);
             for notice in self.supervisor.take_notices() {
                 self.control.deliver(&notice);
             }
@@ -102,6 +164,7 @@ impl EventLoop {
         let deadline = [
             self.supervisor.next_deadline(),
             self.control.next_deadline(),
+            self.pending_reexec.as_ref().map(|p| p.deadline),
         ]
         .into_iter()
         .flatten()
@@ -143,7 +206,15 @@ impl EventLoop {
     fn on_signal(&mut self, signal: Signal, now: Instant) {
         if signal == Signal::SIGCHLD {
             for exit in reaper::reap_all() {
-                self.supervisor.on_exit(exit, now);
+                if self
+                    .pending_reexec
+                    .as_ref()
+                    .is_some_and(|p| p.check == exit.pid)
+                {
+                    self.on_reexec_check(exit.status, now);
+                } else {
+                    self.supervisor.on_exit(exit, now);
+                }
             }
         } else if STOP_REQUESTS.contains(&signal) {
             let reason = format!("{} received", signal.as_str());
@@ -213,12 +284,116 @@ impl EventLoop {
                     .on_stop_request("stop requested on the control socket", now);
             }
             Command::Signal { signal } => self.signal_request(connection, &signal),
+            Command::Reexec { binary } => self.request_reexec(connection, binary, now),
             Command::Scale { workers } => match self.supervisor.request_scale(workers, now) {
                 Ok(scale) => self.control.follow_upgrade(connection, scale),
                 Err(why) => self.refuse(connection, why),
             },
             Command::WorkerAck { pid } => self.worker_ack(connection, pid, now),
         }
+    }
+
+    /// `sockvisor reexec`: check that the new binary accepts this command
+    /// line and state version (a run of it in check mode), then exec it.
+    fn request_reexec(&mut self, connection: ConnectionId, binary: Option<String>, now: Instant) {
+        let refuse = |why: String| Reply::failure(ErrorKind::Busy, why);
+        if self.pending_reexec.is_some() {
+            let why = "a re-exec is already being checked; try again once it is done";
+            self.control.reply(connection, refuse(why.into()));
+            return;
+        }
+        if let Some(why) = self.supervisor.handover_blocker() {
+            self.control.reply(connection, refuse(why));
+            return;
+        }
+        let binary = binary.map_or_else(reexec::started_from, PathBuf::from);
+        let mut args = std::env::args_os().skip(1);
+        let check = SpawnCommand {
+            program: binary.clone().into_os_string(),
+            args: args.by_ref().collect(),
+        };
+        let version = reexec::STATE_VERSION.to_string();
+        let request = SpawnRequest {
+            command: &check,
+            listeners: &[],
+            extra_env: &[(reexec::exec::CHECK_VAR.to_string(), version)],
+            terminal: None,
+        };
+        match spawn::spawn(&request) {
+            Ok(pid) => {
+                tracing::info!("re-exec: checking {} (pid {pid})", binary.display());
+                self.control.progress(
+                    connection,
+                    format!("checking that {} accepts this state", binary.display()),
+                );
+                self.pending_reexec = Some(PendingReexec {
+                    connection,
+                    binary,
+                    check: pid,
+                    deadline: now + REEXEC_CHECK_TIMEOUT,
+                });
+            }
+            Err(err) => self.control.reply(
+                connection,
+                Reply::failure(
+                    ErrorKind::Failed,
+                    format!("cannot run {}: {err}; nothing changed", binary.display()),
+                ),
+            ),
+        }
+    }
+
+    fn on_reexec_check(&mut self, status: reaper::ExitStatus, now: Instant) {
+        let Some(pending) = self.pending_reexec.take() else {
+            return;
+        };
+        let binary = pending.binary.display().to_string();
+        if !status.success() {
+            let why = format!(
+                "{binary} {status} when asked whether it takes this command line and state version {} (is it a sockvisor?); nothing changed",
+                reexec::STATE_VERSION
+            );
+            tracing::warn!("{why}");
+            self.control
+                .reply(pending.connection, Reply::failure(ErrorKind::Failed, why));
+            return;
+        }
+        if let Some(why) = self.supervisor.handover_blocker() {
+            self.control
+                .reply(pending.connection, Reply::failure(ErrorKind::Busy, why));
+            return;
+        }
+        let requester = self.control.connection_fd(pending.connection);
+        let state = reexec::capture::capture(
+            &self.supervisor,
+            &self.control,
+            requester,
+            self.pidfile.as_ref(),
+            self.reexecs,
+            now,
+        );
+        self.control.close_for_reexec(pending.connection);
+        tracing::info!("re-executing into {binary}");
+        let err = reexec::exec(&pending.binary, &state);
+        let why = format!("cannot execute {binary}: {err}; nothing changed");
+        tracing::warn!("{why}");
+        self.control
+            .reply(pending.connection, Reply::failure(ErrorKind::Failed, why));
+    }
+
+    fn reexec_check_deadline(&mut self, now: Instant) {
+        let Some(pending) = self.pending_reexec.take_if(|p| p.deadline <= now) else {
+            return;
+        };
+        let _ = nix::sys::signal::killpg(pending.check, Signal::SIGKILL);
+        let why = format!(
+            "{} did not answer the check within {}; nothing changed",
+            pending.binary.display(),
+            crate::duration::format_duration(REEXEC_CHECK_TIMEOUT)
+        );
+        tracing::warn!("{why}");
+        self.control
+            .reply(pending.connection, Reply::failure(ErrorKind::Failed, why));
     }
 
     /// Answers an upgrade or scale that could not start.
@@ -270,6 +445,13 @@ impl EventLoop {
             .collect();
         let mut status = serde_json::to_value(self.supervisor.snapshot(now)).unwrap_or_default();
         status["pid"] = json!(std::process::id());
+        status["version"] = json!(env!("CARGO_PKG_VERSION"));
+        status["state_version"] = json!(reexec::STATE_VERSION);
+        status["reexecs"] = json!(self.reexecs);
+        status["last_reexec_ago_ms"] = json!(
+            self.last_reexec
+                .map(|at| crate::duration::as_millis(now.saturating_duration_since(at)))
+        );
         status["control"] = json!(self.control.path());
         status["listeners"] = json!(listeners);
         status

@@ -20,6 +20,7 @@ pub mod notify;
 pub mod paths;
 pub mod pidfile;
 pub mod reaper;
+pub mod reexec;
 pub mod run;
 pub mod service_notify;
 pub mod signals;

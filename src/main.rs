@@ -5,21 +5,41 @@ use clap::Parser;
 use sockvisor::cli::{Cli, Command, InstanceArgs};
 use sockvisor::control::client::{self, Call};
 use sockvisor::control::protocol::Command as Request;
-use sockvisor::{init, logging, paths, run};
+use sockvisor::{init, logging, paths, reexec, run};
 
 fn main() {
     init::ensure_stdio_open();
-    init::clear_signal_mask();
+    // A re-exec arrives with every signal blocked; they stay blocked until
+    // the handlers are in place again.
+    if !reexec::is_restoring() {
+        init::clear_signal_mask();
+        reexec::exec::remember_started_from(None);
+    }
     let cli = Cli::parse();
+    if let Ok(version) = std::env::var(reexec::exec::CHECK_VAR) {
+        std::process::exit(reexec_check(&version, &cli.command));
+    }
     logging::init(&cli.logging);
     let code = match cli.command {
-        Command::Run(args) => run::run(args).unwrap_or_else(|err| {
+        Command::Run(args) => match reexec::take_inherited() {
+            Some(inherited) => run::resume(inherited),
+            None => run::run(args),
+        }
+        .unwrap_or_else(|err| {
             eprintln!("sockvisor: {err}");
             err.exit_code()
         }),
         Command::Upgrade(args) => call(&args.instance, Request::Upgrade, args.json, args.timeout),
         Command::Status(args) => call(&args.instance, Request::Status, args.json, None),
         Command::Stop(args) => call(&args.instance, Request::Stop, args.json, args.timeout),
+        Command::Reexec(args) => call(
+            &args.call.instance,
+            Request::Reexec {
+                binary: args.binary.map(|b| absolute(&b)),
+            },
+            args.call.json,
+            args.call.timeout,
+        ),
         Command::Scale(args) => call(
             &args.call.instance,
             Request::Scale {
@@ -54,4 +74,33 @@ fn call(
         json,
         timeout,
     })
+}
+
+/// Check mode, run by a sockvisor about to re-execute into this binary:
+/// exit 0 if this program takes the same command line and reads `version`.
+fn reexec_check(version: &str, command: &Command) -> i32 {
+    if !matches!(command, Command::Run(_)) {
+        eprintln!("sockvisor: re-exec check: not a `run` command line");
+        return 3;
+    }
+    match version.parse::<u32>() {
+        Ok(v) if v == reexec::STATE_VERSION => 0,
+        _ => {
+            eprintln!(
+                "sockvisor {}: re-exec state version {version} is not supported (this binary reads version {})",
+                env!("CARGO_PKG_VERSION"),
+                reexec::STATE_VERSION
+            );
+            3
+        }
+    }
+}
+
+/// A path as the running sockvisor will see it (it has another working
+/// directory).
+fn absolute(path: &std::path::Path) -> String {
+    std::path::absolute(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string()
 }

@@ -130,6 +130,21 @@ impl NotifyDir {
         Err(io::Error::other("the notify directory kept disappearing"))
     }
 
+    /// The notify directory a previous sockvisor program made, handed over
+    /// by re-exec with the descriptor that holds its lock (taken again:
+    /// the same open file keeps the lock it has).
+    pub fn adopt(path: PathBuf, lock: fs::File) -> io::Result<NotifyDir> {
+        let lock = Flock::lock(lock, FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, errno)| io::Error::from(errno))?;
+        Ok(NotifyDir { path, _lock: lock })
+    }
+
+    /// The descriptor holding the lock, for the re-exec hand-over.
+    pub fn lock_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self._lock.as_raw_fd()
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

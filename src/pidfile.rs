@@ -100,6 +100,22 @@ impl PidFile {
     }
 }
 
+impl PidFile {
+    /// The pidfile a previous sockvisor program wrote (same pid), handed
+    /// over by re-exec.
+    pub fn adopt(path: PathBuf, contents: String) -> PidFile {
+        PidFile { path, contents }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn contents(&self) -> &str {
+        &self.contents
+    }
+}
+
 impl Drop for PidFile {
     fn drop(&mut self) {
         // Leave it alone if somebody else has written it since.

@@ -10,11 +10,13 @@ use nix::unistd::getpid;
 use crate::children::Children;
 use crate::cli::RunArgs;
 use crate::control::ControlServer;
+use crate::control::{ErrorKind, Reply};
 use crate::event_loop::EventLoop;
 use crate::init::{self, ReaperRole};
 use crate::listen::{BindError, ListenSpec, SpecError, bind_all, take_inherited};
 use crate::paths::{self, NotifyDir};
 use crate::pidfile::PidFile;
+use crate::reexec;
 use crate::service_notify::ServiceNotifier;
 use crate::signals::SignalSource;
 use crate::spawn::{self, Command, SpawnError};
@@ -106,7 +108,7 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
             runtime_base.display()
         ))
     })?;
-    let _pidfile = match &args.pidfile {
+    let pidfile = match &args.pidfile {
         Some(path) => Some(
             PidFile::write(path, std::process::id()).map_err(|e| RunError::Setup(e.to_string()))?,
         ),
@@ -155,5 +157,75 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
     let mut supervisor = Supervisor::new(config, children);
     supervisor.start(Instant::now()).map_err(RunError::Spawn)?;
     let service = ServiceNotifier::from_env();
-    Ok(EventLoop::new(supervisor, signals, control, service).run())
+    Ok(EventLoop::new(supervisor, signals, control, service)
+        .with_pidfile(pidfile)
+        .run())
+}
+
+/// Goes on where the previous program of this process stopped: it
+/// re-executed into this one and handed its state over. A state this
+/// program cannot restore sends it back to the previous program, and the
+/// service goes on there.
+pub fn resume(inherited: reexec::Inherited) -> Result<i32, RunError> {
+    let reexec::Inherited { state, handover } = inherited;
+    reexec::exec::remember_started_from(Some(state.started_from.clone()));
+    let refused = std::env::var_os(reexec::exec::TEST_FAIL_VAR).is_some_and(|path| {
+        std::env::current_exe().is_ok_and(|exe| exe == std::path::Path::new(&path))
+    });
+    if refused {
+        reexec::fall_back(
+            handover,
+            "refused by the test switch SOCKVISOR_TEST_RESTORE_FAILS_IN",
+        );
+    }
+    if let Err(why) = reexec::capture::validate(&state) {
+        reexec::fall_back(handover, &why);
+    }
+    let now = Instant::now();
+    let restored = reexec::capture::restore(&state, now).map_err(RunError::Setup)?;
+    reexec::exec::own_descriptors(&state);
+    let failed = handover.failed.clone();
+    handover.done();
+    init::become_reaper();
+    let signals = SignalSource::install()
+        .map_err(|err| RunError::Setup(format!("cannot install signal handlers: {err}")))?;
+    // Everything was blocked across the exec; what arrived meanwhile is
+    // delivered to the handlers now.
+    init::clear_signal_mask();
+    if restored.supervisor.processes().terminal.is_some() {
+        let _ = crate::terminal::block_job_control();
+    }
+    let serving = restored
+        .supervisor
+        .current()
+        .map_or_else(|| "none".to_string(), |g| g.number.to_string());
+    let (reexecs, result) = match failed {
+        None => {
+            let message = format!(
+                "sockvisor {} re-executed in place: pid {}, state version {}, generation {serving} serving",
+                env!("CARGO_PKG_VERSION"),
+                std::process::id(),
+                reexec::STATE_VERSION
+            );
+            tracing::info!("{message}");
+            (state.reexecs + 1, Reply::success(message))
+        }
+        Some(why) => {
+            let message = format!(
+                "the new binary could not restore the state ({why}); sockvisor {} runs again, generation {serving} serving",
+                env!("CARGO_PKG_VERSION")
+            );
+            tracing::warn!("{message}");
+            (state.reexecs, Reply::failure(ErrorKind::Failed, message))
+        }
+    };
+    let service = ServiceNotifier::from_env();
+    let event_loop = EventLoop::new(restored.supervisor, signals, restored.control, service)
+        .with_pidfile(restored.pidfile);
+    let event_loop = if reexecs > state.reexecs {
+        event_loop.resumed(reexecs, restored.requester, result, now)
+    } else {
+        event_loop.resumed_after_fallback(reexecs, restored.requester, result, now)
+    };
+    Ok(event_loop.run())
 }

@@ -108,6 +108,17 @@ impl BoundFile {
         })
     }
 
+    /// A file a previous sockvisor program bound, handed over by re-exec:
+    /// its path, device and inode.
+    pub fn adopt(path: PathBuf, dev: u64, ino: u64) -> BoundFile {
+        BoundFile { path, dev, ino }
+    }
+
+    /// Its identity, for the re-exec hand-over.
+    pub fn identity(&self) -> (u64, u64) {
+        (self.dev, self.ino)
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

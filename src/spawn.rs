@@ -229,7 +229,13 @@ const LISTEN_PID_SLOT_LEN: usize = 32;
 /// Variables a parent may have set for sockvisor that describe sockvisor's
 /// own sockets and watchdog, never the child's.
 fn is_inherited_protocol_variable(key: &[u8]) -> bool {
-    const PREFIXES: [&[u8]; 4] = [b"LISTEN_", b"WATCHDOG_", b"EINHORN_", b"SERVER_STARTER_"];
+    const PREFIXES: [&[u8]; 5] = [
+        b"LISTEN_",
+        b"WATCHDOG_",
+        b"EINHORN_",
+        b"SERVER_STARTER_",
+        b"SOCKVISOR_REEXEC_",
+    ];
     PREFIXES.iter().any(|p| key.starts_with(p)) || key == b"NOTIFY_SOCKET"
 }
 

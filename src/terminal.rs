@@ -41,13 +41,22 @@ impl Terminal {
         if foreground != getpgrp() {
             return None;
         }
-        let mut job_control = SigSet::empty();
-        job_control.add(Signal::SIGTTOU);
-        job_control.add(Signal::SIGTTIN);
-        sigprocmask(SigmaskHow::SIG_BLOCK, Some(&job_control), None).ok()?;
+        block_job_control().ok()?;
         Some(Terminal {
             original_group: foreground,
         })
+    }
+
+    /// The terminal a previous sockvisor program detected, handed over by
+    /// re-exec (the blocked job-control signals carry over in the mask).
+    pub fn adopt(original_group: Pid) -> Terminal {
+        let _ = block_job_control();
+        Terminal { original_group }
+    }
+
+    /// The group that had the terminal when sockvisor started.
+    pub fn original_group(&self) -> Pid {
+        self.original_group
     }
 
     /// The descriptor a child uses to take the terminal.
@@ -75,6 +84,14 @@ impl Drop for Terminal {
             let _ = tcsetpgrp(stdin(), self.original_group);
         }
     }
+}
+
+/// Blocks SIGTTOU and SIGTTIN in sockvisor itself.
+pub fn block_job_control() -> nix::Result<()> {
+    let mut job_control = SigSet::empty();
+    job_control.add(Signal::SIGTTOU);
+    job_control.add(Signal::SIGTTIN);
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&job_control), None)
 }
 
 fn stdin() -> std::io::Stdin {

@@ -160,6 +160,7 @@ fn verb(command: &Command) -> &'static str {
         Command::Stop => "stop",
         Command::Signal { .. } => "signal",
         Command::Scale { .. } => "scale",
+        Command::Reexec { .. } => "reexec",
         Command::WorkerAck { .. } => "worker:ack",
     }
 }

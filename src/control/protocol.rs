@@ -26,6 +26,12 @@ pub enum Command {
     Signal { signal: String },
     /// Change the serving generation's worker count.
     Scale { workers: u32 },
+    /// Replace sockvisor's own program, keeping its pid, children and
+    /// sockets; `binary` defaults to the path it was started from.
+    Reexec {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        binary: Option<String>,
+    },
     /// einhorn's readiness message from a worker (`--fd-env einhorn`): sent
     /// without a protocol version, counted like READY=1.
     #[serde(rename = "worker:ack")]
@@ -149,6 +155,10 @@ mod tests {
                 signal: "SIGUSR1".into(),
             },
             Command::Scale { workers: 8 },
+            Command::Reexec { binary: None },
+            Command::Reexec {
+                binary: Some("/usr/bin/sockvisor".into()),
+            },
         ] {
             let request = Request {
                 version: PROTOCOL_VERSION,

@@ -116,6 +116,73 @@ impl ControlServer {
         self.file.path()
     }
 
+    /// The control socket a previous sockvisor program bound, handed over
+    /// by re-exec.
+    pub fn adopt(listener: OwnedFd, file: BoundFile) -> Result<ControlServer, String> {
+        let listener = UnixListener::from(listener);
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| format!("control socket: {e}"))?;
+        Ok(ControlServer {
+            listener,
+            file,
+            connections: Vec::new(),
+            last_id: 0,
+        })
+    }
+
+    /// What a re-exec hands over: the listening descriptor and the socket
+    /// file.
+    pub fn listener_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.listener)
+    }
+
+    pub fn file(&self) -> &BoundFile {
+        &self.file
+    }
+
+    /// The connection's descriptor, to carry it over a re-exec.
+    pub fn connection_fd(&self, id: ConnectionId) -> Option<std::os::fd::RawFd> {
+        self.connections
+            .iter()
+            .find(|c| c.id == id)
+            .map(|c| std::os::fd::AsRawFd::as_raw_fd(&c.stream))
+    }
+
+    /// Before a re-exec: every client but `keep` gets a final answer now
+    /// (best effort, the write does not wait).
+    pub fn close_for_reexec(&mut self, keep: ConnectionId) {
+        for connection in &mut self.connections {
+            if connection.id != keep {
+                connection.finish(Reply::failure(
+                    ErrorKind::Busy,
+                    "sockvisor is re-executing itself; try again",
+                ));
+                connection.flush();
+            }
+        }
+    }
+
+    /// A client carried over a re-exec: it waits for one result.
+    pub fn adopt_client(&mut self, stream: UnixStream, now: Instant) -> ConnectionId {
+        let _ = stream.set_nonblocking(true);
+        self.last_id += 1;
+        self.connections.push(Connection {
+            id: self.last_id,
+            stream,
+            input: Vec::new(),
+            output: Vec::new(),
+            accepted: now,
+            state: State::Waiting {
+                upgrade: None,
+                exit: false,
+            },
+            read_closed: true,
+            dead: false,
+        });
+        self.last_id
+    }
+
     /// Descriptors to poll: the listener first, then every connection, in
     /// the order `handle` expects their events.
     pub fn poll_fds(&self) -> Vec<(BorrowedFd<'_>, PollFlags)> {

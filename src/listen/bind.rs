@@ -35,12 +35,32 @@ pub struct Listener {
     /// The address the kernel actually bound (port 0 resolved).
     pub bound: String,
     /// The socket file we created, removed on drop if it is still ours.
-    _socket_file: Option<BoundFile>,
+    socket_file: Option<BoundFile>,
 }
 
 impl Listener {
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+
+    /// A listener handed over by re-exec.
+    pub fn adopt(
+        fd: OwnedFd,
+        spec: ListenSpec,
+        bound: String,
+        socket_file: Option<BoundFile>,
+    ) -> Listener {
+        Listener {
+            spec,
+            fd,
+            bound,
+            socket_file,
+        }
+    }
+
+    /// The socket file it bound, if any.
+    pub fn socket_file(&self) -> Option<&BoundFile> {
+        self.socket_file.as_ref()
     }
 
     /// A socket received from the service manager at `number`.
@@ -59,7 +79,7 @@ impl Listener {
             },
             fd,
             bound,
-            _socket_file: None,
+            socket_file: None,
         }
     }
 }
@@ -130,7 +150,7 @@ pub fn bind(spec: &ListenSpec) -> Result<Listener, BindError> {
         spec: spec.clone(),
         fd,
         bound,
-        _socket_file: socket_file,
+        socket_file,
     })
 }
 

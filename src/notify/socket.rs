@@ -58,6 +58,15 @@ impl NotifySocket {
         Ok(NotifySocket { fd, file })
     }
 
+    /// A notify socket handed over by re-exec.
+    pub fn adopt(fd: OwnedFd, file: BoundFile) -> NotifySocket {
+        NotifySocket { fd, file }
+    }
+
+    pub fn file(&self) -> &BoundFile {
+        &self.file
+    }
+
     pub fn path(&self) -> &Path {
         self.file.path()
     }
