@@ -1,0 +1,290 @@
+//! `sockvisor reexec`: sockvisor replaces its own program in place, as an
+//! operator runs it after installing a new binary. The pid, every
+//! generation and the listening sockets stay; the control socket answers
+//! afterwards; a binary that is not sockvisor, or one that cannot restore
+//! the state, changes nothing.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+/// A copy of the sockvisor binary at another path, as a package upgrade
+/// would install it.
+fn copy_of_sockvisor(dir: &TestDir, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    fs::copy(sockvisor_bin(), &path).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+fn exe_of(pid: i32) -> PathBuf {
+    fs::read_link(format!("/proc/{pid}/exe")).unwrap()
+}
+
+/// The inode of a socket descriptor, `socket:[N]`.
+fn socket_inode(pid: i64, fd: i32) -> String {
+    fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+        .unwrap()
+        .display()
+        .to_string()
+}
+
+/// Every socket inode a process holds.
+fn socket_inodes(pid: i32) -> Vec<String> {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| fs::read_link(e.path()).ok())
+        .map(|p| p.display().to_string())
+        .filter(|p| p.starts_with("socket:"))
+        .collect()
+}
+
+fn reexec(sockvisor: &Sockvisor, binary: &Path) -> std::process::Output {
+    let binary = binary.display().to_string();
+    sockvisor.client(&["reexec", "--binary", &binary, "--timeout", "20s"])
+}
+
+fn run(name: &str, options: &[&str], probe: &[&str]) -> Sockvisor {
+    let dir = TestDir::new(name);
+    let mut command = Command::new(sockvisor_bin());
+    command
+        .args(["run", "--listen", "127.0.0.1:0"])
+        .args(options)
+        .arg("--")
+        .args(Sockvisor::probe_args(&dir.path))
+        .args(probe);
+    let sockvisor = Sockvisor::spawn(dir, command);
+    sockvisor.wait_for_log("is ready after");
+    sockvisor
+}
+
+fn generation_pids(sockvisor: &Sockvisor) -> Vec<i64> {
+    status_json(sockvisor)["generations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["workers"].as_array().unwrap().clone())
+        .map(|w| w["pid"].as_i64().unwrap())
+        .collect()
+}
+
+#[test]
+fn reexec_under_load_keeps_the_pid_the_children_and_the_sockets() {
+    let mut sockvisor = run("load", &["--workers", "2"], &["--request-delay-ms", "2"]);
+    let address = sockvisor.logged_tcp_address();
+    let new_binary = copy_of_sockvisor(&sockvisor.dir, "sockvisor-new");
+    let pids = generation_pids(&sockvisor);
+    let child = sockvisor.report(1)["pid"].as_i64().unwrap();
+    let listener = socket_inode(child, 3);
+    assert!(socket_inodes(sockvisor.pid()).contains(&listener));
+    let fds_before = fs::read_dir(format!("/proc/{}/fd", sockvisor.pid()))
+        .unwrap()
+        .count();
+    let load = Load::start(&address, 4);
+    load.wait_for_answers(100);
+    let output = reexec(&sockvisor, &new_binary);
+    assert!(output.status.success(), "{output:?}");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains(&format!("re-executed in place: pid {}", sockvisor.pid())),
+        "{text}"
+    );
+    load.wait_for_answers(100);
+    assert_eq!(exe_of(sockvisor.pid()), new_binary);
+    assert_eq!(generation_pids(&sockvisor), pids, "the same children");
+    assert!(
+        socket_inodes(sockvisor.pid()).contains(&listener),
+        "the same listening socket"
+    );
+    // Control connections close a moment after their client has its
+    // answer; a descriptor leaked by the re-exec never would.
+    let fd_dir = format!("/proc/{}/fd", sockvisor.pid());
+    wait_for("sockvisor's descriptors to be what they were", || {
+        (fs::read_dir(&fd_dir).unwrap().count() == fds_before).then_some(())
+    });
+    let status = status_json(&sockvisor);
+    assert_eq!(status["reexecs"], 1);
+    assert_eq!(status["pid"].as_i64(), Some(sockvisor.pid() as i64));
+    // A later upgrade of the server works, under the new program.
+    let upgrade = sockvisor.client(&["upgrade", "--timeout", "20s"]);
+    assert!(upgrade.status.success(), "{upgrade:?}");
+    load.wait_for_answers(100);
+    let result = load.stop();
+    assert_eq!(result.failures, Vec::<String>::new());
+    // A stop afterwards stops everything.
+    let new_pids = generation_pids(&sockvisor);
+    assert!(sockvisor.client(&["stop"]).status.success());
+    assert_eq!(sockvisor.wait_exit(), 0);
+    for pid in new_pids.iter().chain(&pids) {
+        assert!(!process_alive(*pid), "pid {pid} still runs");
+    }
+}
+
+#[test]
+fn reexec_while_an_old_generation_drains_keeps_its_drain_timeout() {
+    let sockvisor = run(
+        "draining",
+        &["--drain-timeout", "2s"],
+        &["--gen", "1", "--ignore", "SIGQUIT"],
+    );
+    let old = sockvisor.report(1)["pid"].as_i64().unwrap();
+    let control = sockvisor.control_path();
+    let upgrade = std::thread::spawn(move || {
+        Command::new(sockvisor_bin())
+            .args(["upgrade", "--control"])
+            .arg(control)
+            .output()
+            .unwrap()
+    });
+    wait_for("generation 1 to drain", || {
+        let status = status_json(&sockvisor);
+        (status["current"] == 2 && status["generations"][0]["state"] == "draining").then_some(())
+    });
+    let new_binary = copy_of_sockvisor(&sockvisor.dir, "sockvisor-new");
+    let output = reexec(&sockvisor, &new_binary);
+    assert!(output.status.success(), "{output:?}");
+    assert!(process_alive(old), "still draining right after the re-exec");
+    sockvisor.wait_for_log("did not exit within 2s; killing its process group");
+    wait_for("generation 1 to be gone", || {
+        (!process_alive(old)).then_some(())
+    });
+    // The client that waited for the upgrade was told to ask again.
+    let waited = upgrade.join().unwrap();
+    assert_eq!(waited.status.code(), Some(4), "{waited:?}");
+    assert_eq!(status_json(&sockvisor)["current"], 2);
+}
+
+#[test]
+fn reexec_into_a_file_that_is_not_sockvisor_is_refused_and_nothing_changes() {
+    let sockvisor = run("not-sockvisor", &[], &[]);
+    let script = sockvisor.dir.join("not-sockvisor.sh");
+    fs::write(&script, "#!/bin/sh\nexit 1\n").unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    let exe = exe_of(sockvisor.pid());
+    let pids = generation_pids(&sockvisor);
+    let output = reexec(&sockvisor, &script);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("exited with status 1 when asked whether it takes this command line"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("nothing changed"), "{stderr}");
+    assert_eq!(exe_of(sockvisor.pid()), exe);
+    assert_eq!(generation_pids(&sockvisor), pids);
+    assert_eq!(status_json(&sockvisor)["reexecs"], 0);
+}
+
+#[test]
+fn a_new_binary_that_cannot_restore_the_state_falls_back_to_the_old_program() {
+    let dir = TestDir::new("fallback");
+    let new_binary = copy_of_sockvisor(&dir, "sockvisor-broken");
+    let mut command = Command::new(sockvisor_bin());
+    command
+        .env("SOCKVISOR_TEST_RESTORE_FAILS_IN", &new_binary)
+        .args(["run", "--listen", "127.0.0.1:0", "--"])
+        .args(Sockvisor::probe_args(&dir.path));
+    let sockvisor = Sockvisor::spawn(dir, command);
+    sockvisor.wait_for_log("is ready after");
+    let address = sockvisor.logged_tcp_address();
+    let exe = exe_of(sockvisor.pid());
+    let pids = generation_pids(&sockvisor);
+    let output = reexec(&sockvisor, &new_binary);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the new binary could not restore the state"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("runs again, generation 1 serving"),
+        "{stderr}"
+    );
+    assert_eq!(exe_of(sockvisor.pid()), exe, "the old program runs again");
+    assert_eq!(generation_pids(&sockvisor), pids);
+    assert!(http_get_tcp(&address).is_ok());
+    let upgrade = sockvisor.client(&["upgrade", "--timeout", "20s"]);
+    assert!(upgrade.status.success(), "{upgrade:?}");
+}
+
+#[test]
+fn reexec_is_refused_while_an_upgrade_is_starting() {
+    let sockvisor = run("busy", &[], &["--gen", "2", "--ready-delay-ms", "3000"]);
+    let control = sockvisor.control_path();
+    let upgrade = std::thread::spawn(move || {
+        Command::new(sockvisor_bin())
+            .args(["upgrade", "--control"])
+            .arg(control)
+            .output()
+            .unwrap()
+    });
+    sockvisor.report(2);
+    let output = sockvisor.client(&["reexec"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("an upgrade is in progress"), "{stderr}");
+    assert!(upgrade.join().unwrap().status.success());
+}
+
+#[test]
+fn reexec_as_pid_1_in_a_pid_namespace() {
+    let dir = TestDir::new("pid1");
+    let new_binary = copy_of_sockvisor(&dir, "sockvisor-new");
+    let mut command = Command::new("unshare");
+    command
+        // If the test ends early, sockvisor (the namespace's PID 1) goes too.
+        .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+        .arg(sockvisor_bin())
+        .args(["run", "--listen", "127.0.0.1:0", "--"])
+        .args(Sockvisor::probe_args(&dir.path));
+    let mut sockvisor = Sockvisor::spawn(dir, command);
+    sockvisor.wait_for_log("is ready after");
+    let child = sockvisor.report(1)["pid"].as_i64().unwrap();
+    let output = reexec(&sockvisor, &new_binary);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert!(text.contains("re-executed in place: pid 1,"), "{text}");
+    let status = status_json(&sockvisor);
+    assert_eq!(status["pid"], 1);
+    assert_eq!(status["generations"][0]["pid"].as_i64(), Some(child));
+    assert!(sockvisor.client(&["upgrade"]).status.success());
+    assert!(sockvisor.client(&["stop"]).status.success());
+    assert_eq!(sockvisor.wait_exit(), 0);
+}
+
+#[test]
+fn sigkill_during_a_reexec_leaves_nothing_running() {
+    let mut sockvisor = run("sigkill", &["--workers", "2"], &[]);
+    let address = sockvisor.logged_tcp_address();
+    let pids = generation_pids(&sockvisor);
+    let new_binary = copy_of_sockvisor(&sockvisor.dir, "sockvisor-new");
+    let control = sockvisor.control_path();
+    let binary = new_binary.display().to_string();
+    let request = std::thread::spawn(move || {
+        Command::new(sockvisor_bin())
+            .args(["reexec", "--binary", &binary, "--control"])
+            .arg(control)
+            .output()
+            .unwrap()
+    });
+    // Wherever the kill lands (checking, exec'ing, restoring), the
+    // documented SIGKILL policy holds: the generations die with sockvisor.
+    sockvisor.wait_for_log("re-exec: checking");
+    sockvisor.child.kill().unwrap();
+    sockvisor.child.wait().unwrap();
+    let _ = request.join();
+    for pid in pids {
+        wait_for(&format!("worker {pid} to die"), || {
+            (!process_alive(pid)).then_some(())
+        });
+    }
+    wait_for("the port to be free again", || {
+        std::net::TcpListener::bind(&address).ok().map(drop)
+    });
+}
