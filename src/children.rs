@@ -16,6 +16,7 @@ use nix::unistd::Pid;
 
 use crate::cli::FdEnv;
 use crate::fd_env;
+use crate::fdstore::FdStore;
 use crate::listen::Listener;
 use crate::notify::NotifySocket;
 use crate::paths::NotifyDir;
@@ -34,6 +35,8 @@ pub struct Children {
     pub fd_env: Vec<FdEnv>,
     /// The controlling terminal sockvisor runs in the foreground of.
     pub terminal: Option<Terminal>,
+    /// Descriptors the generations stored (`FDSTORE=1`).
+    pub fdstore: FdStore,
     notify: Vec<(u32, NotifySocket)>,
 }
 
@@ -54,6 +57,7 @@ impl Children {
             notify_dir,
             fd_env,
             terminal: None,
+            fdstore: FdStore::default(),
             notify: Vec::new(),
         }
     }
@@ -118,9 +122,11 @@ impl ProcessControl for Children {
                 control_path: &control_path,
             },
         ));
+        let stored = self.fdstore.passed();
         let pid = spawn::spawn(&SpawnRequest {
             command: &self.command,
             listeners: &self.listeners,
+            stored: &stored,
             extra_env: &extra_env,
             terminal: self
                 .terminal
@@ -151,6 +157,7 @@ impl ProcessControl for Children {
         spawn::spawn(&SpawnRequest {
             command: &probe,
             listeners: &[],
+            stored: &[],
             extra_env: &extra_env,
             terminal: None,
         })

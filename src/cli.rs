@@ -219,6 +219,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
     pub drain_timeout: Duration,
 
+    /// Keep up to N descriptors that generations hand over with FDSTORE=1
+    /// (systemd's FileDescriptorStoreMax=) and pass them to every later
+    /// generation after the listeners, named in LISTEN_FDNAMES. 0 disables
+    /// the store: passed descriptors are closed.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub fdstore_max: usize,
+
     /// Also describe the sockets the way another socket manager does, so
     /// apps written for it run unchanged: einhorn (EINHORN_FD_COUNT,
     /// EINHORN_FD_n, its worker:ack counts as READY=1) or server-starter

@@ -6,6 +6,7 @@
 //!
 //! This module owns the waiting and the dispatching, not the decisions.
 
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -19,6 +20,7 @@ use serde_json::json;
 use crate::children::Children;
 use crate::control::server::ConnectionId;
 use crate::control::{Command, ControlServer, ErrorKind, Incoming, Reply};
+use crate::notify::NotifyMessage;
 use crate::notify::sender;
 use crate::pidfile::PidFile;
 use crate::reaper;
@@ -62,6 +64,8 @@ struct Readiness {
     signals: bool,
     control: Vec<Option<PollFlags>>,
     notify: Vec<u32>,
+    /// Positions of stored descriptors that hung up.
+    hung_up: Vec<usize>,
 }
 
 impl EventLoop {
@@ -136,6 +140,12 @@ impl EventLoop {
             for generation in ready.notify {
                 self.on_notify(generation, now);
             }
+            if !ready.hung_up.is_empty() {
+                let store = &mut self.supervisor.processes_mut().fdstore;
+                for name in store.drop_hung_up(&ready.hung_up) {
+                    tracing::debug!("stored descriptor {name} hung up; dropped");
+                }
+            }
             for incoming in self.control.handle(&ready.control, now) {
                 self.on_request(incoming, now);
             }
@@ -172,6 +182,7 @@ impl EventLoop {
         let control_fds = self.control.poll_fds();
         let control_count = control_fds.len();
         let notify_fds = self.supervisor.processes().notify_fds();
+        let stored = self.supervisor.processes().fdstore.polled();
         let mut fds = vec![PollFd::new(self.signals.fd(), PollFlags::POLLIN)];
         fds.extend(
             control_fds
@@ -182,6 +193,13 @@ impl EventLoop {
             notify_fds
                 .iter()
                 .map(|(_, fd)| PollFd::new(*fd, PollFlags::POLLIN)),
+        );
+        // Stored descriptors are watched for hang-up only (reported whatever
+        // is asked).
+        fds.extend(
+            stored
+                .iter()
+                .map(|(_, fd)| PollFd::new(*fd, PollFlags::empty())),
         );
         match poll(&mut fds, poll_timeout(deadline, Instant::now())) {
             Ok(_) | Err(Errno::EINTR) => {}
@@ -199,6 +217,16 @@ impl EventLoop {
                 .zip(&fds[1 + control_count..])
                 .filter(|(_, fd)| readable(fd))
                 .map(|((generation, _), _)| *generation)
+                .collect(),
+            hung_up: stored
+                .iter()
+                .zip(&fds[1 + control_count + notify_fds.len()..])
+                .filter(|(_, fd)| {
+                    fd.revents().is_some_and(|r| {
+                        r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL)
+                    })
+                })
+                .map(|((position, _), _)| *position)
                 .collect(),
         }
     }
@@ -251,7 +279,10 @@ impl EventLoop {
                 continue;
             };
             match received.message {
-                Ok(message) => self.supervisor.on_notify(generation, index, &message, now),
+                Ok(message) => {
+                    self.store_descriptors(generation, &message, received.passed);
+                    self.supervisor.on_notify(generation, index, &message, now)
+                }
                 Err(why) => tracing::debug!(
                     "notify datagram from pid {sender} for generation {generation} dropped: {why}"
                 ),
@@ -293,6 +324,41 @@ impl EventLoop {
         }
     }
 
+    /// `FDSTORE=1` keeps what came with the message; `FDSTOREREMOVE=1`
+    /// drops by name. Anything not kept is closed when `passed` drops.
+    fn store_descriptors(
+        &mut self,
+        generation: u32,
+        message: &NotifyMessage,
+        passed: Vec<OwnedFd>,
+    ) {
+        let store = &mut self.supervisor.processes_mut().fdstore;
+        if message.fdstore_remove {
+            match &message.fdname {
+                Some(name) => {
+                    let removed = store.remove(name);
+                    tracing::debug!(
+                        "generation {generation}: {removed} stored descriptor(s) named {name} removed"
+                    );
+                }
+                None => tracing::debug!(
+                    "generation {generation}: FDSTOREREMOVE=1 without FDNAME= ignored"
+                ),
+            }
+        }
+        if message.fdstore && !passed.is_empty() {
+            let count = passed.len();
+            let dropped = store.offer(passed, message.fdname.as_deref(), !message.no_fdpoll);
+            for why in &dropped {
+                tracing::debug!("generation {generation}: FDSTORE=1 dropped {why}");
+            }
+            tracing::debug!(
+                "generation {generation}: {} of {count} descriptor(s) stored",
+                count - dropped.len().min(count)
+            );
+        }
+    }
+
     /// `sockvisor reexec`: check that the new binary accepts this command
     /// line and state version (a run of it in check mode), then exec it.
     fn request_reexec(&mut self, connection: ConnectionId, binary: Option<String>, now: Instant) {
@@ -316,6 +382,7 @@ impl EventLoop {
         let request = SpawnRequest {
             command: &check,
             listeners: &[],
+            stored: &[],
             extra_env: &[(reexec::exec::CHECK_VAR.to_string(), version)],
             terminal: None,
         };
@@ -448,6 +515,15 @@ impl EventLoop {
         status["version"] = json!(env!("CARGO_PKG_VERSION"));
         status["state_version"] = json!(reexec::STATE_VERSION);
         status["reexecs"] = json!(self.reexecs);
+        let store = &children.fdstore;
+        status["fdstore"] = json!({
+            "max": store.max(),
+            "descriptors": store
+                .entries()
+                .iter()
+                .map(|e| json!({"name": e.name, "type": crate::fdstore::describe_kind(e.fd.as_fd())}))
+                .collect::<Vec<_>>(),
+        });
         status["last_reexec_ago_ms"] = json!(
             self.last_reexec
                 .map(|at| crate::duration::as_millis(now.saturating_duration_since(at)))

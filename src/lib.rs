@@ -13,6 +13,7 @@ pub mod control;
 pub mod duration;
 pub mod event_loop;
 pub mod fd_env;
+pub mod fdstore;
 pub mod init;
 pub mod listen;
 pub mod logging;

@@ -154,6 +154,7 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
         args.fd_env,
     );
     children.terminal = terminal;
+    children.fdstore = crate::fdstore::FdStore::new(args.fdstore_max);
     let mut supervisor = Supervisor::new(config, children);
     supervisor.start(Instant::now()).map_err(RunError::Spawn)?;
     let service = ServiceNotifier::from_env();

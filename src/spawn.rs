@@ -3,7 +3,8 @@
 //!
 //! This module owns the rules of the hand-over:
 //!
-//! - the listeners are at fds 3, 4, … in `--listen` order and nothing else
+//! - the listeners are at fds 3, 4, … in `--listen` order, then the
+//!   descriptors of the fd store (`fdstore`), and nothing else
 //!   above stdio survives `exec` (everything else is close-on-exec);
 //! - `LISTEN_FDS`, `LISTEN_FDNAMES`, and `LISTEN_PID` equal to the child's own
 //!   pid. The environment is built before `fork`, with a fixed-size slot for
@@ -144,6 +145,8 @@ fn check_executable(path: &Path) -> Result<(), SpawnError> {
 pub struct SpawnRequest<'a> {
     pub command: &'a Command,
     pub listeners: &'a [Listener],
+    /// Stored descriptors passed after the listeners, with their names.
+    pub stored: &'a [(RawFd, &'a str)],
     /// Extra variables (`SOCKVISOR_*`) given to the child.
     pub extra_env: &'a [(String, String)],
     /// A terminal whose foreground process group the child's group becomes.
@@ -262,11 +265,13 @@ impl ExecPlan {
         let listeners = request.listeners;
         let mut listen_pid_slot = None;
         let mut listen_pid_ptr = std::ptr::null_mut();
-        if !listeners.is_empty() {
-            let names: Vec<&str> = listeners.iter().map(|l| l.spec.name.as_str()).collect();
-            envp.push(cstring(
-                format!("LISTEN_FDS={}", listeners.len()).into_bytes(),
-            ));
+        let names: Vec<&str> = listeners
+            .iter()
+            .map(|l| l.spec.name.as_str())
+            .chain(request.stored.iter().map(|(_, name)| *name))
+            .collect();
+        if !names.is_empty() {
+            envp.push(cstring(format!("LISTEN_FDS={}", names.len()).into_bytes()));
             envp.push(cstring(
                 format!("LISTEN_FDNAMES={}", names.join(":")).into_bytes(),
             ));
@@ -285,7 +290,11 @@ impl ExecPlan {
         envp_ptrs.push(std::ptr::null());
         let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|s| s.as_ptr()).collect();
         argv_ptrs.push(std::ptr::null());
-        let listener_fds: Vec<RawFd> = listeners.iter().map(|l| l.fd().as_raw_fd()).collect();
+        let listener_fds: Vec<RawFd> = listeners
+            .iter()
+            .map(|l| l.fd().as_raw_fd())
+            .chain(request.stored.iter().map(|(fd, _)| *fd))
+            .collect();
         ExecPlan {
             path: cstring(path.as_os_str().as_bytes().to_vec()),
             _argv: argv,

@@ -32,6 +32,20 @@ pub struct NotifyMessage {
     pub extend_timeout: Option<Duration>,
     /// `BARRIER=1`: the sender waits for the fd it passed to be closed.
     pub barrier: bool,
+    /// `FDSTORE=1`: keep the descriptors passed with this message.
+    pub fdstore: bool,
+    /// `FDSTOREREMOVE=1`: drop the stored descriptors named `FDNAME=`.
+    pub fdstore_remove: bool,
+    /// `FDNAME=…`: the name of the descriptors stored or removed.
+    pub fdname: Option<String>,
+    /// `FDPOLL=0`: do not drop the stored descriptors when they hang up.
+    pub no_fdpoll: bool,
+    /// `WATCHDOG=1`: the process is alive.
+    pub watchdog_ping: bool,
+    /// `WATCHDOG=trigger`: the process asks to be treated as hung.
+    pub watchdog_trigger: bool,
+    /// `WATCHDOG_USEC=n`: the process's own watchdog timeout from now on.
+    pub watchdog_timeout: Option<Duration>,
 }
 
 /// Why a datagram was rejected.
@@ -88,6 +102,20 @@ impl NotifyMessage {
             "RELOADING" => self.reloading |= value == "1",
             "BARRIER" => self.barrier |= value == "1",
             "ERRNO" => self.errno = value.parse().ok().or(self.errno),
+            "FDSTORE" => self.fdstore |= value == "1",
+            "FDSTOREREMOVE" => self.fdstore_remove |= value == "1",
+            "FDNAME" => self.fdname = Some(value.to_string()),
+            "FDPOLL" => self.no_fdpoll = value == "0",
+            "WATCHDOG" => match value {
+                "1" => self.watchdog_ping = true,
+                "trigger" => self.watchdog_trigger = true,
+                _ => {}
+            },
+            "WATCHDOG_USEC" => {
+                if let Ok(usec) = value.parse::<u64>() {
+                    self.watchdog_timeout = Some(Duration::from_micros(usec));
+                }
+            }
             "EXTEND_TIMEOUT_USEC" => {
                 if let Ok(usec) = value.parse::<u64>() {
                     self.extend_timeout = Some(Duration::from_micros(usec));
@@ -131,7 +159,7 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_ignored() {
-        assert_eq!(parse("FDSTORE=1\nX_CUSTOM=yes"), NotifyMessage::default());
+        assert_eq!(parse("X_CUSTOM=yes\nMAINPID=4"), NotifyMessage::default());
     }
 
     #[test]
@@ -214,6 +242,26 @@ mod tests {
         assert_eq!(
             NotifyMessage::parse(b"STATUS=\xff"),
             Err(Rejection::NotUtf8)
+        );
+    }
+
+    #[test]
+    fn fdstore_keys_are_understood() {
+        let m = parse("FDSTORE=1\nFDNAME=state\nFDPOLL=0");
+        assert!(m.fdstore && m.no_fdpoll);
+        assert_eq!(m.fdname.as_deref(), Some("state"));
+        assert!(!parse("FDSTORE=1").no_fdpoll, "polled unless FDPOLL=0");
+        assert!(parse("FDSTOREREMOVE=1\nFDNAME=x").fdstore_remove);
+    }
+
+    #[test]
+    fn watchdog_keys_are_understood() {
+        assert!(parse("WATCHDOG=1").watchdog_ping);
+        assert!(parse("WATCHDOG=trigger").watchdog_trigger);
+        assert!(!parse("WATCHDOG=0").watchdog_ping);
+        assert_eq!(
+            parse("WATCHDOG_USEC=2500000").watchdog_timeout,
+            Some(Duration::from_secs_f64(2.5))
         );
     }
 }

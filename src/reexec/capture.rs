@@ -13,11 +13,12 @@ use nix::unistd::Pid;
 use super::exec::adopt_fd;
 use super::state::{
     CommandRecord, ControlRecord, FileRecord, ListenerRecord, NotifyDirRecord, NotifySocketRecord,
-    PidFileRecord, STATE_VERSION, State,
+    PidFileRecord, STATE_VERSION, State, StoredRecord,
 };
 use crate::children::Children;
 use crate::cli::FdEnv;
 use crate::control::ControlServer;
+use crate::fdstore::{FdStore, StoredFd};
 use crate::listen::{ListenAddress, ListenSpec, Listener};
 use crate::notify::NotifySocket;
 use crate::paths::NotifyDir;
@@ -115,6 +116,17 @@ pub fn capture(
             path: p.path().to_path_buf(),
             contents: p.contents().to_string(),
         }),
+        fdstore_max: children.fdstore.max(),
+        fdstore: children
+            .fdstore
+            .entries()
+            .iter()
+            .map(|e| StoredRecord {
+                fd: e.fd.as_raw_fd(),
+                name: e.name.clone(),
+                poll: e.poll,
+            })
+            .collect(),
     }
 }
 
@@ -207,6 +219,16 @@ pub fn restore(state: &State, now: Instant) -> Result<Restored, String> {
         fd_env,
     );
     children.adopt_notify_sockets(notify_sockets);
+    children.fdstore = FdStore::new(state.fdstore_max);
+    let mut stored = Vec::new();
+    for record in &state.fdstore {
+        stored.push(StoredFd {
+            name: record.name.clone(),
+            fd: adopt_fd(record.fd)?,
+            poll: record.poll,
+        });
+    }
+    children.fdstore.adopt(stored);
     children.terminal = state
         .terminal_group
         .map(|group| Terminal::adopt(Pid::from_raw(group)));

@@ -37,6 +37,18 @@ pub struct State {
     /// it runs on one.
     pub terminal_group: Option<i32>,
     pub pidfile: Option<PidFileRecord>,
+    /// `--fdstore-max`, and the descriptors stored with `FDSTORE=1`.
+    #[serde(default)]
+    pub fdstore_max: usize,
+    #[serde(default)]
+    pub fdstore: Vec<StoredRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredRecord {
+    pub fd: i32,
+    pub name: String,
+    pub poll: bool,
 }
 
 /// The server command, byte for byte.
@@ -102,6 +114,7 @@ impl State {
         fds.extend(self.control.requester);
         fds.push(self.notify_dir.lock_fd);
         fds.extend(self.notify_sockets.iter().map(|n| n.fd));
+        fds.extend(self.fdstore.iter().map(|s| s.fd));
         fds
     }
 

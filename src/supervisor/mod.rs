@@ -208,6 +208,11 @@ impl<P: ProcessControl> Supervisor<P> {
         &self.processes
     }
 
+    /// The process resources, for what is not a decision (the fd store).
+    pub fn processes_mut(&mut self) -> &mut P {
+        &mut self.processes
+    }
+
     pub fn generations(&self) -> &[Generation] {
         &self.generations
     }
