@@ -91,7 +91,11 @@ impl FdStore {
             return dropped;
         }
         for fd in fds {
-            if self.entries.iter().any(|e| same(e.fd.as_fd(), fd.as_fd())) {
+            if self
+                .entries
+                .iter()
+                .any(|e| same_open_file(e.fd.as_fd(), fd.as_fd()))
+            {
                 dropped.push(format!("a descriptor already stored ({name})"));
                 continue;
             }
