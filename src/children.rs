@@ -37,6 +37,8 @@ pub struct Children {
     pub terminal: Option<Terminal>,
     /// Descriptors the generations stored (`FDSTORE=1`).
     pub fdstore: FdStore,
+    /// `--watchdog`: given to every worker as `WATCHDOG_USEC`.
+    pub watchdog: Option<std::time::Duration>,
     notify: Vec<(u32, NotifySocket)>,
 }
 
@@ -57,6 +59,7 @@ impl Children {
             notify_dir,
             fd_env,
             terminal: None,
+            watchdog: None,
             fdstore: FdStore::default(),
             notify: Vec::new(),
         }
@@ -133,6 +136,7 @@ impl ProcessControl for Children {
                 .as_ref()
                 .filter(|_| foreground)
                 .map(Terminal::fd),
+            watchdog: self.watchdog,
         })?;
         if let Some(notify) = notify {
             self.notify.push((generation, notify));
@@ -160,6 +164,7 @@ impl ProcessControl for Children {
             stored: &[],
             extra_env: &extra_env,
             terminal: None,
+            watchdog: None,
         })
     }
 

@@ -219,6 +219,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
     pub drain_timeout: Duration,
 
+    /// Watchdog for every worker, as systemd's WatchdogSec=: each gets
+    /// WATCHDOG_USEC and WATCHDOG_PID and must send WATCHDOG=1 at least this
+    /// often once ready; a worker that misses it is hung, and its generation
+    /// is replaced without refusing connections.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub watchdog: Option<Duration>,
+
     /// Keep up to N descriptors that generations hand over with FDSTORE=1
     /// (systemd's FileDescriptorStoreMax=) and pass them to every later
     /// generation after the listeners, named in LISTEN_FDNAMES. 0 disables

@@ -385,6 +385,7 @@ impl EventLoop {
             stored: &[],
             extra_env: &[(reexec::exec::CHECK_VAR.to_string(), version)],
             terminal: None,
+            watchdog: None,
         };
         match spawn::spawn(&request) {
             Ok(pid) => {

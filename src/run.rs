@@ -143,6 +143,7 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
         ready_timeout: args.ready_timeout,
         workers: args.workers,
         max_surge: args.max_surge,
+        watchdog: args.watchdog,
         terminal: terminal.is_some(),
     };
     let mut children = Children::new(
@@ -155,6 +156,7 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
     );
     children.terminal = terminal;
     children.fdstore = crate::fdstore::FdStore::new(args.fdstore_max);
+    children.watchdog = args.watchdog;
     let mut supervisor = Supervisor::new(config, children);
     supervisor.start(Instant::now()).map_err(RunError::Spawn)?;
     let service = ServiceNotifier::from_env();

@@ -151,6 +151,8 @@ pub struct SpawnRequest<'a> {
     pub extra_env: &'a [(String, String)],
     /// A terminal whose foreground process group the child's group becomes.
     pub terminal: Option<RawFd>,
+    /// `WATCHDOG_USEC` to give, with `WATCHDOG_PID` = the child's own pid.
+    pub watchdog: Option<std::time::Duration>,
 }
 
 /// Starts the child and returns its pid once it has successfully `exec`ed.
@@ -213,10 +215,12 @@ struct ExecPlan {
     argv_ptrs: Vec<*const libc::c_char>,
     _envp: Vec<CString>,
     envp_ptrs: Vec<*const libc::c_char>,
-    /// `LISTEN_PID=` followed by room for the digits and the NUL; owned
-    /// here, written only through `listen_pid_ptr` (also the envp entry).
-    _listen_pid_slot: Option<Box<[u8; LISTEN_PID_SLOT_LEN]>>,
-    listen_pid_ptr: *mut u8,
+    /// `LISTEN_PID=` and `WATCHDOG_PID=`, each followed by room for the
+    /// digits and the NUL; owned here, written only through `pid_slots`
+    /// (also their envp entries).
+    _own_pid_slots: Vec<Box<[u8; OWN_PID_SLOT_LEN]>>,
+    /// Each slot's start and the length of its `NAME=` prefix.
+    pid_slots: Vec<(*mut u8, usize)>,
     listener_fds: Vec<RawFd>,
     /// Scratch space for the listeners' temporary copies.
     moved_fds: Vec<RawFd>,
@@ -227,7 +231,8 @@ struct ExecPlan {
 }
 
 const LISTEN_PID_PREFIX: &[u8] = b"LISTEN_PID=";
-const LISTEN_PID_SLOT_LEN: usize = 32;
+const WATCHDOG_PID_PREFIX: &[u8] = b"WATCHDOG_PID=";
+const OWN_PID_SLOT_LEN: usize = 32;
 
 /// Variables a parent may have set for sockvisor that describe sockvisor's
 /// own sockets and watchdog, never the child's.
@@ -263,8 +268,12 @@ impl ExecPlan {
             })
             .collect();
         let listeners = request.listeners;
-        let mut listen_pid_slot = None;
-        let mut listen_pid_ptr = std::ptr::null_mut();
+        let mut own_pid_slots = Vec::new();
+        let mut own_pid = |prefix: &[u8]| {
+            let mut slot = Box::new([0u8; OWN_PID_SLOT_LEN]);
+            slot[..prefix.len()].copy_from_slice(prefix);
+            own_pid_slots.push(slot);
+        };
         let names: Vec<&str> = listeners
             .iter()
             .map(|l| l.spec.name.as_str())
@@ -275,18 +284,26 @@ impl ExecPlan {
             envp.push(cstring(
                 format!("LISTEN_FDNAMES={}", names.join(":")).into_bytes(),
             ));
-            let mut slot = Box::new([0u8; LISTEN_PID_SLOT_LEN]);
-            slot[..LISTEN_PID_PREFIX.len()].copy_from_slice(LISTEN_PID_PREFIX);
-            listen_pid_ptr = slot.as_mut_ptr();
-            listen_pid_slot = Some(slot);
+            own_pid(LISTEN_PID_PREFIX);
+        }
+        if let Some(timeout) = request.watchdog {
+            envp.push(cstring(
+                format!("WATCHDOG_USEC={}", timeout.as_micros()).into_bytes(),
+            ));
+            own_pid(WATCHDOG_PID_PREFIX);
         }
         for (key, value) in request.extra_env {
             envp.push(cstring(format!("{key}={value}").into_bytes()));
         }
         let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|s| s.as_ptr()).collect();
-        if !listen_pid_ptr.is_null() {
-            envp_ptrs.push(listen_pid_ptr.cast_const().cast());
-        }
+        let pid_slots: Vec<(*mut u8, usize)> = own_pid_slots
+            .iter_mut()
+            .map(|slot| {
+                let prefix = slot.iter().position(|b| *b == b'=').map_or(0, |i| i + 1);
+                (slot.as_mut_ptr(), prefix)
+            })
+            .collect();
+        envp_ptrs.extend(pid_slots.iter().map(|(ptr, _)| ptr.cast_const().cast()));
         envp_ptrs.push(std::ptr::null());
         let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|s| s.as_ptr()).collect();
         argv_ptrs.push(std::ptr::null());
@@ -301,8 +318,8 @@ impl ExecPlan {
             argv_ptrs,
             _envp: envp,
             envp_ptrs,
-            _listen_pid_slot: listen_pid_slot,
-            listen_pid_ptr,
+            _own_pid_slots: own_pid_slots,
+            pid_slots,
             moved_fds: vec![-1; listener_fds.len()],
             listener_fds,
             error_fd: -1,
@@ -347,11 +364,9 @@ impl ExecPlan {
             }
             mark_close_on_exec_from(first_free);
             reset_signals();
-            if !self.listen_pid_ptr.is_null() {
-                let digits = std::slice::from_raw_parts_mut(
-                    self.listen_pid_ptr.add(LISTEN_PID_PREFIX.len()),
-                    LISTEN_PID_SLOT_LEN - LISTEN_PID_PREFIX.len(),
-                );
+            for (slot, prefix) in &self.pid_slots {
+                let digits =
+                    std::slice::from_raw_parts_mut(slot.add(*prefix), OWN_PID_SLOT_LEN - prefix);
                 write_decimal(digits, libc::getpid() as u32);
             }
             libc::execve(

@@ -220,6 +220,7 @@ pub fn restore(state: &State, now: Instant) -> Result<Restored, String> {
     );
     children.adopt_notify_sockets(notify_sockets);
     children.fdstore = FdStore::new(state.fdstore_max);
+    children.watchdog = state.supervisor.config.watchdog;
     let mut stored = Vec::new();
     for record in &state.fdstore {
         stored.push(StoredFd {

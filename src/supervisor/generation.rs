@@ -89,6 +89,11 @@ pub struct Worker {
     pub probe_pid: Option<Pid>,
     /// The last `STATUS=` it sent.
     pub status_text: Option<String>,
+    /// Its watchdog timeout (`--watchdog`, or what it set with
+    /// `WATCHDOG_USEC=`); `None`: no watchdog.
+    pub watchdog: Option<Duration>,
+    /// Ready with a watchdog: when it is hung unless it sends `WATCHDOG=1`.
+    pub watchdog_at: Option<Instant>,
 }
 
 impl Worker {
@@ -102,6 +107,8 @@ impl Worker {
             probe_at: None,
             probe_pid: None,
             status_text: None,
+            watchdog: None,
+            watchdog_at: None,
         }
     }
 }
@@ -143,6 +150,9 @@ pub struct Generation {
     /// The first unplanned exit of one of its workers that counts as a
     /// failure, for sockvisor's exit status.
     pub failure: Option<ExitStatus>,
+    /// A worker missed its watchdog: replaced, then stopped with only a
+    /// short grace (a hung process will not drain).
+    pub hung: bool,
 }
 
 impl Generation {

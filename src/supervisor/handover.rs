@@ -29,6 +29,8 @@ pub struct SupervisorState {
     pub exit_status: Option<i32>,
     pub last_upgrade_id: u64,
     pub last_outcome: Option<OutcomeRecord>,
+    #[serde(default)]
+    pub watchdog_restarts: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +47,8 @@ pub struct ConfigRecord {
     pub workers: u32,
     pub max_surge: Option<u32>,
     pub terminal: bool,
+    #[serde(default)]
+    pub watchdog: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +62,8 @@ pub struct GenerationRecord {
     pub workers: Vec<WorkerRecord>,
     pub slots: Vec<SlotRecord>,
     pub failure: Option<i32>,
+    #[serde(default)]
+    pub hung: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +77,10 @@ pub struct WorkerRecord {
     pub probe_in: Option<Duration>,
     pub probe_pid: Option<i32>,
     pub status_text: Option<String>,
+    #[serde(default)]
+    pub watchdog: Option<Duration>,
+    #[serde(default)]
+    pub watchdog_in: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -178,6 +188,7 @@ impl ConfigRecord {
             workers: config.workers,
             max_surge: config.max_surge,
             terminal: config.terminal,
+            watchdog: config.watchdog,
         }
     }
 
@@ -195,6 +206,7 @@ impl ConfigRecord {
             workers: self.workers,
             max_surge: self.max_surge,
             terminal: self.terminal,
+            watchdog: self.watchdog,
         })
     }
 }
@@ -242,6 +254,8 @@ impl<P: ProcessControl> Supervisor<P> {
                             probe_in: until(w.probe_at, now),
                             probe_pid: w.probe_pid.map(Pid::as_raw),
                             status_text: w.status_text.clone(),
+                            watchdog: w.watchdog,
+                            watchdog_in: until(w.watchdog_at, now),
                         })
                         .collect(),
                     slots: g
@@ -256,6 +270,7 @@ impl<P: ProcessControl> Supervisor<P> {
                         })
                         .collect(),
                     failure: g.failure.map(exit_code),
+                    hung: g.hung,
                 })
                 .collect(),
             current: self.current,
@@ -264,6 +279,7 @@ impl<P: ProcessControl> Supervisor<P> {
             consecutive_failures: self.consecutive_failures,
             exit_status: self.exit_status,
             last_upgrade_id: self.last_upgrade_id,
+            watchdog_restarts: self.watchdog_restarts,
             last_outcome: self.last_outcome.as_ref().map(|o| OutcomeRecord {
                 generation: o.generation,
                 ok: o.ok,
@@ -294,6 +310,8 @@ impl<P: ProcessControl> Supervisor<P> {
                     probe_at: at(w.probe_in),
                     probe_pid: w.probe_pid.map(Pid::from_raw),
                     status_text: w.status_text.clone(),
+                    watchdog: w.watchdog,
+                    watchdog_at: at(w.watchdog_in),
                 });
             }
             supervisor.generations.push(Generation {
@@ -316,6 +334,7 @@ impl<P: ProcessControl> Supervisor<P> {
                     })
                     .collect(),
                 failure: g.failure.map(exit_status_from),
+                hung: g.hung,
             });
         }
         supervisor.current = state.current;
@@ -324,6 +343,7 @@ impl<P: ProcessControl> Supervisor<P> {
         supervisor.consecutive_failures = state.consecutive_failures;
         supervisor.exit_status = state.exit_status;
         supervisor.last_upgrade_id = state.last_upgrade_id;
+        supervisor.watchdog_restarts = state.watchdog_restarts;
         supervisor.last_outcome = state.last_outcome.as_ref().map(|o| Outcome {
             generation: o.generation,
             ok: o.ok,

@@ -33,6 +33,7 @@ mod scale;
 mod status;
 mod stop;
 mod upgrade;
+mod watchdog;
 mod workers;
 
 #[cfg(test)]
@@ -101,6 +102,8 @@ pub struct Config {
     /// Rolling upgrades: at most this many processes beyond `workers` at
     /// any moment; `None` upgrades all at once.
     pub max_surge: Option<u32>,
+    /// `--watchdog`: a ready worker must send `WATCHDOG=1` this often.
+    pub watchdog: Option<Duration>,
     /// sockvisor runs in the foreground of a terminal: the serving
     /// generation is its foreground process group, and a generation killed
     /// by the keyboard's SIGINT or SIGQUIT ends sockvisor instead of being
@@ -170,6 +173,8 @@ pub struct Supervisor<P: ProcessControl> {
     rollout: Option<u32>,
     /// A `scale` in progress.
     scale: Option<scale::Scale>,
+    /// Replacements started because a worker missed its watchdog.
+    watchdog_restarts: u32,
 }
 
 impl<P: ProcessControl> Supervisor<P> {
@@ -191,6 +196,7 @@ impl<P: ProcessControl> Supervisor<P> {
             notices: Vec::new(),
             rollout: None,
             scale: None,
+            watchdog_restarts: 0,
         }
     }
 
@@ -248,7 +254,10 @@ impl<P: ProcessControl> Supervisor<P> {
     /// The next moment `on_tick` has something to do.
     pub fn next_deadline(&self) -> Option<Instant> {
         let generations = self.generations.iter().flat_map(|g| {
-            let workers = g.workers.iter().flat_map(|w| [w.deadline, w.probe_at]);
+            let workers = g
+                .workers
+                .iter()
+                .flat_map(|w| [w.deadline, w.probe_at, w.watchdog_at]);
             let slots = g.slots.iter().map(|s| s.restart_at);
             std::iter::once(g.deadline).chain(workers).chain(slots)
         });
@@ -363,6 +372,7 @@ impl<P: ProcessControl> Supervisor<P> {
         }
         self.replace_due_workers(now);
         self.advance_rollout_or_stop(now);
+        self.check_watchdogs(now);
     }
 
     /// A draining or failed generation did not exit in time: kill what is

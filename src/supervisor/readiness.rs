@@ -30,6 +30,22 @@ impl<P: ProcessControl> Supervisor<P> {
         if let Some(text) = &message.status {
             worker.status_text = Some(text.clone());
         }
+        if message.watchdog_ping || message.watchdog_trigger || message.watchdog_timeout.is_some() {
+            self.on_watchdog_message(
+                number,
+                index,
+                message.watchdog_ping,
+                message.watchdog_trigger,
+                message.watchdog_timeout,
+                now,
+            );
+        }
+        let Some(worker) = self
+            .generation_mut(number)
+            .and_then(|g| g.worker_mut(index))
+        else {
+            return;
+        };
         if let Some(errno) = message.errno {
             tracing::warn!("{describe} reports ERRNO={errno}");
         }
@@ -240,6 +256,7 @@ impl<P: ProcessControl> Supervisor<P> {
         if let Some(probe) = probe {
             self.processes.signal_group(probe, Signal::SIGKILL);
         }
+        self.arm_watchdog(number, index, now);
         let waited = format_duration(now.saturating_duration_since(worker.started));
         if phase == Phase::Starting && self.rollout == Some(number) {
             let message = format!("{describe} is ready after {waited} ({ready_count} of {size})");

@@ -15,6 +15,8 @@ pub struct StatusSnapshot {
     pub stopping: bool,
     /// Worker processes per generation (`--workers`).
     pub workers: u32,
+    /// Replacements started because a worker missed its watchdog.
+    pub watchdog_restarts: u32,
     pub generations: Vec<GenerationStatus>,
     pub last_upgrade: Option<UpgradeStatus>,
 }
@@ -30,6 +32,8 @@ pub struct GenerationStatus {
     /// The last `STATUS=` text one of its workers sent (the lowest index
     /// that sent one).
     pub status: Option<String>,
+    /// A worker of it missed its watchdog.
+    pub hung: bool,
     pub workers: Vec<WorkerStatus>,
 }
 
@@ -61,6 +65,7 @@ impl<P: ProcessControl> Supervisor<P> {
             current: self.current,
             stopping: self.stop.is_some(),
             workers: self.config.workers,
+            watchdog_restarts: self.watchdog_restarts,
             generations: self
                 .generations
                 .iter()
@@ -84,6 +89,7 @@ impl<P: ProcessControl> Supervisor<P> {
                         state: g.phase,
                         age_ms: age(g.started),
                         status: workers.iter().find_map(|w| w.status.clone()),
+                        hung: g.hung,
                         workers,
                     }
                 })

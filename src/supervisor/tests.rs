@@ -89,6 +89,7 @@ fn config(restart: RestartPolicy, ready: ReadyMode) -> Config {
         ready_timeout: Duration::from_secs(10),
         workers: 1,
         max_surge: None,
+        watchdog: None,
         terminal: false,
     }
 }
@@ -1534,4 +1535,115 @@ fn a_garbled_handover_state_is_an_error_not_a_crash() {
     let mut state = s.capture(now);
     state.generations[0].phase = "sideways".into();
     assert!(Supervisor::restore(&state, FakeProcesses::default(), now).is_err());
+}
+
+// ----- watchdog -----
+
+fn watched(timeout: Duration) -> (Supervisor<FakeProcesses>, Instant) {
+    let now = Instant::now();
+    let mut config = config(RestartPolicy::OnFailure, ReadyMode::Notify);
+    config.watchdog = Some(timeout);
+    let mut s = Supervisor::new(config, FakeProcesses::default());
+    s.start(now).unwrap();
+    s.on_notify(1, 0, &ready(), now);
+    s.take_notices();
+    (s, now)
+}
+
+fn ping() -> NotifyMessage {
+    NotifyMessage {
+        watchdog_ping: true,
+        ..NotifyMessage::default()
+    }
+}
+
+#[test]
+fn the_watchdog_starts_when_a_worker_is_ready_and_pings_reset_it() {
+    let (mut s, now) = watched(Duration::from_secs(2));
+    assert_eq!(s.next_deadline(), Some(now + Duration::from_secs(2)));
+    let later = now + Duration::from_millis(1500);
+    s.on_notify(1, 0, &ping(), later);
+    assert_eq!(s.next_deadline(), Some(later + Duration::from_secs(2)));
+    s.on_tick(now + Duration::from_secs(3));
+    assert_eq!(spawns(&s), 1, "pinged in time: nothing replaced");
+}
+
+#[test]
+fn a_missed_watchdog_replaces_the_generation_and_kills_the_hung_one_after_a_short_grace() {
+    let (mut s, now) = watched(Duration::from_secs(2));
+    let missed = now + Duration::from_secs(2);
+    s.on_tick(missed);
+    assert_eq!(last_call(&s), Some(&Call::Spawn(2)), "a replacement starts");
+    assert!(
+        signals_to(&s, pid_of(1)).is_empty(),
+        "the hung one still holds on"
+    );
+    assert_eq!(s.snapshot(missed).watchdog_restarts, 1);
+    assert!(s.snapshot(missed).generations[0].hung);
+    // Still hung while the replacement starts: no second replacement.
+    s.on_tick(missed + Duration::from_secs(2));
+    assert_eq!(spawns(&s), 2);
+    let ready_at = missed + Duration::from_secs(3);
+    s.on_notify(2, 0, &ready(), ready_at);
+    assert_asked_to_stop(&s, 1);
+    // A short grace, not the 7 s drain timeout. (Generation 2 pings.)
+    let grace_ends = ready_at + super::watchdog::HUNG_GRACE;
+    s.on_notify(2, 0, &ping(), ready_at + Duration::from_millis(1900));
+    s.on_tick(grace_ends - Duration::from_millis(1));
+    assert!(!signals_to(&s, pid_of(1)).contains(&Signal::SIGKILL));
+    s.on_tick(grace_ends);
+    assert!(signals_to(&s, pid_of(1)).contains(&Signal::SIGKILL));
+    assert_eq!(spawns(&s), 2, "generation 2 is healthy");
+}
+
+#[test]
+fn watchdog_trigger_is_a_miss_at_once() {
+    let (mut s, now) = watched(Duration::from_secs(60));
+    let trigger = NotifyMessage {
+        watchdog_trigger: true,
+        ..NotifyMessage::default()
+    };
+    s.on_notify(1, 0, &trigger, now);
+    assert_eq!(last_call(&s), Some(&Call::Spawn(2)));
+}
+
+#[test]
+fn watchdog_usec_changes_the_workers_own_timeout() {
+    let (mut s, now) = watched(Duration::from_secs(2));
+    let longer = NotifyMessage {
+        watchdog_timeout: Some(Duration::from_secs(10)),
+        ..NotifyMessage::default()
+    };
+    s.on_notify(1, 0, &longer, now);
+    assert_eq!(s.next_deadline(), Some(now + Duration::from_secs(10)));
+    let off = NotifyMessage {
+        watchdog_timeout: Some(Duration::ZERO),
+        ..NotifyMessage::default()
+    };
+    s.on_notify(1, 0, &off, now);
+    assert_eq!(s.next_deadline(), None, "WATCHDOG_USEC=0 turns it off");
+}
+
+#[test]
+fn without_a_watchdog_there_is_no_timer() {
+    let (s, _) = serving_with_notify();
+    assert_eq!(s.next_deadline(), None);
+}
+
+#[test]
+fn a_worker_that_is_still_starting_has_no_watchdog_yet() {
+    let now = Instant::now();
+    let mut config = config(RestartPolicy::OnFailure, ReadyMode::Notify);
+    config.watchdog = Some(Duration::from_secs(1));
+    let mut s = Supervisor::new(config, FakeProcesses::default());
+    s.start(now).unwrap();
+    s.on_tick(now + Duration::from_secs(5));
+    assert_eq!(spawns(&s), 1, "only the ready timeout applies before ready");
+}
+
+#[test]
+fn the_watchdog_round_trips_through_a_reexec() {
+    let (s, now) = watched(Duration::from_secs(2));
+    let restored = round_trip(&s, now + Duration::from_millis(500));
+    assert_eq!(restored.next_deadline(), Some(now + Duration::from_secs(2)));
 }

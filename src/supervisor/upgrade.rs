@@ -114,7 +114,13 @@ impl<P: ProcessControl> Supervisor<P> {
         let (drain_timeout, stop_signal) = (self.config.drain_timeout, self.config.stop_signal);
         let generation = self.generation_mut(number)?;
         generation.phase = Phase::Draining;
-        generation.deadline = Some(now + drain_timeout);
+        // A hung generation will not drain: only a short grace.
+        let grace = if generation.hung {
+            drain_timeout.min(super::watchdog::HUNG_GRACE)
+        } else {
+            drain_timeout
+        };
+        generation.deadline = Some(now + grace);
         // Workers a rollout retired were asked already.
         let to_ask: Vec<_> = generation
             .workers
@@ -169,6 +175,7 @@ impl<P: ProcessControl> Supervisor<P> {
         for worker in &mut generation.workers {
             worker.deadline = None;
             worker.probe_at = None;
+            worker.watchdog_at = None;
             probes.extend(worker.probe_pid.take());
         }
         for slot in &mut generation.slots {

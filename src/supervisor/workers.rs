@@ -45,6 +45,7 @@ impl<P: ProcessControl> Supervisor<P> {
             workers: Vec::new(),
             slots: vec![Slot::default(); self.config.workers.max(1) as usize],
             failure: None,
+            hung: false,
         };
         for index in 0..generation.size() {
             match self
@@ -118,6 +119,7 @@ impl<P: ProcessControl> Supervisor<P> {
                 size as usize
             ],
             failure: None,
+            hung: false,
         });
         self.last_generation = number;
         self.rollout = Some(number);
@@ -147,6 +149,7 @@ impl<P: ProcessControl> Supervisor<P> {
 
     pub(super) fn new_worker(&self, index: u32, pid: nix::unistd::Pid, now: Instant) -> Worker {
         let mut worker = Worker::new(index, pid, now, self.config.ready_timeout);
+        worker.watchdog = self.config.watchdog;
         worker.probe_at = match &self.config.ready {
             ReadyMode::Delay(delay) => Some(now + *delay),
             ReadyMode::Exec(_) => Some(now),

@@ -1,0 +1,122 @@
+//! The watchdog, as systemd's `WatchdogSec=` for each worker: once ready, a
+//! worker must send `WATCHDOG=1` at least every `--watchdog` (or the
+//! timeout it set itself with `WATCHDOG_USEC=`; 0 turns it off).
+//! `WATCHDOG=trigger` counts as a miss at once.
+//!
+//! A miss means the process is hung. Its generation is replaced without
+//! refusing a connection: a new generation starts (the same way as an
+//! upgrade, all at once or rolling), and once it is ready the hung
+//! generation gets the stop signal with a short grace (`HUNG_GRACE`, or the
+//! drain timeout if shorter) before its process groups are killed: a hung
+//! process will not drain. One replacement at a time: while a generation is
+//! starting, further misses only wait for it. With several workers the
+//! whole generation is replaced, not only the hung worker's slot.
+
+use std::time::{Duration, Instant};
+
+use super::generation::{Phase, WorkerState};
+use super::{ProcessControl, Supervisor};
+use crate::duration::format_duration;
+
+/// How long a hung generation may take to exit after the stop signal.
+pub const HUNG_GRACE: Duration = Duration::from_secs(3);
+
+impl<P: ProcessControl> Supervisor<P> {
+    /// A worker just became ready: its watchdog starts.
+    pub(super) fn arm_watchdog(&mut self, number: u32, index: u32, now: Instant) {
+        if let Some(worker) = self
+            .generation_mut(number)
+            .and_then(|g| g.worker_mut(index))
+        {
+            worker.watchdog_at = worker.watchdog.map(|t| now + t);
+        }
+    }
+
+    /// `WATCHDOG=1`, `WATCHDOG=trigger` or `WATCHDOG_USEC=` from a worker.
+    pub(super) fn on_watchdog_message(
+        &mut self,
+        number: u32,
+        index: u32,
+        ping: bool,
+        trigger: bool,
+        timeout: Option<Duration>,
+        now: Instant,
+    ) {
+        let Some(worker) = self
+            .generation_mut(number)
+            .and_then(|g| g.worker_mut(index))
+        else {
+            return;
+        };
+        if let Some(timeout) = timeout {
+            worker.watchdog = (!timeout.is_zero()).then_some(timeout);
+        }
+        if worker.state != WorkerState::Ready {
+            return;
+        }
+        if ping || timeout.is_some() {
+            worker.watchdog_at = worker.watchdog.map(|t| now + t);
+        }
+        if trigger {
+            worker.watchdog_at = Some(now);
+            self.check_watchdogs(now);
+        }
+    }
+
+    /// Acts on every watchdog that has run out by `now`.
+    pub(super) fn check_watchdogs(&mut self, now: Instant) {
+        let missed: Vec<(u32, u32)> = self
+            .generations
+            .iter()
+            .filter(|g| g.phase == Phase::Ready)
+            .flat_map(|g| {
+                g.workers
+                    .iter()
+                    .filter(|w| w.watchdog_at.is_some_and(|at| at <= now))
+                    .map(move |w| (g.number, w.index))
+            })
+            .collect();
+        for (number, index) in missed {
+            self.on_watchdog_miss(number, index, now);
+        }
+    }
+
+    fn on_watchdog_miss(&mut self, number: u32, index: u32, now: Instant) {
+        let stopping = self.stop.is_some();
+        let Some(generation) = self.generation_mut(number) else {
+            return;
+        };
+        generation.hung = true;
+        let Some(worker) = generation.worker_mut(index) else {
+            return;
+        };
+        // Armed again, so that a miss after a failed replacement is noticed.
+        worker.watchdog_at = worker.watchdog.map(|t| now + t);
+        let timeout = worker.watchdog.unwrap_or_default();
+        let worker = worker.clone();
+        let describe = generation.describe_worker(&worker);
+        if stopping {
+            return;
+        }
+        if self.is_starting() {
+            tracing::warn!(
+                "{describe} is hung (no WATCHDOG=1 within {}); the generation that is starting will replace it",
+                format_duration(timeout)
+            );
+            return;
+        }
+        tracing::warn!(
+            "{describe} is hung (no WATCHDOG=1 within {}); replacing generation {number}",
+            format_duration(timeout)
+        );
+        match self.request_upgrade(now) {
+            Ok(_) => self.watchdog_restarts += 1,
+            Err(why) => tracing::error!("cannot replace hung generation {number}: {why}"),
+        }
+    }
+
+    /// Replacements started because of a missed watchdog.
+    pub fn watchdog_restarts(&self) -> u32 {
+        self.watchdog_restarts
+    }
+}
