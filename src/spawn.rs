@@ -218,7 +218,9 @@ struct ExecPlan {
     /// `LISTEN_PID=` and `WATCHDOG_PID=`, each followed by room for the
     /// digits and the NUL; owned here, written only through `pid_slots`
     /// (also their envp entries).
-    _own_pid_slots: Vec<Box<[u8; OWN_PID_SLOT_LEN]>>,
+    /// (The pointers stay valid: the vector's buffer does not move when
+    /// the vector does, and nothing is pushed after they are taken.)
+    _own_pid_slots: Vec<[u8; OWN_PID_SLOT_LEN]>,
     /// Each slot's start and the length of its `NAME=` prefix.
     pid_slots: Vec<(*mut u8, usize)>,
     listener_fds: Vec<RawFd>,
@@ -270,7 +272,7 @@ impl ExecPlan {
         let listeners = request.listeners;
         let mut own_pid_slots = Vec::new();
         let mut own_pid = |prefix: &[u8]| {
-            let mut slot = Box::new([0u8; OWN_PID_SLOT_LEN]);
+            let mut slot = [0u8; OWN_PID_SLOT_LEN];
             slot[..prefix.len()].copy_from_slice(prefix);
             own_pid_slots.push(slot);
         };
