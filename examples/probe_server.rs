@@ -31,6 +31,7 @@
 //!              [--no-ready] [--status TEXT] [--faults-from G] [--faults-until G]
 //!              [--crash-after-ready-ms N] [--drain-delay-ms N] [--drain-exit-code N]
 //!              [--flood N] [--ready-from-worker] [--gen G <knob>]...
+//!              [--watchdog-stop-after-ms N]
 //!              [--worker W <knob>]... [--gen G --worker W <knob>]...
 //! ```
 
@@ -63,6 +64,9 @@ struct Options {
     status: Option<String>,
     /// Exit with status 9 this long after sending READY=1.
     crash_after_ready: Option<Duration>,
+    /// With WATCHDOG_USEC set: stop sending WATCHDOG=1 this long after
+    /// READY=1 (and go on serving, as a process whose watchdog thread hung).
+    watchdog_stop_after: Option<Duration>,
     /// On a stop signal, wait this long before finishing.
     drain_delay: Duration,
     /// Exit status after a graceful stop.
@@ -142,6 +146,7 @@ fn parse_options(generation: u32) -> Options {
         notify_ready: true,
         status: None,
         crash_after_ready: None,
+        watchdog_stop_after: None,
         drain_delay: Duration::ZERO,
         drain_exit_code: 0,
         flood: 0,
@@ -192,6 +197,9 @@ fn parse_options(generation: u32) -> Options {
             }
             "--no-ready" => options.notify_ready = false,
             "--status" => options.status = Some(value()),
+            "--watchdog-stop-after-ms" => {
+                options.watchdog_stop_after = Some(Duration::from_millis(value().parse().unwrap()))
+            }
             "--crash-after-ready-ms" => {
                 options.crash_after_ready = Some(Duration::from_millis(value().parse().unwrap()))
             }
@@ -431,6 +439,23 @@ fn serve(options: &Options, generation: &str, sockets: Vec<Socket>, stop_read: U
         thread::spawn(move || {
             thread::sleep(after);
             std::process::exit(9);
+        });
+    }
+    // WATCHDOG=1 at a third of the interval, as sd_watchdog_enabled users
+    // do; until --watchdog-stop-after-ms, if given.
+    let watchdog = std::env::var("WATCHDOG_USEC")
+        .ok()
+        .and_then(|usec| usec.parse::<u64>().ok())
+        .filter(|_| std::env::var("WATCHDOG_PID").ok() == Some(std::process::id().to_string()));
+    if let Some(usec) = watchdog {
+        let every = Duration::from_micros(usec / 3);
+        let stop_after = options.watchdog_stop_after;
+        thread::spawn(move || {
+            let started = std::time::Instant::now();
+            while stop_after.is_none_or(|limit| started.elapsed() < limit) {
+                notify("WATCHDOG=1");
+                thread::sleep(every);
+            }
         });
     }
     let mut in_flight = Vec::new();

@@ -153,6 +153,9 @@ impl EventLoop {
             self.supervisor.on_tick(now);
             self.control.on_tick(now);
             self.reexec_check_deadline(now);
+            if let Some(service) = &mut self.service {
+                service.on_tick(now);
+            }
             for notice in self.supervisor.take_notices() {
                 self.control.deliver(&notice);
             }
@@ -175,6 +178,9 @@ impl EventLoop {
             self.supervisor.next_deadline(),
             self.control.next_deadline(),
             self.pending_reexec.as_ref().map(|p| p.deadline),
+            self.service
+                .as_ref()
+                .and_then(ServiceNotifier::next_deadline),
         ]
         .into_iter()
         .flatten()

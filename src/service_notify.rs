@@ -11,6 +11,7 @@
 
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
+use std::time::{Duration, Instant};
 
 /// What the service manager has been told so far.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -35,6 +36,20 @@ pub struct ServiceNotifier {
     socket: UnixDatagram,
     address: SocketAddr,
     announced: Announced,
+    /// Under `WatchdogSec=`: how often sockvisor pings its manager (half
+    /// the manager's interval), and when next. No watchdog, no timer.
+    ping_every: Option<Duration>,
+    next_ping: Option<Instant>,
+}
+
+/// The manager's watchdog interval for this process, from
+/// `WATCHDOG_USEC` (and `WATCHDOG_PID`, when set, naming this process).
+pub fn watchdog_interval(usec: Option<&str>, pid: Option<&str>, own_pid: u32) -> Option<Duration> {
+    if pid.is_some_and(|p| p.parse::<u32>().ok() != Some(own_pid)) {
+        return None;
+    }
+    let usec: u64 = usec?.parse().ok()?;
+    (usec > 0).then(|| Duration::from_micros(usec))
 }
 
 impl ServiceNotifier {
@@ -48,11 +63,38 @@ impl ServiceNotifier {
             None => SocketAddr::from_pathname(&*path).ok()?,
         };
         let socket = UnixDatagram::unbound().ok()?;
+        let interval = watchdog_interval(
+            std::env::var("WATCHDOG_USEC").ok().as_deref(),
+            std::env::var("WATCHDOG_PID").ok().as_deref(),
+            std::process::id(),
+        );
+        let ping_every = interval.map(|i| i / 2);
         Some(ServiceNotifier {
             socket,
             address,
             announced: Announced::default(),
+            ping_every,
+            next_ping: ping_every.map(|every| Instant::now() + every),
         })
+    }
+
+    /// When the manager must next hear `WATCHDOG=1`.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.next_ping
+    }
+
+    /// Pings the manager's watchdog if it is time: the loop is alive.
+    pub fn on_tick(&mut self, now: Instant) {
+        let (Some(at), Some(every)) = (self.next_ping, self.ping_every) else {
+            return;
+        };
+        if at > now {
+            return;
+        }
+        if let Err(err) = self.socket.send_to_addr(b"WATCHDOG=1", &self.address) {
+            tracing::debug!("cannot ping the service manager's watchdog: {err}");
+        }
+        self.next_ping = Some(now + every);
     }
 
     /// Tells the service manager whatever changed since the last call.
@@ -164,5 +206,22 @@ mod tests {
             next_message(&mut announced, &state(None, false, true)),
             None
         );
+    }
+
+    #[test]
+    fn the_managers_watchdog_is_read_from_its_variables() {
+        let own = 4242;
+        assert_eq!(
+            watchdog_interval(Some("3000000"), None, own),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(
+            watchdog_interval(Some("3000000"), Some("4242"), own),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(watchdog_interval(Some("3000000"), Some("17"), own), None);
+        assert_eq!(watchdog_interval(Some("0"), None, own), None);
+        assert_eq!(watchdog_interval(None, None, own), None);
+        assert_eq!(watchdog_interval(Some("soon"), None, own), None);
     }
 }
