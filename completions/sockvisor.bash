@@ -419,7 +419,7 @@ _sockvisor() {
             return 0
             ;;
         sockvisor__subcmd__status)
-            opts="-h -V --name --control --json --log-level --log-format --help --version"
+            opts="-h -V --name --control --json --check --verbose --log-level --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

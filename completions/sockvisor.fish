@@ -93,6 +93,8 @@ trace\t''"
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand status" -l log-format -d 'Log line format' -r -f -a "text\t''
 json\t''"
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand status" -l json -d 'Print the status as JSON'
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand status" -l check -d 'Health check: exit 0 when a generation is ready and serving, 1 otherwise (also when sockvisor cannot be reached); prints nothing unless --verbose. For exec readiness and liveness probes'
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand status" -l verbose -d 'With --check, print one line saying why'
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand status" -s h -l help -d 'Print help'
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand status" -s V -l version -d 'Print version'
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand stop" -l name -d 'Instance name; selects the control socket (/run/sockvisor/NAME.sock for root)' -r

@@ -82,6 +82,14 @@ pub struct StatusArgs {
     /// Print the status as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Health check: exit 0 when a generation is ready and serving, 1
+    /// otherwise (also when sockvisor cannot be reached); prints nothing
+    /// unless --verbose. For exec readiness and liveness probes.
+    #[arg(long, conflicts_with = "json")]
+    pub check: bool,
+    /// With --check, print one line saying why.
+    #[arg(long, requires = "check")]
+    pub verbose: bool,
 }
 
 #[derive(Debug, Args)]

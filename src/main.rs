@@ -30,6 +30,10 @@ fn main() {
             err.exit_code()
         }),
         Command::Upgrade(args) => call(&args.instance, Request::Upgrade, args.json, args.timeout),
+        Command::Status(args) if args.check => {
+            let path = paths::control_path(&args.instance.name, args.instance.control.as_deref());
+            client::check(&path, args.verbose)
+        }
         Command::Status(args) => call(&args.instance, Request::Status, args.json, None),
         Command::Stop(args) => call(&args.instance, Request::Stop, args.json, args.timeout),
         Command::Reexec(args) => call(

@@ -244,3 +244,51 @@ fn a_client_that_half_closes_still_gets_its_reply() {
     assert_eq!(reply["ok"], true, "{reply}");
     assert_eq!(reply["status"]["current"], 1);
 }
+
+#[test]
+fn status_check_is_a_quiet_health_probe() {
+    let sockvisor = run("check");
+    wait_for("generation 1 to serve", || {
+        (status_json(&sockvisor)["current"] == 1).then_some(())
+    });
+    let output = sockvisor.client(&["status", "--check"]);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert!(
+        output.stdout.is_empty() && output.stderr.is_empty(),
+        "{output:?}"
+    );
+    let output = sockvisor.client(&["status", "--check", "--verbose"]);
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "generation 1 serving\n"
+    );
+    // Nobody at the path: not healthy, and still quiet.
+    let output = Command::new(sockvisor_bin())
+        .args(["status", "--check", "--control"])
+        .arg(sockvisor.dir.join("nobody.sock"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        output.stdout.is_empty() && output.stderr.is_empty(),
+        "{output:?}"
+    );
+}
+
+#[test]
+fn status_check_fails_while_no_generation_is_ready() {
+    let dir = TestDir::new("check-starting");
+    let mut command = Command::new(sockvisor_bin());
+    command
+        .args(["run", "--listen", "127.0.0.1:0", "--"])
+        .args(Sockvisor::probe_args(&dir.path))
+        .arg("--no-ready");
+    let sockvisor = Sockvisor::spawn(dir, command);
+    sockvisor.report(1);
+    let output = sockvisor.client(&["status", "--check", "--verbose"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "not serving: no generation is serving\n"
+    );
+}

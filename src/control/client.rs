@@ -251,3 +251,71 @@ pub fn render_status(status: &serde_json::Value) -> String {
 fn shown_ms(value: &serde_json::Value) -> String {
     format_duration(Duration::from_millis(value.as_u64().unwrap_or_default()))
 }
+
+/// `sockvisor status --check`: exit 0 when a generation is ready and
+/// serving and sockvisor is not stopping, 1 otherwise (unreachable
+/// included), printing nothing unless `verbose`. For exec probes
+/// (Kubernetes, Nomad, Docker HEALTHCHECK).
+pub fn check(path: &Path, verbose: bool) -> i32 {
+    let verdict = fetch_status(path, CHECK_TIMEOUT).and_then(|status| serving(&status));
+    match verdict {
+        Ok(line) => {
+            if verbose {
+                println!("{line}");
+            }
+            0
+        }
+        Err(why) => {
+            if verbose {
+                println!("not serving: {why}");
+            }
+            1
+        }
+    }
+}
+
+/// How long `status --check` waits for an answer.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn serving(status: &serde_json::Value) -> Result<String, String> {
+    if status["stopping"] == true {
+        return Err("sockvisor is stopping".into());
+    }
+    let Some(current) = status["current"].as_u64() else {
+        return Err("no generation is serving".into());
+    };
+    let generation = status["generations"]
+        .as_array()
+        .and_then(|g| g.iter().find(|g| g["generation"].as_u64() == Some(current)))
+        .ok_or("the serving generation is gone")?;
+    if generation["state"] != "ready" {
+        return Err(format!("generation {current} is not ready"));
+    }
+    Ok(format!("generation {current} serving"))
+}
+
+/// One status request, without printing anything.
+fn fetch_status(path: &Path, timeout: Duration) -> Result<serde_json::Value, String> {
+    let stream = UnixStream::connect(path)
+        .map_err(|e| format!("cannot reach sockvisor at {}: {e}", path.display()))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    let request = Request {
+        version: PROTOCOL_VERSION,
+        command: Command::Status,
+    };
+    let mut line = serde_json::to_vec(&request).map_err(|e| e.to_string())?;
+    line.push(b'\n');
+    (&stream).write_all(&line).map_err(|e| e.to_string())?;
+    let mut reply = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut reply)
+        .map_err(|e| format!("no status answer: {e}"))?;
+    let reply: serde_json::Value =
+        serde_json::from_str(&reply).map_err(|e| format!("garbled status answer: {e}"))?;
+    if reply["ok"] != true {
+        return Err(reply["message"].as_str().unwrap_or("refused").to_string());
+    }
+    Ok(reply["status"].clone())
+}
