@@ -68,6 +68,7 @@ debug\t''
 trace\t''"
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand run" -l log-format -d 'Log line format' -r -f -a "text\t''
 json\t''"
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand run" -l no-listen-pid -d 'Leave LISTEN_PID out, for a command that forks before the server reads it (cargo run, npm start, poetry run, sh -c without exec), as systemfd --no-pid. The listenfd crate accepts a missing LISTEN_PID; libsystemd (sd_listen_fds) and go-systemd do not and see no sockets. Any process that inherits the environment may take the sockets'
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand run" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand run" -s V -l version -d 'Print version'
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand upgrade" -l name -d 'Instance name; selects the control socket (/run/sockvisor/NAME.sock for root)' -r

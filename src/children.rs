@@ -39,6 +39,8 @@ pub struct Children {
     pub fdstore: FdStore,
     /// `--watchdog`: given to every worker as `WATCHDOG_USEC`.
     pub watchdog: Option<std::time::Duration>,
+    /// `--no-listen-pid`: `LISTEN_PID` is left out.
+    pub no_listen_pid: bool,
     notify: Vec<(u32, NotifySocket)>,
 }
 
@@ -60,6 +62,7 @@ impl Children {
             fd_env,
             terminal: None,
             watchdog: None,
+            no_listen_pid: false,
             fdstore: FdStore::default(),
             notify: Vec::new(),
         }
@@ -137,6 +140,7 @@ impl ProcessControl for Children {
                 .filter(|_| foreground)
                 .map(Terminal::fd),
             watchdog: self.watchdog,
+            no_listen_pid: self.no_listen_pid,
         })?;
         if let Some(notify) = notify {
             self.notify.push((generation, notify));
@@ -165,6 +169,7 @@ impl ProcessControl for Children {
             extra_env: &extra_env,
             terminal: None,
             watchdog: None,
+            no_listen_pid: false,
         })
     }
 

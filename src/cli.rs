@@ -227,6 +227,14 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
     pub drain_timeout: Duration,
 
+    /// Leave LISTEN_PID out, for a command that forks before the server
+    /// reads it (cargo run, npm start, poetry run, sh -c without exec), as
+    /// systemfd --no-pid. The listenfd crate accepts a missing LISTEN_PID;
+    /// libsystemd (sd_listen_fds) and go-systemd do not and see no sockets.
+    /// Any process that inherits the environment may take the sockets.
+    #[arg(long)]
+    pub no_listen_pid: bool,
+
     /// Watchdog for every worker, as systemd's WatchdogSec=: each gets
     /// WATCHDOG_USEC and WATCHDOG_PID and must send WATCHDOG=1 at least this
     /// often once ready; a worker that misses it is hung, and its generation

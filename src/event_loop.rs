@@ -392,6 +392,7 @@ impl EventLoop {
             extra_env: &[(reexec::exec::CHECK_VAR.to_string(), version)],
             terminal: None,
             watchdog: None,
+            no_listen_pid: false,
         };
         match spawn::spawn(&request) {
             Ok(pid) => {

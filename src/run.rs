@@ -157,6 +157,7 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
     children.terminal = terminal;
     children.fdstore = crate::fdstore::FdStore::new(args.fdstore_max);
     children.watchdog = args.watchdog;
+    children.no_listen_pid = args.no_listen_pid;
     let mut supervisor = Supervisor::new(config, children);
     supervisor.start(Instant::now()).map_err(RunError::Spawn)?;
     let service = ServiceNotifier::from_env();

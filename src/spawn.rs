@@ -153,6 +153,8 @@ pub struct SpawnRequest<'a> {
     pub terminal: Option<RawFd>,
     /// `WATCHDOG_USEC` to give, with `WATCHDOG_PID` = the child's own pid.
     pub watchdog: Option<std::time::Duration>,
+    /// Leave `LISTEN_PID` out (`--no-listen-pid`), for wrappers that fork.
+    pub no_listen_pid: bool,
 }
 
 /// Starts the child and returns its pid once it has successfully `exec`ed.
@@ -286,7 +288,9 @@ impl ExecPlan {
             envp.push(cstring(
                 format!("LISTEN_FDNAMES={}", names.join(":")).into_bytes(),
             ));
-            own_pid(LISTEN_PID_PREFIX);
+            if !request.no_listen_pid {
+                own_pid(LISTEN_PID_PREFIX);
+            }
         }
         if let Some(timeout) = request.watchdog {
             envp.push(cstring(

@@ -329,3 +329,51 @@ fn stale_unix_socket_file_is_replaced() {
     stream.read_to_string(&mut response).unwrap();
     assert!(body(&response).starts_with("pid="));
 }
+
+#[test]
+fn no_listen_pid_serves_a_wrapper_that_forks_with_the_listenfd_crate() {
+    let dir = TestDir::new("no-listen-pid");
+    // `sh -c 'server; true'` forks: the server's pid is not the child's.
+    let probe = Sockvisor::probe_args(&dir.path).join(" ");
+    let mut command = std::process::Command::new(sockvisor_bin());
+    command
+        .args(["run", "--no-listen-pid", "--listen", "127.0.0.1:0", "--"])
+        .args(["sh", "-c", &format!("{probe}; true")]);
+    let sockvisor = Sockvisor::spawn(dir, command);
+    let report = sockvisor.report(1);
+    assert!(report["env"]["LISTEN_PID"].is_null(), "{report}");
+    assert_eq!(report["env"]["LISTEN_FDS"], "1");
+    assert_eq!(report["listenfd_count"], 1, "listenfd takes the socket");
+    let address = sockvisor.logged_tcp_address();
+    wait_for("the wrapped server to answer", || {
+        http_get_tcp(&address).ok().and_then(|r| answering_pid(&r))
+    });
+}
+
+#[test]
+fn without_listen_pid_libsystemd_sees_no_sockets_as_documented() {
+    let dir = TestDir::new("no-listen-pid-libsystemd");
+    let out = dir.join("libsystemd.txt");
+    let script = format!(
+        "from systemd import daemon; open({:?}, 'w').write(str(len(daemon.listen_fds())))",
+        out.display().to_string()
+    );
+    for (flag, expected) in [(true, "0"), (false, "1")] {
+        let mut command = std::process::Command::new(sockvisor_bin());
+        command.args(["run", "--restart", "never", "--listen", "127.0.0.1:0"]);
+        if flag {
+            command.arg("--no-listen-pid");
+        }
+        let output = command
+            .env("SOCKVISOR_CONTROL", dir.join("control.sock"))
+            .args(["--", "/usr/bin/python3", "-c", &script])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            expected,
+            "--no-listen-pid {flag}"
+        );
+    }
+}

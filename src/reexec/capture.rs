@@ -117,6 +117,7 @@ pub fn capture(
             contents: p.contents().to_string(),
         }),
         fdstore_max: children.fdstore.max(),
+        no_listen_pid: children.no_listen_pid,
         fdstore: children
             .fdstore
             .entries()
@@ -221,6 +222,7 @@ pub fn restore(state: &State, now: Instant) -> Result<Restored, String> {
     children.adopt_notify_sockets(notify_sockets);
     children.fdstore = FdStore::new(state.fdstore_max);
     children.watchdog = state.supervisor.config.watchdog;
+    children.no_listen_pid = state.no_listen_pid;
     let mut stored = Vec::new();
     for record in &state.fdstore {
         stored.push(StoredFd {

@@ -42,6 +42,8 @@ pub struct State {
     pub fdstore_max: usize,
     #[serde(default)]
     pub fdstore: Vec<StoredRecord>,
+    #[serde(default)]
+    pub no_listen_pid: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
