@@ -28,7 +28,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Bind the listeners and run COMMAND as a supervised child.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Start a new generation on the same sockets; retire the current one
     /// once the new one is ready. Prints progress; exits 0 on success.
     Upgrade(WaitingCallArgs),
@@ -226,6 +226,23 @@ pub struct RunArgs {
     /// before its process group is killed with SIGKILL.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
     pub drain_timeout: Duration,
+
+    /// Development loop: upgrade when a file under PATH changes (a file,
+    /// or a directory watched recursively; repeatable). Writes are settled
+    /// for --watch-delay first; .git/, target/, node_modules/, __pycache__/
+    /// and editor swap files are ignored. A failed upgrade leaves the old
+    /// generation serving: fix the file and save again.
+    #[arg(long, value_name = "PATH")]
+    pub watch: Vec<PathBuf>,
+
+    /// How long writes must settle before a change starts an upgrade.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "300ms")]
+    pub watch_delay: Duration,
+
+    /// Also ignore changed files whose name matches GLOB (* and ?;
+    /// repeatable), e.g. '*.log'.
+    #[arg(long, value_name = "GLOB")]
+    pub watch_ignore: Vec<String>,
 
     /// Leave LISTEN_PID out, for a command that forks before the server
     /// reads it (cargo run, npm start, poetry run, sh -c without exec), as

@@ -28,7 +28,8 @@ use crate::reexec;
 use crate::service_notify::{ServiceNotifier, ServiceState};
 use crate::signals::{STOP_REQUESTS, SignalSource, UPGRADE_REQUESTS, parse_signal};
 use crate::spawn::{self, Command as SpawnCommand, SpawnRequest};
-use crate::supervisor::{Supervisor, UpgradeRejection};
+use crate::supervisor::{Notice, Supervisor, UpgradeRejection};
+use crate::watch::Watcher;
 
 /// Datagrams read from one notify socket per wake-up, so that a flooding
 /// generation cannot starve everything else.
@@ -50,6 +51,9 @@ pub struct EventLoop {
     last_reexec: Option<Instant>,
     /// A re-exec waiting for its check run of the new binary.
     pending_reexec: Option<PendingReexec>,
+    /// `--watch`, and the upgrade it started last (to report its result).
+    watcher: Option<Watcher>,
+    watch_upgrade: Option<crate::supervisor::UpgradeId>,
 }
 
 struct PendingReexec {
@@ -66,6 +70,8 @@ struct Readiness {
     notify: Vec<u32>,
     /// Positions of stored descriptors that hung up.
     hung_up: Vec<usize>,
+    /// A watched file changed.
+    watched: bool,
 }
 
 impl EventLoop {
@@ -84,7 +90,15 @@ impl EventLoop {
             reexecs: 0,
             last_reexec: None,
             pending_reexec: None,
+            watcher: None,
+            watch_upgrade: None,
         }
+    }
+
+    /// `--watch`: changed files start upgrades.
+    pub fn with_watcher(mut self, watcher: Option<Watcher>) -> EventLoop {
+        self.watcher = watcher;
+        self
     }
 
     /// The pidfile to hand over on a re-exec (and remove at exit).
@@ -140,6 +154,11 @@ impl EventLoop {
             for generation in ready.notify {
                 self.on_notify(generation, now);
             }
+            if ready.watched
+                && let Some(watcher) = &mut self.watcher
+            {
+                watcher.on_readable(now);
+            }
             if !ready.hung_up.is_empty() {
                 let store = &mut self.supervisor.processes_mut().fdstore;
                 for name in store.drop_hung_up(&ready.hung_up) {
@@ -153,10 +172,12 @@ impl EventLoop {
             self.supervisor.on_tick(now);
             self.control.on_tick(now);
             self.reexec_check_deadline(now);
+            self.upgrade_on_change(now);
             if let Some(service) = &mut self.service {
                 service.on_tick(now);
             }
             for notice in self.supervisor.take_notices() {
+                self.report_watch_result(&notice);
                 self.control.deliver(&notice);
             }
         }
@@ -181,6 +202,7 @@ impl EventLoop {
             self.service
                 .as_ref()
                 .and_then(ServiceNotifier::next_deadline),
+            self.watcher.as_ref().and_then(Watcher::next_deadline),
         ]
         .into_iter()
         .flatten()
@@ -200,6 +222,11 @@ impl EventLoop {
                 .iter()
                 .map(|(_, fd)| PollFd::new(*fd, PollFlags::POLLIN)),
         );
+        let watch_at = fds.len();
+        if let Some(watcher) = &self.watcher {
+            fds.push(PollFd::new(watcher.fd(), PollFlags::POLLIN));
+        }
+        let stored_at = fds.len();
         // Stored descriptors are watched for hang-up only (reported whatever
         // is asked).
         fds.extend(
@@ -224,9 +251,10 @@ impl EventLoop {
                 .filter(|(_, fd)| readable(fd))
                 .map(|((generation, _), _)| *generation)
                 .collect(),
+            watched: self.watcher.is_some() && readable(&fds[watch_at]),
             hung_up: stored
                 .iter()
-                .zip(&fds[1 + control_count + notify_fds.len()..])
+                .zip(&fds[stored_at..])
                 .filter(|(_, fd)| {
                     fd.revents().is_some_and(|r| {
                         r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL)
@@ -327,6 +355,42 @@ impl EventLoop {
                 Err(why) => self.refuse(connection, why),
             },
             Command::WorkerAck { pid } => self.worker_ack(connection, pid, now),
+        }
+    }
+
+    /// `--watch`: a settled change starts an upgrade, or waits for the
+    /// generation that is starting.
+    fn upgrade_on_change(&mut self, now: Instant) {
+        let starting = self.supervisor.is_starting();
+        let Some(path) = self
+            .watcher
+            .as_mut()
+            .and_then(|w| w.take_due(now, starting))
+        else {
+            return;
+        };
+        match self.supervisor.request_upgrade(now) {
+            Ok(id) => {
+                tracing::info!("watch: {} changed; upgrading", path.display());
+                self.watch_upgrade = Some(id);
+            }
+            Err(why) => tracing::warn!("watch: {} changed, but no upgrade: {why}", path.display()),
+        }
+    }
+
+    fn report_watch_result(&mut self, notice: &Notice) {
+        let Notice::Finished { upgrade, result } = notice else {
+            return;
+        };
+        if self.watch_upgrade != Some(*upgrade) {
+            return;
+        }
+        self.watch_upgrade = None;
+        match result {
+            Ok(done) => tracing::info!("watch: {done}"),
+            Err(why) => {
+                tracing::warn!("watch: the new code did not start: {why}; fix it and save again")
+            }
         }
     }
 
@@ -444,6 +508,7 @@ impl EventLoop {
             &self.control,
             requester,
             self.pidfile.as_ref(),
+            self.watcher.as_ref(),
             self.reexecs,
             now,
         );

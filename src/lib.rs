@@ -31,3 +31,4 @@ pub mod supervisor;
 pub mod terminal;
 #[cfg(test)]
 mod test_dir;
+pub mod watch;

@@ -23,7 +23,7 @@ fn main() {
     let code = match cli.command {
         Command::Run(args) => match reexec::take_inherited() {
             Some(inherited) => run::resume(inherited),
-            None => run::run(args),
+            None => run::run(*args),
         }
         .unwrap_or_else(|err| {
             eprintln!("sockvisor: {err}");

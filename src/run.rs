@@ -22,6 +22,7 @@ use crate::signals::SignalSource;
 use crate::spawn::{self, Command, SpawnError};
 use crate::supervisor::{Config, ReadyMode, Supervisor};
 use crate::terminal::Terminal;
+use crate::watch::Watcher;
 
 /// Why `sockvisor run` could not start. Each maps to a documented exit
 /// status.
@@ -158,11 +159,20 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
     children.fdstore = crate::fdstore::FdStore::new(args.fdstore_max);
     children.watchdog = args.watchdog;
     children.no_listen_pid = args.no_listen_pid;
+    let watcher = if args.watch.is_empty() {
+        None
+    } else {
+        Some(
+            Watcher::new(&args.watch, args.watch_ignore.clone(), args.watch_delay)
+                .map_err(RunError::Usage)?,
+        )
+    };
     let mut supervisor = Supervisor::new(config, children);
     supervisor.start(Instant::now()).map_err(RunError::Spawn)?;
     let service = ServiceNotifier::from_env();
     Ok(EventLoop::new(supervisor, signals, control, service)
         .with_pidfile(pidfile)
+        .with_watcher(watcher)
         .run())
 }
 
@@ -224,8 +234,16 @@ pub fn resume(inherited: reexec::Inherited) -> Result<i32, RunError> {
         }
     };
     let service = ServiceNotifier::from_env();
+    let watcher = if state.watch.is_empty() {
+        None
+    } else {
+        Watcher::new(&state.watch, state.watch_ignore.clone(), state.watch_delay)
+            .map_err(|why| tracing::warn!("after the re-exec: {why}"))
+            .ok()
+    };
     let event_loop = EventLoop::new(restored.supervisor, signals, restored.control, service)
-        .with_pidfile(restored.pidfile);
+        .with_pidfile(restored.pidfile)
+        .with_watcher(watcher);
     let event_loop = if reexecs > state.reexecs {
         event_loop.resumed(reexecs, restored.requester, result, now)
     } else {

@@ -47,11 +47,15 @@ pub fn capture(
     control: &ControlServer,
     requester: Option<i32>,
     pidfile: Option<&PidFile>,
+    watcher: Option<&crate::watch::Watcher>,
     reexecs: u32,
     now: Instant,
 ) -> State {
     let children = supervisor.processes();
     State {
+        watch: watcher.map(|w| w.paths.clone()).unwrap_or_default(),
+        watch_ignore: watcher.map(|w| w.ignore.clone()).unwrap_or_default(),
+        watch_delay: watcher.map(|w| w.delay).unwrap_or_default(),
         version: STATE_VERSION,
         program_version: env!("CARGO_PKG_VERSION").into(),
         started_from: super::started_from(),

@@ -44,6 +44,13 @@ pub struct State {
     pub fdstore: Vec<StoredRecord>,
     #[serde(default)]
     pub no_listen_pid: bool,
+    /// `--watch`: the paths, ignore globs and settle delay.
+    #[serde(default)]
+    pub watch: Vec<PathBuf>,
+    #[serde(default)]
+    pub watch_ignore: Vec<String>,
+    #[serde(default)]
+    pub watch_delay: std::time::Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
