@@ -4,7 +4,8 @@
 //! while a generation is starting queues exactly one more upgrade.
 //!
 //! Noise is ignored: anything under `.git/`, `target/`, `node_modules/` or
-//! `__pycache__/`, editor files (`*.swp`, `*.swx`, `*.swo`, `*~`, `.#*`,
+//! `__pycache__/` (or the temporary `target??????` directory cargo creates
+//! `target/` through), editor files (`*.swp`, `*.swx`, `*.swo`, `*~`, `.#*`,
 //! `#*#`, vim's `4913`), and names matching a `--watch-ignore` glob (`*`
 //! and `?`, matched against the file name).
 //!
@@ -101,7 +102,7 @@ impl Watcher {
         };
         for entry in entries.flatten() {
             let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-            if is_dir && !IGNORED_DIRS.iter().any(|d| entry.file_name() == *d) {
+            if is_dir && !is_ignored_dir(&entry.file_name()) {
                 self.watch_tree(&entry.path())?;
             }
         }
@@ -149,9 +150,7 @@ impl Watcher {
     }
 
     fn is_noise(&self, path: &Path) -> bool {
-        let in_ignored_dir = path
-            .components()
-            .any(|c| IGNORED_DIRS.iter().any(|d| c.as_os_str() == *d));
+        let in_ignored_dir = path.components().any(|c| is_ignored_dir(c.as_os_str()));
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -182,8 +181,16 @@ impl Watcher {
     }
 }
 
+/// One of the ignored directories, or a temporary directory it is being
+/// created through (`target` plus six random characters, as cargo does).
 fn is_ignored_dir(name: &OsStr) -> bool {
-    IGNORED_DIRS.iter().any(|d| name == *d)
+    let name = name.to_string_lossy();
+    IGNORED_DIRS.iter().any(|d| {
+        name == *d
+            || name.strip_prefix(d).is_some_and(|rest| {
+                rest.len() == 6 && rest.bytes().all(|b| b.is_ascii_alphanumeric())
+            })
+    })
 }
 
 /// Files editors write beside the ones being edited.
@@ -223,6 +230,22 @@ mod tests {
         assert!(glob_matches("data-?.json", "data-1.json"));
         assert!(!glob_matches("data-?.json", "data-10.json"));
         assert!(glob_matches("*", ""));
+    }
+
+    #[test]
+    fn build_directories_and_their_temporary_names_are_ignored() {
+        for name in [
+            "target",
+            "targetrONb10",
+            "node_modules",
+            ".git",
+            "__pycache__",
+        ] {
+            assert!(is_ignored_dir(OsStr::new(name)), "{name}");
+        }
+        for name in ["src", "targets", "target-dir", "targetABCDEFG"] {
+            assert!(!is_ignored_dir(OsStr::new(name)), "{name}");
+        }
     }
 
     #[test]
