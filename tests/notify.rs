@@ -77,14 +77,7 @@ fn ready_from_a_process_outside_the_generation_is_dropped() {
         .args(["--gen", "2", "--no-ready"]);
     let sockvisor = Sockvisor::spawn(dir, command);
     sockvisor.wait_for_log("generation 1 (pid");
-    let control = sockvisor.control_path();
-    let upgrade = std::thread::spawn(move || {
-        Command::new(sockvisor_bin())
-            .args(["upgrade", "--control"])
-            .arg(control)
-            .output()
-            .unwrap()
-    });
+    let upgrade = sockvisor.client_in_background(&["upgrade"]);
     // Generation 2 runs and never notifies; this test process, which is
     // not one of its processes, tries to speak for it.
     let report = sockvisor.report(2);

@@ -134,14 +134,7 @@ fn reexec_while_an_old_generation_drains_keeps_its_drain_timeout() {
         &["--gen", "1", "--ignore", "SIGQUIT"],
     );
     let old = sockvisor.report(1)["pid"].as_i64().unwrap();
-    let control = sockvisor.control_path();
-    let upgrade = std::thread::spawn(move || {
-        Command::new(sockvisor_bin())
-            .args(["upgrade", "--control"])
-            .arg(control)
-            .output()
-            .unwrap()
-    });
+    let upgrade = sockvisor.client_in_background(&["upgrade"]);
     wait_for("generation 1 to drain", || {
         let status = status_json(&sockvisor);
         (status["current"] == 2 && status["generations"][0]["state"] == "draining").then_some(())
@@ -216,14 +209,7 @@ fn a_new_binary_that_cannot_restore_the_state_falls_back_to_the_old_program() {
 #[test]
 fn reexec_is_refused_while_an_upgrade_is_starting() {
     let sockvisor = run("busy", &[], &["--gen", "2", "--ready-delay-ms", "3000"]);
-    let control = sockvisor.control_path();
-    let upgrade = std::thread::spawn(move || {
-        Command::new(sockvisor_bin())
-            .args(["upgrade", "--control"])
-            .arg(control)
-            .output()
-            .unwrap()
-    });
+    let upgrade = sockvisor.client_in_background(&["upgrade"]);
     sockvisor.report(2);
     let output = sockvisor.client(&["reexec"]);
     let stderr = String::from_utf8_lossy(&output.stderr);

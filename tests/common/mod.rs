@@ -153,6 +153,23 @@ impl Sockvisor {
             .expect("cannot run the sockvisor client")
     }
 
+    /// Runs a client command in a thread, for tests that act while it
+    /// waits for its result.
+    pub fn client_in_background(
+        &self,
+        args: &[&str],
+    ) -> std::thread::JoinHandle<std::process::Output> {
+        let control = self.control_path();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        std::thread::spawn(move || {
+            Command::new(sockvisor_bin())
+                .args(&args)
+                .env("SOCKVISOR_CONTROL", control)
+                .output()
+                .expect("cannot run the sockvisor client")
+        })
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }
