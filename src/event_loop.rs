@@ -146,13 +146,16 @@ impl EventLoop {
             }
             let ready = self.wait();
             let now = Instant::now();
+            // Messages before exits: a process that sent READY=1 and then
+            // exited was ready, and its datagram is lost once its
+            // generation's socket is retired.
+            for generation in ready.notify {
+                self.on_notify(generation, now);
+            }
             if ready.signals {
                 for signal in self.signals.take() {
                     self.on_signal(signal, now);
                 }
-            }
-            for generation in ready.notify {
-                self.on_notify(generation, now);
             }
             if ready.watched
                 && let Some(watcher) = &mut self.watcher
