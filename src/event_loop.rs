@@ -107,27 +107,18 @@ impl EventLoop {
         self
     }
 
-    /// After a re-exec: how many there were, and the client that asked for
-    /// this one, which gets `result`.
+    /// After a re-exec: how many there were, when the last one happened
+    /// (`None` when it fell back to this, the previous program), and the
+    /// client that asked for it, which gets `result`.
     pub fn resumed(
         mut self,
         reexecs: u32,
+        last_reexec: Option<Instant>,
         requester: Option<UnixStream>,
         result: Reply,
         now: Instant,
     ) -> EventLoop {
-        self.last_reexec = Some(now);
-        self.resumed_after_fallback(reexecs, requester, result, now)
-    }
-
-    /// After a re-exec that fell back to this (the previous) program.
-    pub fn resumed_after_fallback(
-        mut self,
-        reexecs: u32,
-        requester: Option<UnixStream>,
-        result: Reply,
-        now: Instant,
-    ) -> EventLoop {
+        self.last_reexec = last_reexec;
         self.reexecs = reexecs;
         if let Some(stream) = requester {
             let connection = self.control.adopt_client(stream, now);

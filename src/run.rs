@@ -244,10 +244,8 @@ pub fn resume(inherited: reexec::Inherited) -> Result<i32, RunError> {
     let event_loop = EventLoop::new(restored.supervisor, signals, restored.control, service)
         .with_pidfile(restored.pidfile)
         .with_watcher(watcher);
-    let event_loop = if reexecs > state.reexecs {
-        event_loop.resumed(reexecs, restored.requester, result, now)
-    } else {
-        event_loop.resumed_after_fallback(reexecs, restored.requester, result, now)
-    };
-    Ok(event_loop.run())
+    let last_reexec = (reexecs > state.reexecs).then_some(now);
+    Ok(event_loop
+        .resumed(reexecs, last_reexec, restored.requester, result, now)
+        .run())
 }

@@ -214,19 +214,7 @@ impl ConfigRecord {
 impl<P: ProcessControl> Supervisor<P> {
     /// Why a re-exec cannot happen now, if anything stands in its way.
     pub fn handover_blocker(&self) -> Option<String> {
-        if self.stop.is_some() {
-            return Some("sockvisor is stopping".into());
-        }
-        if let Some(starting) = self.generations.iter().find(|g| g.phase == Phase::Starting) {
-            return Some(format!(
-                "an upgrade is in progress ({} is starting); try again once it is done",
-                starting.describe()
-            ));
-        }
-        if self.scale.is_some() {
-            return Some("a scale is in progress; try again once it is done".into());
-        }
-        None
+        self.in_flight().map(|busy| busy.to_string())
     }
 
     /// Everything the supervisor knows, as of `now`.

@@ -37,19 +37,8 @@ impl<P: ProcessControl> Supervisor<P> {
         workers: u32,
         now: Instant,
     ) -> Result<UpgradeId, UpgradeRejection> {
-        if self.stop.is_some() {
-            return Err(UpgradeRejection::Stopping);
-        }
-        if let Some(starting) = self.generations.iter().find(|g| g.phase == Phase::Starting) {
-            return Err(UpgradeRejection::Busy(format!(
-                "{} is still starting; scale once the upgrade is done",
-                starting.describe()
-            )));
-        }
-        if self.scale.is_some() {
-            return Err(UpgradeRejection::Busy(
-                "another scale is in progress; try again once it is done".into(),
-            ));
+        if let Some(busy) = self.in_flight() {
+            return Err(busy);
         }
         let serving: Vec<u32> = self
             .generations

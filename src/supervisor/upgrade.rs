@@ -43,7 +43,7 @@ impl std::fmt::Display for UpgradeRejection {
             UpgradeRejection::Busy(message) | UpgradeRejection::SpawnFailed(message) => {
                 f.write_str(message)
             }
-            UpgradeRejection::Stopping => f.write_str("sockvisor is stopping; upgrade refused"),
+            UpgradeRejection::Stopping => f.write_str("sockvisor is stopping; refused"),
         }
     }
 }
@@ -72,19 +72,8 @@ impl<P: ProcessControl> Supervisor<P> {
     /// Starts an upgrade: a new generation on the same sockets, which
     /// replaces the current one once every worker of it is ready.
     pub fn request_upgrade(&mut self, now: Instant) -> Result<UpgradeId, UpgradeRejection> {
-        if self.stop.is_some() {
-            return Err(UpgradeRejection::Stopping);
-        }
-        if let Some(starting) = self.generations.iter().find(|g| g.phase == Phase::Starting) {
-            return Err(UpgradeRejection::Busy(format!(
-                "{} is still starting; try again once it is ready or has failed",
-                starting.describe()
-            )));
-        }
-        if self.scale.is_some() {
-            return Err(UpgradeRejection::Busy(
-                "a scale is in progress; try again once it is done".into(),
-            ));
+        if let Some(busy) = self.in_flight() {
+            return Err(busy);
         }
         self.last_upgrade_id += 1;
         let id = self.last_upgrade_id;
@@ -106,6 +95,23 @@ impl<P: ProcessControl> Supervisor<P> {
                 Err(UpgradeRejection::SpawnFailed(message))
             }
         }
+    }
+
+    /// What stands in the way of an upgrade, a scale or a re-exec: a stop,
+    /// a generation that is starting, or a scale in progress. One at a time.
+    pub(super) fn in_flight(&self) -> Option<UpgradeRejection> {
+        if self.stop.is_some() {
+            return Some(UpgradeRejection::Stopping);
+        }
+        if let Some(starting) = self.generations.iter().find(|g| g.phase == Phase::Starting) {
+            return Some(UpgradeRejection::Busy(format!(
+                "an upgrade is in progress: {} is still starting; try again once it is ready or has failed",
+                starting.describe()
+            )));
+        }
+        self.scale.as_ref().map(|_| {
+            UpgradeRejection::Busy("a scale is in progress; try again once it is done".into())
+        })
     }
 
     /// Asks every worker of a replaced generation to stop; returns it if it
