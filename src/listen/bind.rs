@@ -16,7 +16,7 @@ use std::path::Path;
 
 use nix::errno::Errno;
 use nix::sys::socket::{
-    self, AddressFamily, Backlog, SockFlag, SockType, SockaddrIn, SockaddrIn6, SockaddrStorage,
+    self, AddressFamily, SockFlag, SockType, SockaddrIn, SockaddrIn6, SockaddrStorage,
     UnixAddr, sockopt,
 };
 use nix::sys::stat::{Mode, umask};
@@ -181,7 +181,7 @@ fn bind_inet(
         }
     }
     if kind == SockType::Stream {
-        socket::listen(&fd, Backlog::new(backlog)?)?;
+        listen(&fd, backlog)?;
     }
     Ok(fd)
 }
@@ -211,8 +211,19 @@ pub(crate) fn bind_unix(
             return Err(err.raw_os_error().map_or(Errno::EIO, Errno::from_raw));
         }
     }
-    socket::listen(&fd, Backlog::new(backlog)?)?;
+    listen(&fd, backlog)?;
     Ok(fd)
+}
+
+/// `listen(2)` with the backlog as given. The kernel caps it at
+/// `net.core.somaxconn` itself; the C library's `SOMAXCONN` (128 on musl,
+/// 4096 on glibc) is no limit of the kernel's, so it is not applied here
+/// (nix's `Backlog::new` applies it and refuses larger values).
+fn listen(fd: &OwnedFd, backlog: i32) -> Result<(), Errno> {
+    // SAFETY: `fd` is an open socket owned by the caller for the duration
+    // of the call; listen(2) reads no memory of ours.
+    let result = unsafe { libc::listen(fd.as_raw_fd(), backlog) };
+    Errno::result(result).map(drop)
 }
 
 /// A socket file left behind by a crashed process is replaced; one that a

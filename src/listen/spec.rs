@@ -259,7 +259,10 @@ fn parse_name(name: &str) -> Result<String, String> {
 fn parse_backlog(text: &str) -> Result<u32, String> {
     match text.parse::<u32>() {
         Ok(n) if n > 0 && n <= i32::MAX as u32 => Ok(n),
-        _ => Err(format!("backlog '{text}' is not a positive number")),
+        _ => Err(format!(
+            "backlog '{text}' is not a number from 1 to {} (the kernel caps it at net.core.somaxconn)",
+            i32::MAX
+        )),
     }
 }
 
@@ -402,7 +405,7 @@ mod tests {
 
     #[test]
     fn bad_values_are_explained() {
-        assert!(reason("1.2.3.4:1,backlog=0").contains("positive"));
+        assert!(reason("1.2.3.4:1,backlog=0").contains("from 1 to"));
         assert!(reason("unix:/a,mode=999").contains("octal"));
         assert!(reason("1.2.3.4:1,name").contains("needs a value"));
         assert!(reason("1.2.3.4:1,reuseport=1").contains("takes no value"));

@@ -20,8 +20,13 @@ use serde_json::Value;
 /// Upper bound for anything a test waits for.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
+/// The sockvisor under test: the one cargo built, or the binary named by
+/// `SOCKVISOR_TEST_BIN` (CI runs some suites against the static musl build
+/// that the Docker image ships).
 pub fn sockvisor_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_sockvisor"))
+    std::env::var_os("SOCKVISOR_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_sockvisor")))
 }
 
 /// The test child, an example built next to the binary. `cargo test`
@@ -29,7 +34,7 @@ pub fn sockvisor_bin() -> PathBuf {
 /// per test binary (a no-op when it is up to date).
 pub fn probe_bin() -> PathBuf {
     static BUILT: std::sync::Once = std::sync::Once::new();
-    let bin = sockvisor_bin();
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_sockvisor"));
     let profile_dir = bin.parent().unwrap();
     BUILT.call_once(|| {
         let mut cargo = Command::new(env!("CARGO"));
