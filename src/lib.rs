@@ -18,6 +18,7 @@ pub mod init;
 pub mod listen;
 pub mod logging;
 pub mod notify;
+pub mod output;
 pub mod paths;
 pub mod pidfile;
 pub mod reaper;

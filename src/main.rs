@@ -26,7 +26,7 @@ fn main() {
             None => run::run(*args),
         }
         .unwrap_or_else(|err| {
-            eprintln!("sockvisor: {err}");
+            sockvisor::complain!("sockvisor: {err}");
             err.exit_code()
         }),
         Command::Upgrade(args) => call(&args.instance, Request::Upgrade, args.json, args.timeout),
@@ -68,7 +68,7 @@ fn call(
     timeout: Option<std::time::Duration>,
 ) -> i32 {
     if let Err(why) = paths::validate_name(&instance.name) {
-        eprintln!("sockvisor: {why}");
+        sockvisor::complain!("sockvisor: {why}");
         return client::exit::USAGE;
     }
     let path = paths::control_path(&instance.name, instance.control.as_deref());
@@ -84,13 +84,13 @@ fn call(
 /// exit 0 if this program takes the same command line and reads `version`.
 fn reexec_check(version: &str, command: &Command) -> i32 {
     if !matches!(command, Command::Run(_)) {
-        eprintln!("sockvisor: re-exec check: not a `run` command line");
+        sockvisor::complain!("sockvisor: re-exec check: not a `run` command line");
         return 3;
     }
     match version.parse::<u32>() {
         Ok(v) if v == reexec::STATE_VERSION => 0,
         _ => {
-            eprintln!(
+            sockvisor::complain!(
                 "sockvisor {}: re-exec state version {version} is not supported (this binary reads version {})",
                 env!("CARGO_PKG_VERSION"),
                 reexec::STATE_VERSION

@@ -46,7 +46,7 @@ pub fn call(call: &Call<'_>) -> i32 {
                 IoErrorKind::PermissionDenied => " (run as the user sockvisor runs as, or root)",
                 _ => "",
             };
-            eprintln!(
+            crate::complain!(
                 "sockvisor: cannot reach sockvisor at {}: {e}{hint}",
                 call.path.display()
             );
@@ -76,10 +76,10 @@ pub fn call(call: &Call<'_>) -> i32 {
         match reader.read_line(&mut text) {
             Ok(0) => {
                 if let Err(e) = sent {
-                    eprintln!("sockvisor: cannot send the {verb} request: {e}");
+                    crate::complain!("sockvisor: cannot send the {verb} request: {e}");
                     return exit::UNREACHABLE;
                 }
-                eprintln!("sockvisor: the connection closed before the {verb} result arrived");
+                crate::complain!("sockvisor: the connection closed before the {verb} result arrived");
                 return exit::FAILED;
             }
             Ok(_) => {}
@@ -87,24 +87,24 @@ pub fn call(call: &Call<'_>) -> i32 {
                 return timed_out(verb, call.timeout);
             }
             Err(e) => {
-                eprintln!("sockvisor: reading the {verb} result failed: {e}");
+                crate::complain!("sockvisor: reading the {verb} result failed: {e}");
                 return exit::FAILED;
             }
         }
         if call.json {
-            print!("{text}");
+            crate::say!("{text}");
         }
         let reply: Reply = match serde_json::from_str(&text) {
             Ok(reply) => reply,
             Err(e) => {
-                eprintln!("sockvisor: unreadable reply from sockvisor: {e}");
+                crate::complain!("sockvisor: unreadable reply from sockvisor: {e}");
                 return exit::FAILED;
             }
         };
         match reply {
             Reply::Progress { message } => {
                 if !call.json {
-                    println!("{message}");
+                    crate::sayln!("{message}");
                 }
             }
             Reply::Result {
@@ -128,14 +128,14 @@ fn finish(
     if ok {
         if !call.json {
             match status {
-                Some(status) => print!("{}", render_status(&status)),
-                None => println!("{message}"),
+                Some(status) => crate::say!("{}", render_status(&status)),
+                None => crate::sayln!("{message}"),
             }
         }
         return exit::OK;
     }
     if !call.json {
-        eprintln!("sockvisor: {verb} failed: {message}");
+        crate::complain!("sockvisor: {verb} failed: {message}");
     }
     match error {
         Some(ErrorKind::Busy) => exit::BUSY,
@@ -146,7 +146,7 @@ fn finish(
 }
 
 fn timed_out(verb: &str, timeout: Option<Duration>) -> i32 {
-    eprintln!(
+    crate::complain!(
         "sockvisor: no {verb} result within {}; sockvisor carries on with it (see `sockvisor status`)",
         format_duration(timeout.unwrap_or_default())
     );
@@ -261,13 +261,13 @@ pub fn check(path: &Path, verbose: bool) -> i32 {
     match verdict {
         Ok(line) => {
             if verbose {
-                println!("{line}");
+                crate::sayln!("{line}");
             }
             0
         }
         Err(why) => {
             if verbose {
-                println!("not serving: {why}");
+                crate::sayln!("not serving: {why}");
             }
             1
         }

@@ -124,13 +124,13 @@ impl Handover {
 pub fn fall_back(handover: Handover, why: &str) -> ! {
     tracing::error!("cannot restore the re-exec state: {why}; running the previous program again");
     let Some(fallback) = &handover.fallback else {
-        eprintln!(
+        crate::complain!(
             "sockvisor: cannot restore the re-exec state ({why}) and no previous program to return to"
         );
         std::process::exit(1);
     };
     if let Some(first) = &handover.failed {
-        eprintln!(
+        crate::complain!(
             "sockvisor: the previous program cannot restore its own state either ({why}; first: {first})"
         );
         std::process::exit(1);
@@ -140,7 +140,7 @@ pub fn fall_back(handover: Handover, why: &str) -> ! {
     env.push(var(FALLBACK_FD_VAR, &fallback.as_raw_fd().to_string()));
     env.push(var(FAILED_VAR, why));
     let errno = nix::unistd::fexecve(fallback, &arguments(), &env);
-    eprintln!("sockvisor: cannot run the previous program again: {errno:?}");
+    crate::complain!("sockvisor: cannot run the previous program again: {errno:?}");
     std::process::exit(1)
 }
 

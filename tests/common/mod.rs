@@ -116,11 +116,17 @@ impl Sockvisor {
     }
 
     /// Starts an arbitrary command line (e.g. sockvisor under unshare).
-    pub fn spawn(dir: TestDir, mut command: Command) -> Sockvisor {
+    pub fn spawn(dir: TestDir, command: Command) -> Sockvisor {
+        let stderr = File::create(dir.join("sockvisor.stderr")).unwrap();
+        Self::spawn_with_stderr(dir, command, stderr.into())
+    }
+
+    /// Like `spawn`, with sockvisor's stderr going to `stderr` instead of
+    /// the file [`Sockvisor::stderr`] reads.
+    pub fn spawn_with_stderr(dir: TestDir, mut command: Command, stderr: Stdio) -> Sockvisor {
         let stderr_path = dir.join("sockvisor.stderr");
         // Every sockvisor under test has its own control socket.
         command.env("SOCKVISOR_CONTROL", dir.join("control.sock"));
-        let stderr = File::create(&stderr_path).unwrap();
         let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::inherit())
