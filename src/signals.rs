@@ -8,7 +8,7 @@
 //! flag is what counts.
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,6 +45,9 @@ fn watched() -> impl Iterator<Item = Signal> {
 /// The receiving end of sockvisor's signal handlers.
 pub struct SignalSource {
     wake_read: UnixStream,
+    /// The one write end every handler shares; kept open as long as the
+    /// handlers may run (they are never unregistered).
+    _wake_write: UnixStream,
     flags: Vec<(Signal, Arc<AtomicBool>)>,
 }
 
@@ -60,12 +63,33 @@ impl SignalSource {
             // The flag first, then the wake-up: a loop woken by the byte
             // always finds the flag set.
             signal_hook::flag::register(signal as i32, Arc::clone(&flag))?;
-            // Each registration owns its own duplicate of the write end.
-            let writer = OwnedFd::from(wake_write.try_clone()?);
-            signal_hook::low_level::pipe::register_raw(signal as i32, writer)?;
+            // One shared write end for every signal: a descriptor each
+            // would cost a dozen of a tight `ulimit -n`.
+            let writer = wake_write.as_raw_fd();
+            let wake = move || {
+                // SAFETY: send(2) is async-signal-safe; `writer` stays open
+                // for the life of the process (held by the SignalSource,
+                // which lives as long as the event loop). A full buffer
+                // drops the byte, which is fine: the flag is what counts.
+                unsafe {
+                    libc::send(
+                        writer,
+                        [1u8].as_ptr().cast(),
+                        1,
+                        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                    )
+                };
+            };
+            // SAFETY: the action only calls send(2), which is
+            // async-signal-safe, and allocates nothing.
+            unsafe { signal_hook::low_level::register(signal as i32, wake) }?;
             flags.push((signal, flag));
         }
-        Ok(SignalSource { wake_read, flags })
+        Ok(SignalSource {
+            wake_read,
+            _wake_write: wake_write,
+            flags,
+        })
     }
 
     /// The descriptor to poll for readability.

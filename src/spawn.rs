@@ -358,9 +358,18 @@ impl ExecPlan {
             // Move everything we still need above the target range first, so
             // that placing fd 3.. never overwrites a descriptor still to be
             // placed (or the error pipe).
-            self.error_fd = libc::fcntl(self.error_fd, libc::F_DUPFD_CLOEXEC, first_free);
+            // A failed move (EMFILE under a tight `ulimit -n`) is reported
+            // as what it is, not as the EBADF of a later dup2(-1).
+            let moved = libc::fcntl(self.error_fd, libc::F_DUPFD_CLOEXEC, first_free);
+            if moved < 0 {
+                self.fail(Errno::last_raw());
+            }
+            self.error_fd = moved;
             for (slot, fd) in self.moved_fds.iter_mut().zip(&self.listener_fds) {
                 *slot = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, first_free);
+                if *slot < 0 {
+                    self.fail(Errno::last_raw());
+                }
             }
             for (index, fd) in self.moved_fds.iter().enumerate() {
                 // dup2 clears close-on-exec on the target.

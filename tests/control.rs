@@ -292,3 +292,108 @@ fn status_check_fails_while_no_generation_is_ready() {
         "not serving: no generation is serving\n"
     );
 }
+
+/// Opens `count` connections that never send a request, and waits until
+/// sockvisor has accepted them all.
+fn idle_clients(sockvisor: &Sockvisor, count: usize) -> Vec<UnixStream> {
+    (0..count)
+        .map(|_| UnixStream::connect(sockvisor.control_path()).unwrap())
+        .collect()
+}
+
+#[test]
+fn status_check_says_serving_however_many_idle_clients_are_connected() {
+    let sockvisor = run("check-crowded");
+    wait_for("generation 1 to serve", || {
+        (status_json(&sockvisor)["current"] == 1).then_some(())
+    });
+    let idle = idle_clients(&sockvisor, 100);
+    for _ in 0..3 {
+        let output = sockvisor.client(&["status", "--check", "--verbose"]);
+        assert_eq!(output.status.code(), Some(0), "{output:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout),
+            "generation 1 serving\n"
+        );
+        let output = sockvisor.client(&["status"]);
+        assert!(output.status.success(), "{output:?}");
+    }
+    drop(idle);
+}
+
+/// CPU time (user + system) a process has used, in clock ticks.
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn out_of_descriptors_the_loop_rests_and_recovers_when_clients_leave() {
+    let dir = TestDir::new("emfile");
+    let mut command = Command::new(sockvisor_bin());
+    command
+        .args(["run", "--listen", "127.0.0.1:0", "--"])
+        .args(Sockvisor::probe_args(&dir.path));
+    // SAFETY: setrlimit is async-signal-safe; it runs in the forked child
+    // before exec and touches no memory of the parent.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+            let limit = libc::rlimit {
+                rlim_cur: 30,
+                rlim_max: 30,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let sockvisor = Sockvisor::spawn(dir, command);
+    let report = sockvisor.report(1);
+    let idle = idle_clients(&sockvisor, 40);
+    sockvisor.wait_for_log("out of file descriptors");
+
+    // A busy loop would use about a core; resting, it uses next to none.
+    let before = cpu_ticks(sockvisor.pid());
+    let window = std::time::Instant::now();
+    while window.elapsed() < std::time::Duration::from_millis(500) {
+        // The server is not harmed meanwhile.
+        assert!(http_get_tcp(&reported_address(&report, 3)).is_ok());
+    }
+    let used = cpu_ticks(sockvisor.pid()) - before;
+    assert!(used < 15, "sockvisor used {used} ticks in 0.5 s with no descriptor left");
+
+    drop(idle);
+    wait_for("control to answer again", || {
+        sockvisor.client(&["status"]).status.success().then_some(())
+    });
+    let warnings = sockvisor.stderr().matches("out of file descriptors").count();
+    assert_eq!(warnings, 1, "{}", sockvisor.stderr());
+}
+
+#[test]
+fn sockvisor_starts_and_serves_with_a_small_descriptor_limit() {
+    let dir = TestDir::new("few-fds");
+    let mut command = Command::new(sockvisor_bin());
+    command
+        .args(["run", "--listen", "127.0.0.1:0", "--"])
+        .args(Sockvisor::probe_args(&dir.path));
+    // SAFETY: as above, setrlimit between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+            let limit = libc::rlimit {
+                rlim_cur: 20,
+                rlim_max: 20,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let sockvisor = Sockvisor::spawn(dir, command);
+    let report = sockvisor.report(1);
+    assert!(http_get_tcp(&reported_address(&report, 3)).is_ok());
+    assert!(sockvisor.client(&["upgrade"]).status.success());
+}

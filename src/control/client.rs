@@ -253,29 +253,44 @@ fn shown_ms(value: &serde_json::Value) -> String {
 }
 
 /// `sockvisor status --check`: exit 0 when a generation is ready and
-/// serving and sockvisor is not stopping, 1 otherwise (unreachable
-/// included), printing nothing unless `verbose`. For exec probes
-/// (Kubernetes, Nomad, Docker HEALTHCHECK).
+/// serving and sockvisor is not stopping, 1 when it is not serving or
+/// cannot be reached, 4 when it answered that it is busy (every control
+/// slot holds a client waiting for a result; idle clients never cause
+/// this), printing nothing unless `verbose`. For exec probes (Kubernetes,
+/// Nomad, Docker HEALTHCHECK).
 pub fn check(path: &Path, verbose: bool) -> i32 {
-    let verdict = fetch_status(path, CHECK_TIMEOUT).and_then(|status| serving(&status));
-    match verdict {
-        Ok(line) => {
-            if verbose {
-                crate::sayln!("{line}");
+    let deadline = Instant::now() + CHECK_TIMEOUT;
+    let verdict = loop {
+        match fetch_status(path, deadline.saturating_duration_since(Instant::now())) {
+            Err(Fetch::Busy(_)) if Instant::now() + CHECK_RETRY < deadline => {
+                std::thread::sleep(CHECK_RETRY);
             }
-            0
+            other => break other.and_then(|status| serving(&status).map_err(Fetch::NotServing)),
         }
-        Err(why) => {
-            if verbose {
-                crate::sayln!("not serving: {why}");
-            }
-            1
-        }
+    };
+    let (code, line) = match verdict {
+        Ok(line) => (exit::OK, line),
+        Err(Fetch::NotServing(why)) => (exit::FAILED, format!("not serving: {why}")),
+        Err(Fetch::Busy(why)) => (exit::BUSY, format!("busy, serving unknown: {why}")),
+    };
+    if verbose {
+        crate::sayln!("{line}");
     }
+    code
 }
 
 /// How long `status --check` waits for an answer.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long `status --check` waits before asking a busy sockvisor again.
+const CHECK_RETRY: Duration = Duration::from_millis(50);
+
+/// Why a status request gave no status.
+enum Fetch {
+    /// sockvisor is unreachable, or it answered that it does not serve.
+    NotServing(String),
+    /// sockvisor answered, but had no room for the request.
+    Busy(String),
+}
 
 fn serving(status: &serde_json::Value) -> Result<String, String> {
     if status["stopping"] == true {
@@ -295,27 +310,35 @@ fn serving(status: &serde_json::Value) -> Result<String, String> {
 }
 
 /// One status request, without printing anything.
-fn fetch_status(path: &Path, timeout: Duration) -> Result<serde_json::Value, String> {
+fn fetch_status(path: &Path, timeout: Duration) -> Result<serde_json::Value, Fetch> {
+    let failed = Fetch::NotServing;
     let stream = UnixStream::connect(path)
-        .map_err(|e| format!("cannot reach sockvisor at {}: {e}", path.display()))?;
+        .map_err(|e| failed(format!("cannot reach sockvisor at {}: {e}", path.display())))?;
     stream
-        .set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
+        .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
+        .map_err(|e| failed(e.to_string()))?;
     let request = Request {
         version: PROTOCOL_VERSION,
         command: Command::Status,
     };
-    let mut line = serde_json::to_vec(&request).map_err(|e| e.to_string())?;
+    let mut line = serde_json::to_vec(&request).map_err(|e| failed(e.to_string()))?;
     line.push(b'\n');
-    (&stream).write_all(&line).map_err(|e| e.to_string())?;
+    // A write refused because sockvisor already answered (and closed) is
+    // followed by that answer: read it all the same.
+    let _ = (&stream).write_all(&line);
     let mut reply = String::new();
     BufReader::new(&stream)
         .read_line(&mut reply)
-        .map_err(|e| format!("no status answer: {e}"))?;
-    let reply: serde_json::Value =
-        serde_json::from_str(&reply).map_err(|e| format!("garbled status answer: {e}"))?;
+        .map_err(|e| failed(format!("no status answer: {e}")))?;
+    let reply: serde_json::Value = serde_json::from_str(&reply)
+        .map_err(|e| failed(format!("garbled status answer: {e}")))?;
     if reply["ok"] != true {
-        return Err(reply["message"].as_str().unwrap_or("refused").to_string());
+        let message = reply["message"].as_str().unwrap_or("refused").to_string();
+        return Err(if reply["error"] == "busy" {
+            Fetch::Busy(message)
+        } else {
+            failed(message)
+        });
     }
     Ok(reply["status"].clone())
 }

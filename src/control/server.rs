@@ -29,6 +29,8 @@ use crate::supervisor::{Notice, UpgradeId};
 const MAX_CONNECTIONS: usize = 64;
 /// Replies queued for one client before it is considered stuck.
 const MAX_QUEUED_OUTPUT: usize = 1024 * 1024;
+/// How long the listener rests when no descriptor is left to accept with.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How long a client may take to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -73,6 +75,10 @@ pub struct ControlServer {
     file: BoundFile,
     connections: Vec<Connection>,
     last_id: ConnectionId,
+    spare: SpareDescriptor,
+    /// Not polled for new clients until then: out of descriptors with no
+    /// spare to trade.
+    paused_until: Option<Instant>,
 }
 
 impl ControlServer {
@@ -109,6 +115,8 @@ impl ControlServer {
             file,
             connections: Vec::new(),
             last_id: 0,
+            spare: SpareDescriptor::reserve(),
+            paused_until: None,
         })
     }
 
@@ -128,6 +136,8 @@ impl ControlServer {
             file,
             connections: Vec::new(),
             last_id: 0,
+            spare: SpareDescriptor::reserve(),
+            paused_until: None,
         })
     }
 
@@ -186,7 +196,12 @@ impl ControlServer {
     /// Descriptors to poll: the listener first, then every connection, in
     /// the order `handle` expects their events.
     pub fn poll_fds(&self) -> Vec<(BorrowedFd<'_>, PollFlags)> {
-        let mut fds = vec![(self.listener.as_fd(), PollFlags::POLLIN)];
+        let listening = if self.paused_until.is_some() {
+            PollFlags::empty()
+        } else {
+            PollFlags::POLLIN
+        };
+        let mut fds = vec![(self.listener.as_fd(), listening)];
         for connection in &self.connections {
             // After end-of-file the socket would report readable forever.
             let mut flags = PollFlags::empty();
@@ -229,14 +244,42 @@ impl ControlServer {
             }
         }
         if listener_events.is_some_and(|e| !e.is_empty()) {
+            let first_new = self.connections.len();
             self.accept_all(now);
+            // A client usually sends its request with the connection: read
+            // it now, so that it no longer counts as idle.
+            for connection in &mut self.connections[first_new..] {
+                if connection.state == State::Reading
+                    && let Some(request) = connection.read()
+                {
+                    incoming.push(Incoming {
+                        connection: connection.id,
+                        request,
+                    });
+                }
+            }
         }
         self.sweep();
         incoming
     }
 
     fn accept_all(&mut self, now: Instant) {
-        while let Ok((stream, _)) = self.listener.accept() {
+        loop {
+            let stream = match self.listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == IoErrorKind::Interrupted => continue,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    // The connection stays queued and the listener readable:
+                    // without taking it off the queue the loop would spin.
+                    if !self.spare.refuse_one(&self.listener) {
+                        self.paused_until = Some(now + ACCEPT_BACKOFF);
+                        return;
+                    }
+                    continue;
+                }
+                Err(_) => return,
+            };
+            self.spare.recovered();
             if stream.set_nonblocking(true).is_err() {
                 continue;
             }
@@ -254,14 +297,37 @@ impl ControlServer {
             if let Err(why) = peer_allowed(&connection.stream) {
                 tracing::warn!("control connection refused: {why}");
                 connection.finish(Reply::failure(ErrorKind::PermissionDenied, why));
-            } else if self.connections.len() >= MAX_CONNECTIONS {
+            } else if self.connections.len() >= MAX_CONNECTIONS && !self.evict_idle() {
                 connection.finish(Reply::failure(
                     ErrorKind::Busy,
-                    format!("too many control connections (limit {MAX_CONNECTIONS}); try again"),
+                    format!(
+                        "{MAX_CONNECTIONS} control clients are waiting for results; try again"
+                    ),
                 ));
             }
             self.connections.push(connection);
         }
+    }
+
+    /// Makes room for a new client by closing the one that has been
+    /// connected longest without sending its request, so that idle or
+    /// leaked connections never lock out a request (a health probe above
+    /// all). False when every connection is waiting for a result.
+    fn evict_idle(&mut self) -> bool {
+        let oldest = self
+            .connections
+            .iter_mut()
+            .filter(|c| c.state == State::Reading && !c.dead)
+            .min_by_key(|c| c.accepted);
+        let Some(oldest) = oldest else {
+            return false;
+        };
+        oldest.finish(Reply::failure(
+            ErrorKind::Busy,
+            "closed to make room for a newer control client: send the request as soon as you connect",
+        ));
+        oldest.dead = true;
+        true
     }
 
     /// Sends the final result to a client and closes its connection.
@@ -346,17 +412,22 @@ impl ControlServer {
         }
     }
 
-    /// When the oldest client still owing its request times out.
+    /// When the oldest client still owing its request times out, or the
+    /// listener is polled again.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.connections
             .iter()
             .filter(|c| c.state == State::Reading)
             .map(|c| c.accepted + REQUEST_TIMEOUT)
+            .chain(self.paused_until)
             .min()
     }
 
     /// Closes clients that did not send a request in time.
     pub fn on_tick(&mut self, now: Instant) {
+        if self.paused_until.is_some_and(|until| until <= now) {
+            self.paused_until = None;
+        }
         for connection in &mut self.connections {
             if connection.state == State::Reading && connection.accepted + REQUEST_TIMEOUT <= now {
                 connection.finish(Reply::failure(
@@ -480,6 +551,60 @@ impl Connection {
             }
         }
     }
+}
+
+/// A descriptor held in reserve for the moment the process runs out: it is
+/// closed to accept one queued connection, which is then closed at once
+/// (the client sees the connection end), and opened again. Without it a
+/// full descriptor table leaves the connection queued and the listener
+/// readable, and the loop spins.
+struct SpareDescriptor {
+    fd: Option<OwnedFd>,
+    /// Said once per episode, not once per refused client.
+    warned: bool,
+}
+
+impl SpareDescriptor {
+    fn reserve() -> SpareDescriptor {
+        SpareDescriptor {
+            fd: open_spare(),
+            warned: false,
+        }
+    }
+
+    /// Takes one connection off `listener`'s queue and closes it. False when
+    /// even that was impossible (nothing queued, or no spare to give up).
+    fn refuse_one(&mut self, listener: &UnixListener) -> bool {
+        if !self.warned {
+            tracing::warn!(
+                "out of file descriptors: control clients are disconnected until some are free (raise `ulimit -n`)"
+            );
+            self.warned = true;
+        }
+        if self.fd.take().is_none() {
+            // No spare could be opened again: nothing to trade for the
+            // connection. The poll loop backs off the listener instead.
+            return false;
+        }
+        let refused = listener.accept().is_ok();
+        self.fd = open_spare();
+        refused && self.fd.is_some()
+    }
+
+    /// A connection was accepted: descriptors are available again.
+    fn recovered(&mut self) {
+        if self.warned {
+            tracing::info!("file descriptors are available again: control clients are served");
+            self.warned = false;
+        }
+        if self.fd.is_none() {
+            self.fd = open_spare();
+        }
+    }
+}
+
+fn open_spare() -> Option<OwnedFd> {
+    std::fs::File::open("/dev/null").ok().map(OwnedFd::from)
 }
 
 /// Only sockvisor's own user and root may control it.
