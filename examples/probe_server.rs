@@ -29,7 +29,7 @@
 //! probe_server --report-dir DIR [--request-delay-ms N] [--exit-code N]
 //!              [--ignore SIGNAL]... [--orphan] [--ready-delay-ms N]
 //!              [--no-ready] [--status TEXT] [--faults-from G] [--faults-until G]
-//!              [--crash-after-ready-ms N] [--drain-delay-ms N] [--drain-exit-code N]
+//!              [--crash-after-ready-ms N] [--crash-exit-code N] [--drain-delay-ms N] [--drain-exit-code N]
 //!              [--flood N] [--ready-from-worker] [--gen G <knob>]...
 //!              [--watchdog-stop-after-ms N]
 //!              [--worker W <knob>]... [--gen G --worker W <knob>]...
@@ -64,6 +64,8 @@ struct Options {
     status: Option<String>,
     /// Exit with status 9 this long after sending READY=1.
     crash_after_ready: Option<Duration>,
+    /// The status of that exit (9 unless given).
+    crash_exit_code: i32,
     /// With WATCHDOG_USEC set: stop sending WATCHDOG=1 this long after
     /// READY=1 (and go on serving, as a process whose watchdog thread hung).
     watchdog_stop_after: Option<Duration>,
@@ -146,6 +148,7 @@ fn parse_options(generation: u32) -> Options {
         notify_ready: true,
         status: None,
         crash_after_ready: None,
+        crash_exit_code: 9,
         watchdog_stop_after: None,
         drain_delay: Duration::ZERO,
         drain_exit_code: 0,
@@ -206,6 +209,7 @@ fn parse_options(generation: u32) -> Options {
             "--drain-delay-ms" => {
                 options.drain_delay = Duration::from_millis(value().parse().unwrap())
             }
+            "--crash-exit-code" => options.crash_exit_code = value().parse().unwrap(),
             "--drain-exit-code" => options.drain_exit_code = value().parse().unwrap(),
             "--flood" => options.flood = value().parse().unwrap(),
             "--ready-from-worker" => options.ready_from_worker = true,
@@ -436,9 +440,10 @@ fn serve(options: &Options, generation: &str, sockets: Vec<Socket>, stop_read: U
         notify("READY=1");
     }
     if let Some(after) = options.crash_after_ready {
+        let code = options.crash_exit_code;
         thread::spawn(move || {
             thread::sleep(after);
-            std::process::exit(9);
+            std::process::exit(code);
         });
     }
     // WATCHDOG=1 at a third of the interval, as sd_watchdog_enabled users

@@ -188,8 +188,12 @@ pub struct RunArgs {
     pub max_surge: Option<u32>,
 
     /// When the child exits on its own: restart it or exit with its status.
-    #[arg(long, value_enum, default_value_t = RestartPolicy::OnFailure)]
-    pub restart: RestartPolicy,
+    /// Default: always when there are sockets to serve (a server's exit,
+    /// even a clean one, is not a request to stop the service: that is
+    /// `sockvisor stop`), never without any (an init exits with its
+    /// child's status).
+    #[arg(long, value_enum)]
+    pub restart: Option<RestartPolicy>,
 
     /// Delay before the first restart; doubles after each consecutive
     /// failure.

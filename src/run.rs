@@ -20,7 +20,7 @@ use crate::reexec;
 use crate::service_notify::ServiceNotifier;
 use crate::signals::SignalSource;
 use crate::spawn::{self, Command, SpawnError};
-use crate::supervisor::{Config, ReadyMode, Supervisor};
+use crate::supervisor::{Config, ReadyMode, RestartPolicy, Supervisor};
 use crate::terminal::Terminal;
 use crate::watch::Watcher;
 
@@ -134,7 +134,11 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
     });
 
     let config = Config {
-        restart: args.restart,
+        restart: args.restart.unwrap_or(if listeners.is_empty() {
+            RestartPolicy::Never
+        } else {
+            RestartPolicy::Always
+        }),
         restart_delay: args.restart_delay,
         restart_delay_max: args.restart_delay_max,
         stop_signal: args.stop_signal,

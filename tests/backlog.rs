@@ -69,7 +69,13 @@ fn a_backlog_above_the_c_librarys_somaxconn_is_left_to_the_kernel() {
 fn the_largest_backlog_is_accepted_and_one_more_is_a_usage_error() {
     let dir = TestDir::new("max-backlog");
     let too_large = std::process::Command::new(sockvisor_bin())
-        .args(["run", "--listen", "127.0.0.1:0,backlog=2147483648", "--", "true"])
+        .args([
+            "run",
+            "--listen",
+            "127.0.0.1:0,backlog=2147483648",
+            "--",
+            "true",
+        ])
         .env("SOCKVISOR_CONTROL", dir.join("control.sock"))
         .output()
         .unwrap();

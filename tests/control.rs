@@ -362,13 +362,19 @@ fn out_of_descriptors_the_loop_rests_and_recovers_when_clients_leave() {
         assert!(http_get_tcp(&reported_address(&report, 3)).is_ok());
     }
     let used = cpu_ticks(sockvisor.pid()) - before;
-    assert!(used < 15, "sockvisor used {used} ticks in 0.5 s with no descriptor left");
+    assert!(
+        used < 15,
+        "sockvisor used {used} ticks in 0.5 s with no descriptor left"
+    );
 
     drop(idle);
     wait_for("control to answer again", || {
         sockvisor.client(&["status"]).status.success().then_some(())
     });
-    let warnings = sockvisor.stderr().matches("out of file descriptors").count();
+    let warnings = sockvisor
+        .stderr()
+        .matches("out of file descriptors")
+        .count();
     assert_eq!(warnings, 1, "{}", sockvisor.stderr());
 }
 

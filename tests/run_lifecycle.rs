@@ -46,6 +46,62 @@ fn on_failure_does_not_restart_after_a_clean_exit() {
 }
 
 #[test]
+fn with_sockets_a_server_that_exits_cleanly_is_restarted_by_default() {
+    let sockvisor = run(
+        "server-default",
+        &["--listen", "127.0.0.1:0", "--restart-delay", "10ms"],
+        &["--exit-code", "0", "--faults-until", "1"],
+    );
+    let second = sockvisor.report(2);
+    let answer = http_get_tcp(&reported_address(&second, 3)).unwrap();
+    assert_eq!(
+        answering_pid(&answer),
+        Some(format!("pid={}", second["pid"]))
+    );
+}
+
+#[test]
+fn a_new_generation_that_exits_cleanly_after_ready_does_not_end_the_service() {
+    let mut sockvisor = run(
+        "ready-then-exit",
+        &["--listen", "127.0.0.1:0", "--restart-delay", "10ms"],
+        &[
+            "--gen",
+            "2",
+            "--crash-after-ready-ms",
+            "0",
+            "--gen",
+            "2",
+            "--crash-exit-code",
+            "0",
+        ],
+    );
+    let first = sockvisor.report(1);
+    let address = reported_address(&first, 3);
+    // Generation 2 is ready, retires generation 1, then exits 0.
+    let _ = sockvisor.client(&["upgrade"]);
+    let third = sockvisor.report(3);
+    assert!(sockvisor.is_running(), "sockvisor ended the service");
+    let answer = http_get_tcp(&address).unwrap();
+    assert_eq!(
+        answering_pid(&answer),
+        Some(format!("pid={}", third["pid"]))
+    );
+}
+
+#[test]
+fn without_sockets_sockvisor_exits_with_the_childs_status_by_default() {
+    for (script, code) in [("exit 0", 0), ("exit 3", 3), ("kill -USR1 $$", 138)] {
+        let dir = TestDir::new("init-default");
+        let mut command = std::process::Command::new(sockvisor_bin());
+        command.args(["run", "--", "sh", "-c", script]);
+        let mut sockvisor = Sockvisor::spawn(dir, command);
+        assert_eq!(sockvisor.wait_exit(), code, "{script}");
+        assert!(!sockvisor.stderr().contains("; restarting"), "{script}");
+    }
+}
+
+#[test]
 fn always_restarts_even_after_a_clean_exit() {
     let sockvisor = run(
         "always",

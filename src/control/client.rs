@@ -79,7 +79,9 @@ pub fn call(call: &Call<'_>) -> i32 {
                     crate::complain!("sockvisor: cannot send the {verb} request: {e}");
                     return exit::UNREACHABLE;
                 }
-                crate::complain!("sockvisor: the connection closed before the {verb} result arrived");
+                crate::complain!(
+                    "sockvisor: the connection closed before the {verb} result arrived"
+                );
                 return exit::FAILED;
             }
             Ok(_) => {}
@@ -330,8 +332,8 @@ fn fetch_status(path: &Path, timeout: Duration) -> Result<serde_json::Value, Fet
     BufReader::new(&stream)
         .read_line(&mut reply)
         .map_err(|e| failed(format!("no status answer: {e}")))?;
-    let reply: serde_json::Value = serde_json::from_str(&reply)
-        .map_err(|e| failed(format!("garbled status answer: {e}")))?;
+    let reply: serde_json::Value =
+        serde_json::from_str(&reply).map_err(|e| failed(format!("garbled status answer: {e}")))?;
     if reply["ok"] != true {
         let message = reply["message"].as_str().unwrap_or("refused").to_string();
         return Err(if reply["error"] == "busy" {

@@ -300,9 +300,7 @@ impl ControlServer {
             } else if self.connections.len() >= MAX_CONNECTIONS && !self.evict_idle() {
                 connection.finish(Reply::failure(
                     ErrorKind::Busy,
-                    format!(
-                        "{MAX_CONNECTIONS} control clients are waiting for results; try again"
-                    ),
+                    format!("{MAX_CONNECTIONS} control clients are waiting for results; try again"),
                 ));
             }
             self.connections.push(connection);

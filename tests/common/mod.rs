@@ -209,10 +209,26 @@ impl Sockvisor {
     /// Waits for generation `n`'s report and returns it.
     pub fn report(&self, generation: u32) -> Value {
         let path = self.dir.join(&format!("{generation}.json"));
-        wait_for(&format!("report of generation {generation}"), || {
+        self.wait_for(&format!("report of generation {generation}"), || {
             let text = fs::read_to_string(&path).ok()?;
             serde_json::from_str(&text).ok()
         })
+    }
+
+    /// Like [`wait_for`], with sockvisor's log in the failure message.
+    pub fn wait_for<T>(&self, what: &str, mut condition: impl FnMut() -> Option<T>) -> T {
+        let start = Instant::now();
+        loop {
+            if let Some(value) = condition() {
+                return value;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "timed out waiting for {what}; sockvisor's log:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// Waits for the report of worker `worker` of generation `generation`
