@@ -44,8 +44,9 @@ pub enum Command {
     /// start the new count. Prints progress; exits 0 once done.
     Scale(ScaleArgs),
     /// Replace sockvisor's own program in place (same pid, same children,
-    /// same sockets), after checking that the new binary accepts the state.
-    /// Prints the result; exits 0 once the new program serves.
+    /// same sockets), once the new binary has proved in a check run that it
+    /// can resume the state; any other answer changes nothing. Prints the
+    /// result; exits 0 once the new program serves.
     Reexec(ReexecArgs),
 }
 

@@ -9,7 +9,7 @@
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -35,9 +35,6 @@ use crate::watch::Watcher;
 /// generation cannot starve everything else.
 const NOTIFY_BUDGET: usize = 64;
 
-/// How long a new binary may take to answer the re-exec check.
-const REEXEC_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
-
 pub struct EventLoop {
     supervisor: Supervisor<Children>,
     signals: SignalSource,
@@ -57,9 +54,12 @@ pub struct EventLoop {
 }
 
 struct PendingReexec {
-    connection: ConnectionId,
+    /// The client that asked; `None` once it has its answer because the
+    /// check overran and was killed: then its exit is only waited for.
+    connection: Option<ConnectionId>,
     binary: PathBuf,
     check: Pid,
+    challenge: reexec::check::Challenge,
     deadline: Instant,
 }
 
@@ -192,7 +192,10 @@ impl EventLoop {
         let deadline = [
             self.supervisor.next_deadline(),
             self.control.next_deadline(),
-            self.pending_reexec.as_ref().map(|p| p.deadline),
+            self.pending_reexec
+                .as_ref()
+                .filter(|p| p.connection.is_some())
+                .map(|p| p.deadline),
             self.service
                 .as_ref()
                 .and_then(ServiceNotifier::next_deadline),
@@ -423,8 +426,9 @@ impl EventLoop {
         }
     }
 
-    /// `sockvisor reexec`: check that the new binary accepts this command
-    /// line and state version (a run of it in check mode), then exec it.
+    /// `sockvisor reexec`: the new binary must prove that it can resume
+    /// this state (a run of it in check mode, see `reexec::check`) before
+    /// it is executed.
     fn request_reexec(&mut self, connection: ConnectionId, binary: Option<String>, now: Instant) {
         let refuse = |why: String| Reply::failure(ErrorKind::Busy, why);
         if self.pending_reexec.is_some() {
@@ -437,42 +441,64 @@ impl EventLoop {
             return;
         }
         let binary = binary.map_or_else(reexec::started_from, PathBuf::from);
-        let mut args = std::env::args_os().skip(1);
+        let cannot = |what: String| {
+            Reply::failure(
+                ErrorKind::Failed,
+                format!("cannot run {}: {what}; nothing changed", binary.display()),
+            )
+        };
+        // The state as the exec would hand it over now, the requester's
+        // connection included.
+        let state = reexec::capture::capture(
+            &self.supervisor,
+            &self.control,
+            self.control.connection_fd(connection),
+            self.pidfile.as_ref(),
+            self.watcher.as_ref(),
+            self.reexecs,
+            now,
+        );
+        let mut challenge = match reexec::check::Challenge::new(&state) {
+            Ok(challenge) => challenge,
+            Err(err) => {
+                let reply = cannot(format!("cannot prepare the check: {err}"));
+                self.control.reply(connection, reply);
+                return;
+            }
+        };
         let check = SpawnCommand {
             program: binary.clone().into_os_string(),
-            args: args.by_ref().collect(),
+            args: std::env::args_os().skip(1).collect(),
         };
-        let version = reexec::STATE_VERSION.to_string();
         let request = SpawnRequest {
             command: &check,
             listeners: &[],
-            stored: &[],
-            extra_env: &[(reexec::exec::CHECK_VAR.to_string(), version)],
+            stored: &challenge.descriptors(),
+            extra_env: &[challenge.variable()],
             terminal: None,
             watchdog: None,
-            no_listen_pid: false,
+            no_listen_pid: true,
         };
         match spawn::spawn(&request) {
             Ok(pid) => {
+                challenge.given();
                 tracing::info!("re-exec: checking {} (pid {pid})", binary.display());
                 self.control.progress(
                     connection,
-                    format!("checking that {} accepts this state", binary.display()),
+                    format!("checking that {} can resume this state", binary.display()),
                 );
                 self.pending_reexec = Some(PendingReexec {
-                    connection,
+                    connection: Some(connection),
                     binary,
                     check: pid,
-                    deadline: now + REEXEC_CHECK_TIMEOUT,
+                    challenge,
+                    deadline: now + reexec::check::CHECK_TIMEOUT,
                 });
             }
-            Err(err) => self.control.reply(
-                connection,
-                Reply::failure(
-                    ErrorKind::Failed,
-                    format!("cannot run {}: {err}; nothing changed", binary.display()),
-                ),
-            ),
+            Err(err) => {
+                let reply = cannot(err.to_string());
+                self.control.reply(connection, reply);
+            }
         }
     }
 
@@ -481,22 +507,26 @@ impl EventLoop {
             return;
         };
         let binary = pending.binary.display().to_string();
-        if !status.success() {
-            let why = format!(
-                "{binary} {status} when asked whether it takes this command line and state version {} (is it a sockvisor?); nothing changed",
-                reexec::STATE_VERSION
+        let Some(connection) = pending.connection else {
+            tracing::debug!(
+                "the re-exec check of {binary} (pid {}), killed for overrunning, {status}",
+                pending.check
             );
-            tracing::warn!("{why}");
+            return;
+        };
+        if let Err(what) = pending.challenge.verdict(status) {
+            let why = format!("{binary} {what}; nothing changed");
+            tracing::warn!("re-exec refused: {why}");
             self.control
-                .reply(pending.connection, Reply::failure(ErrorKind::Failed, why));
+                .reply(connection, Reply::failure(ErrorKind::Failed, why));
             return;
         }
         if let Some(why) = self.supervisor.handover_blocker() {
             self.control
-                .reply(pending.connection, Reply::failure(ErrorKind::Busy, why));
+                .reply(connection, Reply::failure(ErrorKind::Busy, why));
             return;
         }
-        let requester = self.control.connection_fd(pending.connection);
+        let requester = self.control.connection_fd(connection);
         let state = reexec::capture::capture(
             &self.supervisor,
             &self.control,
@@ -506,28 +536,36 @@ impl EventLoop {
             self.reexecs,
             now,
         );
-        self.control.close_for_reexec(pending.connection);
+        self.control.close_for_reexec(connection);
         tracing::info!("re-executing into {binary}");
         let err = reexec::exec(&pending.binary, &state);
         let why = format!("cannot execute {binary}: {err}; nothing changed");
         tracing::warn!("{why}");
         self.control
-            .reply(pending.connection, Reply::failure(ErrorKind::Failed, why));
+            .reply(connection, Reply::failure(ErrorKind::Failed, why));
     }
 
+    /// A check that overran is killed and its client answered now; the
+    /// check stays pending until the reaper reports its exit.
     fn reexec_check_deadline(&mut self, now: Instant) {
-        let Some(pending) = self.pending_reexec.take_if(|p| p.deadline <= now) else {
+        let Some(pending) = self
+            .pending_reexec
+            .as_mut()
+            .filter(|p| p.deadline <= now && p.connection.is_some())
+        else {
             return;
         };
         let _ = nix::sys::signal::killpg(pending.check, Signal::SIGKILL);
         let why = format!(
-            "{} did not answer the check within {}; nothing changed",
+            "{} did not answer the check within {} and was killed; nothing changed",
             pending.binary.display(),
-            crate::duration::format_duration(REEXEC_CHECK_TIMEOUT)
+            crate::duration::format_duration(reexec::check::CHECK_TIMEOUT)
         );
-        tracing::warn!("{why}");
-        self.control
-            .reply(pending.connection, Reply::failure(ErrorKind::Failed, why));
+        tracing::warn!("re-exec refused: {why}");
+        if let Some(connection) = pending.connection.take() {
+            self.control
+                .reply(connection, Reply::failure(ErrorKind::Failed, why));
+        }
     }
 
     /// Answers an upgrade or scale that could not start.

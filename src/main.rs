@@ -16,8 +16,8 @@ fn main() {
         reexec::exec::remember_started_from(None);
     }
     let cli = Cli::parse();
-    if let Ok(version) = std::env::var(reexec::exec::CHECK_VAR) {
-        std::process::exit(reexec_check(&version, &cli.command));
+    if let Ok(nonce) = std::env::var(reexec::exec::CHECK_VAR) {
+        std::process::exit(reexec_check(&nonce, &cli.command));
     }
     logging::init(&cli.logging);
     let code = match cli.command {
@@ -81,23 +81,10 @@ fn call(
 }
 
 /// Check mode, run by a sockvisor about to re-execute into this binary:
-/// exit 0 if this program takes the same command line and reads `version`.
-fn reexec_check(version: &str, command: &Command) -> i32 {
-    if !matches!(command, Command::Run(_)) {
-        sockvisor::complain!("sockvisor: re-exec check: not a `run` command line");
-        return 3;
-    }
-    match version.parse::<u32>() {
-        Ok(v) if v == reexec::STATE_VERSION => 0,
-        _ => {
-            sockvisor::complain!(
-                "sockvisor {}: re-exec state version {version} is not supported (this binary reads version {})",
-                env!("CARGO_PKG_VERSION"),
-                reexec::STATE_VERSION
-            );
-            3
-        }
-    }
+/// prove on fd 4 that this program takes the same command line and can
+/// resume the state on fd 3 (see `reexec::check`).
+fn reexec_check(nonce: &str, command: &Command) -> i32 {
+    reexec::check::answer(nonce, matches!(command, Command::Run(_)))
 }
 
 /// A path as the running sockvisor will see it (it has another working

@@ -145,7 +145,8 @@ fn check_executable(path: &Path) -> Result<(), SpawnError> {
 pub struct SpawnRequest<'a> {
     pub command: &'a Command,
     pub listeners: &'a [Listener],
-    /// Stored descriptors passed after the listeners, with their names.
+    /// Descriptors passed after the listeners, with their names: the fd
+    /// store's, or for a re-exec check run the state and the answer pipe.
     pub stored: &'a [(RawFd, &'a str)],
     /// Extra variables (`SOCKVISOR_*`) given to the child.
     pub extra_env: &'a [(String, String)],

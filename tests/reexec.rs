@@ -1,8 +1,9 @@
 //! `sockvisor reexec`: sockvisor replaces its own program in place, as an
 //! operator runs it after installing a new binary. The pid, every
 //! generation and the listening sockets stay; the control socket answers
-//! afterwards; a binary that is not sockvisor, or one that cannot restore
-//! the state, changes nothing.
+//! afterwards; a binary that is not sockvisor (whatever its exit status),
+//! one that cannot prove it can resume the state, or one that cannot
+//! restore it, changes nothing.
 
 mod common;
 
@@ -10,6 +11,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -18,6 +20,14 @@ use common::*;
 fn copy_of_sockvisor(dir: &TestDir, name: &str) -> PathBuf {
     let path = dir.join(name);
     fs::copy(sockvisor_bin(), &path).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// An executable shell script in the test directory.
+fn script(dir: &TestDir, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(name);
+    fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
     fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
     path
 }
@@ -62,6 +72,44 @@ fn run(name: &str, options: &[&str], probe: &[&str]) -> Sockvisor {
     let sockvisor = Sockvisor::spawn(dir, command);
     sockvisor.wait_for_log("is ready after");
     sockvisor
+}
+
+/// Asks for a re-exec into `binary` and asserts what an operator must see
+/// when it is refused: exit status 1 with one line naming the binary and
+/// containing `why`, and afterwards the same sockvisor program at the same
+/// pid, the same server processes, and requests answered by them. Returns
+/// the client's stderr.
+fn assert_reexec_refused(sockvisor: &mut Sockvisor, binary: &Path, why: &str) -> String {
+    let address = sockvisor.logged_tcp_address();
+    let exe = exe_of(sockvisor.pid());
+    let pids = generation_pids(sockvisor);
+    let output = reexec(sockvisor, binary);
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&binary.display().to_string()),
+        "the reason names the binary: {stderr}"
+    );
+    assert!(stderr.contains(why), "{stderr}");
+    assert!(stderr.contains("nothing changed"), "{stderr}");
+    assert!(sockvisor.is_running(), "sockvisor still runs");
+    assert_eq!(exe_of(sockvisor.pid()), exe, "the same program");
+    let status = status_json(sockvisor);
+    assert_eq!(status["pid"].as_i64(), Some(sockvisor.pid() as i64));
+    assert_eq!(status["reexecs"], 0);
+    assert_eq!(
+        generation_pids(sockvisor),
+        pids,
+        "the same server processes"
+    );
+    let response = http_get_tcp(&address).unwrap();
+    let answered = answering_pid(&response).unwrap_or_default();
+    assert!(
+        pids.iter().any(|pid| answered == format!("pid={pid}")),
+        "answered by {answered:?}, not one of {pids:?}"
+    );
+    stderr
 }
 
 fn generation_pids(sockvisor: &Sockvisor) -> Vec<i64> {
@@ -155,23 +203,98 @@ fn reexec_while_an_old_generation_drains_keeps_its_drain_timeout() {
 
 #[test]
 fn reexec_into_a_file_that_is_not_sockvisor_is_refused_and_nothing_changes() {
-    let sockvisor = run("not-sockvisor", &[], &[]);
-    let script = sockvisor.dir.join("not-sockvisor.sh");
-    fs::write(&script, "#!/bin/sh\nexit 1\n").unwrap();
-    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
-    let exe = exe_of(sockvisor.pid());
-    let pids = generation_pids(&sockvisor);
-    let output = reexec(&sockvisor, &script);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("exited with status 1 when asked whether it takes this command line"),
-        "{stderr}"
+    let mut sockvisor = run("not-sockvisor", &[], &[]);
+    let script = script(&sockvisor.dir, "not-sockvisor.sh", "exit 1");
+    assert_reexec_refused(
+        &mut sockvisor,
+        &script,
+        "exited with status 1 when asked to prove that it can resume this state",
     );
-    assert!(stderr.contains("nothing changed"), "{stderr}");
-    assert_eq!(exe_of(sockvisor.pid()), exe);
-    assert_eq!(generation_pids(&sockvisor), pids);
-    assert_eq!(status_json(&sockvisor)["reexecs"], 0);
+}
+
+#[test]
+fn reexec_into_bin_true_is_refused_because_exit_status_0_proves_nothing() {
+    let mut sockvisor = run("bin-true", &[], &[]);
+    assert_reexec_refused(
+        &mut sockvisor,
+        Path::new("/bin/true"),
+        "exited with status 0 without proving that it read the state",
+    );
+}
+
+#[test]
+fn reexec_into_a_script_that_exits_0_whatever_it_is_given_is_refused() {
+    let mut sockvisor = run("exits-0", &[], &[]);
+    let script = script(&sockvisor.dir, "exits-0.sh", "exit 0");
+    assert_reexec_refused(&mut sockvisor, &script, "without proving");
+}
+
+#[test]
+fn reexec_into_a_script_that_forges_the_proof_is_refused() {
+    let mut sockvisor = run("forged", &[], &[]);
+    // The right words and shape, and a digest that cannot be right; out of
+    // check mode it would take over the pid and sleep.
+    let script = script(
+        &sockvisor.dir,
+        "forged.sh",
+        "if [ -n \"$SOCKVISOR_REEXEC_CHECK\" ]; then\n\
+         echo \"sockvisor-reexec-ok 1 0123456789abcdef\" >&4\n\
+         exit 0\n\
+         fi\n\
+         exec sleep 600",
+    );
+    assert_reexec_refused(
+        &mut sockvisor,
+        &script,
+        "answered with a proof that does not match the state it was given",
+    );
+}
+
+#[test]
+fn reexec_into_a_program_that_never_answers_is_refused_within_the_timeout() {
+    let mut sockvisor = run("never-answers", &[], &[]);
+    let script = script(&sockvisor.dir, "sleeps.sh", "exec sleep 600");
+    let asked = Instant::now();
+    assert_reexec_refused(
+        &mut sockvisor,
+        &script,
+        "did not answer the check within 5s",
+    );
+    // The check's timeout is 5 s; the refusal follows it.
+    assert!(
+        asked.elapsed() < Duration::from_secs(9),
+        "refused after {:?}",
+        asked.elapsed()
+    );
+    // The control socket answers right away, and the candidate is gone.
+    let status = sockvisor.client(&["status"]);
+    assert!(status.status.success(), "{status:?}");
+    let line = sockvisor.wait_for_log("re-exec: checking");
+    let check: i64 = line
+        .rsplit_once("(pid ")
+        .and_then(|(_, rest)| rest.trim_end_matches(')').parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {line:?}"));
+    wait_for("the check run to be killed", || {
+        (!process_alive(check)).then_some(())
+    });
+}
+
+#[test]
+fn reexec_into_a_sockvisor_that_answers_for_an_older_state_version_is_refused() {
+    let dir = TestDir::new("old-version");
+    let old = copy_of_sockvisor(&dir, "sockvisor-old");
+    let mut command = Command::new(sockvisor_bin());
+    command
+        .env("SOCKVISOR_TEST_CLAIMS_OLD_VERSION_IN", &old)
+        .args(["run", "--listen", "127.0.0.1:0", "--"])
+        .args(Sockvisor::probe_args(&dir.path));
+    let mut sockvisor = Sockvisor::spawn(dir, command);
+    sockvisor.wait_for_log("is ready after");
+    assert_reexec_refused(
+        &mut sockvisor,
+        &old,
+        "answered for state version 0, but this sockvisor hands over version 1",
+    );
 }
 
 #[test]

@@ -146,6 +146,18 @@ pub struct Restored {
 /// Checks everything that can fail before any descriptor is taken over,
 /// so that a refusal leaves them open for the previous program.
 pub fn validate(state: &State) -> Result<(), String> {
+    validate_data(state)?;
+    for fd in state.descriptors() {
+        if !super::exec::is_open(fd) {
+            return Err(format!("descriptor {fd} of the re-exec state is not open"));
+        }
+    }
+    Ok(())
+}
+
+/// The part of `validate` that needs neither the descriptors nor the
+/// processes: what the re-exec check proves on a copy of the state.
+pub fn validate_data(state: &State) -> Result<(), String> {
     state.supervisor.config.restore()?;
     for listener in &state.listeners {
         if let Some(spec) = &listener.spec {
@@ -154,11 +166,6 @@ pub fn validate(state: &State) -> Result<(), String> {
     }
     for style in &state.fd_env {
         FdEnv::from_str(style, true).map_err(|_| format!("unknown --fd-env style '{style}'"))?;
-    }
-    for fd in state.descriptors() {
-        if !super::exec::is_open(fd) {
-            return Err(format!("descriptor {fd} of the re-exec state is not open"));
-        }
     }
     let dummy = Supervisor::restore(&state.supervisor, NoProcesses, Instant::now());
     dummy.map(|_| ())
@@ -264,7 +271,8 @@ fn inherited_spec(number: i32, name: &str) -> ListenSpec {
     }
 }
 
-/// Stands in for the real processes while a state is only checked.
+/// Stands in for the real processes while a state is only checked: it
+/// starts and signals nothing.
 struct NoProcesses;
 
 impl crate::supervisor::ProcessControl for NoProcesses {

@@ -14,10 +14,12 @@
 //!
 //! Variables: `SOCKVISOR_REEXEC_STATE` and `SOCKVISOR_REEXEC_FALLBACK` (the
 //! two descriptors), `SOCKVISOR_REEXEC_FAILED` (why a new program fell
-//! back), `SOCKVISOR_REEXEC_CHECK` (check mode: accept this state version
-//! and exit). `SOCKVISOR_TEST_RESTORE_FAILS_IN=<binary path>` makes the
-//! program at that path refuse to restore: a test-only switch to exercise
-//! the fallback. None of them reaches a child.
+//! back), `SOCKVISOR_REEXEC_CHECK` (check mode, see `check`: prove that
+//! the state on fd 3 can be resumed, and exit).
+//! `SOCKVISOR_TEST_RESTORE_FAILS_IN=<binary path>` makes the program at
+//! that path refuse to restore (it still passes the check): a test-only
+//! switch to exercise the fallback. None of them reaches a server child;
+//! only the check run gets `SOCKVISOR_REEXEC_CHECK`.
 
 use std::ffi::{CString, OsString};
 use std::fs::File;
@@ -104,11 +106,17 @@ pub fn take_inherited() -> Option<Inherited> {
 impl Inherited {
     /// The test-only switch: true when this program must refuse.
     pub fn refused_for_test(&self) -> bool {
-        let Some(path) = std::env::var_os(TEST_FAIL_VAR) else {
-            return false;
-        };
-        std::env::current_exe().is_ok_and(|exe| exe == Path::new(&path))
+        names_this_program(TEST_FAIL_VAR)
     }
+}
+
+/// For the test-only switches: true when the variable `name` is the path
+/// of this program's executable.
+pub fn names_this_program(name: &str) -> bool {
+    let Some(path) = std::env::var_os(name) else {
+        return false;
+    };
+    std::env::current_exe().is_ok_and(|exe| exe == Path::new(&path))
 }
 
 impl Handover {
