@@ -12,7 +12,7 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -66,15 +66,36 @@ pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
         .recursive(true)
         .mode(0o700)
         .create(dir)?;
-    let meta = fs::symlink_metadata(dir)?;
-    if !meta.is_dir() || meta.uid() != Uid::effective().as_raw() {
-        return Err(io::Error::other(format!(
-            "{} is not a directory owned by this user",
-            dir.display()
-        )));
+    // Checked and changed through one descriptor opened without following
+    // a link, so what is checked is what is changed.
+    let opened = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(dir);
+    let not_ours = |owner: Option<u32>| {
+        let owner = owner.map_or_else(
+            || "is not a directory".to_string(),
+            |uid| format!("is owned by uid {uid}"),
+        );
+        io::Error::other(format!(
+            "{} {owner}, not a directory of uid {} (remove it, or set XDG_RUNTIME_DIR or --control elsewhere)",
+            dir.display(),
+            Uid::effective()
+        ))
+    };
+    let handle = match opened {
+        Ok(handle) => handle,
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)) => {
+            return Err(not_ours(None));
+        }
+        Err(e) => return Err(e),
+    };
+    let meta = handle.metadata()?;
+    if meta.uid() != Uid::effective().as_raw() {
+        return Err(not_ours(Some(meta.uid())));
     }
     if meta.mode() & 0o077 != 0 {
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+        handle.set_permissions(fs::Permissions::from_mode(0o700))?;
     }
     Ok(())
 }

@@ -169,3 +169,61 @@ fn notify_sockets_live_in_sockvisors_own_directory_removed_at_exit() {
     assert_eq!(sockvisor.wait_exit(), 0);
     assert!(!notify_dir.exists(), "{} left behind", notify_dir.display());
 }
+
+/// An attacker who can write the directory of a unix listener swaps the
+/// freshly bound socket for a symbolic link to a file of sockvisor's user,
+/// as fast as it can. sockvisor gives the socket its mode when it creates
+/// it and never changes a mode by path afterwards, so the file keeps its
+/// mode however the race falls.
+#[test]
+fn a_symlink_swapped_in_for_a_new_socket_never_gets_the_sockets_mode() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let dir = TestDir::new("symlink-swap");
+    let secret = dir.join("secret");
+    fs::write(&secret, "private").unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+    let socket = dir.join("app.sock");
+    let stop = Arc::new(AtomicBool::new(false));
+    let attacker = {
+        let (stop, socket, secret) = (Arc::clone(&stop), socket.clone(), secret.clone());
+        let link = dir.join("link.tmp");
+        let moved = dir.join("moved.sock");
+        std::thread::spawn(move || {
+            let mut swaps = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                let is_socket =
+                    fs::symlink_metadata(&socket).is_ok_and(|m| m.file_type().is_socket());
+                if is_socket && fs::rename(&socket, &moved).is_ok() {
+                    let _ = std::os::unix::fs::symlink(&secret, &link);
+                    let _ = fs::rename(&link, &socket);
+                    swaps += 1;
+                }
+            }
+            swaps
+        })
+    };
+    let listen = format!("unix:{},mode=0666", socket.display());
+    for _ in 0..1000 {
+        let _ = fs::remove_file(&socket);
+        let output = run_true(&dir, &["--listen", &listen]);
+        assert!(
+            output.status.code().is_some(),
+            "sockvisor was killed: {output:?}"
+        );
+        let mode = fs::metadata(&secret).unwrap().permissions().mode() & 0o777;
+        if mode != 0o600 {
+            stop.store(true, Ordering::Relaxed);
+            attacker.join().unwrap();
+            panic!("the file behind the swapped-in link became {mode:o}");
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let swaps = attacker.join().unwrap();
+    assert!(
+        swaps > 0,
+        "the attacker never won a swap: the test proved nothing"
+    );
+}

@@ -11,7 +11,6 @@ use std::fmt;
 use std::fs;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use nix::errno::Errno;
@@ -186,9 +185,11 @@ fn bind_inet(
     Ok(fd)
 }
 
-/// Binds a unix stream socket. For a path, the file is created owner-only
-/// (umask 077 during bind) and then given `mode`, so it is never briefly
-/// more open than asked.
+/// Binds a unix stream socket. For a path, the file is created with
+/// `mode` (owner-only when `None`) by the umask in force during `bind`, so
+/// it never exists with another mode and no path is changed afterwards: a
+/// `chmod` of the path would follow a symbolic link that someone who can
+/// write the directory swapped in after the bind.
 pub(crate) fn bind_unix(
     addr: &UnixAddr,
     backlog: i32,
@@ -200,17 +201,13 @@ pub(crate) fn bind_unix(
         SockFlag::SOCK_CLOEXEC,
         None,
     )?;
-    let previous = umask(Mode::from_bits_truncate(0o077));
+    // The kernel gives a new socket file 0777 less the umask. sockvisor is
+    // single-threaded, so no other file is created under this umask.
+    let mode = mode.unwrap_or(0o600) & 0o777;
+    let previous = umask(Mode::from_bits_truncate(!mode & 0o777));
     let bound = socket::bind(fd.as_raw_fd(), addr);
     umask(previous);
     bound?;
-    if let (Some(mode), Some(path)) = (mode, addr.path()) {
-        let set = fs::set_permissions(path, fs::Permissions::from_mode(mode));
-        if let Err(err) = set {
-            let _ = fs::remove_file(path);
-            return Err(err.raw_os_error().map_or(Errno::EIO, Errno::from_raw));
-        }
-    }
     listen(&fd, backlog)?;
     Ok(fd)
 }
