@@ -127,6 +127,18 @@ impl NotifyDir {
     pub fn create(base: &Path) -> io::Result<NotifyDir> {
         ensure_private_dir(base)?;
         clear_leftover_notify_dirs(base);
+        Self::make_in(base)
+    }
+
+    /// A notify directory in a directory others can write too (the
+    /// temporary directory, when the runtime base is someone else's). The
+    /// name is new and `mkdir` never reuses a path, so nobody else's
+    /// directory is taken; leftovers there are not cleared.
+    pub fn create_in_shared(dir: &Path) -> io::Result<NotifyDir> {
+        Self::make_in(dir)
+    }
+
+    fn make_in(base: &Path) -> io::Result<NotifyDir> {
         // Another sockvisor starting at this moment may take the new,
         // not yet locked directory for a leftover and remove it: then
         // make another.

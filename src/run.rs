@@ -84,12 +84,15 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
 
     let control_path = paths::control_path(name, args.instance.control.as_deref());
     let runtime_base = paths::runtime_base();
-    paths::ensure_private_dir(&runtime_base).map_err(|e| {
-        RunError::Setup(format!(
-            "cannot create runtime directory {}: {e} (set XDG_RUNTIME_DIR to a directory of yours)",
+    let private_base = paths::ensure_private_dir(&runtime_base);
+    if let Err(e) = &private_base
+        && args.instance.control.is_none()
+    {
+        return Err(RunError::Setup(format!(
+            "cannot use runtime directory {}: {e}",
             runtime_base.display()
-        ))
-    })?;
+        )));
+    }
     let control = ControlServer::bind(&control_path).map_err(RunError::Setup)?;
     // Sockets from a service manager (systemd socket activation) come
     // first, at fds 3.., then the ones bound here.
@@ -103,7 +106,23 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
             listener.spec.name
         );
     }
-    let notify_dir = NotifyDir::create(&runtime_base).map_err(|e| {
+    // With an explicit --control, a runtime base that another user made
+    // (to plant a fake control socket there) does not stop sockvisor: the
+    // notify sockets go to a new directory of its own in the temporary
+    // directory instead.
+    let notify_dir = match private_base {
+        Ok(()) => NotifyDir::create(&runtime_base),
+        Err(e) => {
+            let shared = std::env::temp_dir();
+            tracing::warn!(
+                "cannot use runtime directory {}: {e}; notify sockets go to a new directory in {}",
+                runtime_base.display(),
+                shared.display()
+            );
+            NotifyDir::create_in_shared(&shared)
+        }
+    }
+    .map_err(|e| {
         RunError::Setup(format!(
             "cannot create a notify socket directory in {}: {e}",
             runtime_base.display()

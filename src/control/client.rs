@@ -3,9 +3,13 @@
 //! arrives, and turn the final result into an exit status.
 
 use std::io::{BufRead, BufReader, ErrorKind as IoErrorKind, Write};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+use nix::sys::socket::{getsockopt, sockopt};
+use nix::unistd::Uid;
 
 use super::protocol::{Command, ErrorKind, PROTOCOL_VERSION, Reply, Request};
 use crate::duration::format_duration;
@@ -36,9 +40,13 @@ pub struct Call<'a> {
 /// Runs one request and returns the exit status for the command.
 pub fn call(call: &Call<'_>) -> i32 {
     let verb = verb(&call.command);
-    let stream = match UnixStream::connect(call.path) {
+    let stream = match connect(call.path) {
         Ok(stream) => stream,
-        Err(e) => {
+        Err(Connect::Untrusted(why)) => {
+            crate::complain!("sockvisor: {why}");
+            return exit::UNREACHABLE;
+        }
+        Err(Connect::Io(e)) => {
             let hint = match e.kind() {
                 IoErrorKind::NotFound | IoErrorKind::ConnectionRefused => {
                     " (is sockvisor running? pass --name or --control to pick the instance)"
@@ -145,6 +153,56 @@ fn finish(
         Some(ErrorKind::PermissionDenied) => exit::UNREACHABLE,
         Some(ErrorKind::Failed) | None => exit::FAILED,
     }
+}
+
+/// Why no trusted connection to sockvisor was made.
+enum Connect {
+    Io(std::io::Error),
+    /// Something answers there, but it may not be the user's sockvisor.
+    Untrusted(String),
+}
+
+/// Connects to the control socket at `path`, believing it only if it can
+/// be the user's own sockvisor: the directory holding it belongs to this
+/// user or root and nobody else can add files to it (or it is sticky, like
+/// `/tmp`, where nobody can replace another's file), and the process
+/// listening runs as this user or root (`SO_PEERCRED`). Otherwise another
+/// user may have planted a server there to be believed.
+fn connect(path: &Path) -> Result<UnixStream, Connect> {
+    let own = Uid::effective().as_raw();
+    let trusted = |uid: u32| uid == own || uid == 0;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let meta = std::fs::metadata(dir).map_err(Connect::Io)?;
+    if !trusted(meta.uid()) {
+        return Err(Connect::Untrusted(format!(
+            "refusing control socket {}: its directory {} belongs to uid {}, not to uid {own} or root (another user may have made it; remove it, or set XDG_RUNTIME_DIR)",
+            path.display(),
+            dir.display(),
+            meta.uid()
+        )));
+    }
+    let sticky = meta.mode() & 0o1000 != 0;
+    if meta.mode() & 0o022 != 0 && !sticky {
+        return Err(Connect::Untrusted(format!(
+            "refusing control socket {}: its directory {} can be written by other users (mode {:o}; make it 0700 or 0755)",
+            path.display(),
+            dir.display(),
+            meta.mode() & 0o7777
+        )));
+    }
+    let stream = UnixStream::connect(path).map_err(Connect::Io)?;
+    let peer = getsockopt(&stream, sockopt::PeerCredentials).map_err(|e| Connect::Io(e.into()))?;
+    if !trusted(peer.uid()) {
+        return Err(Connect::Untrusted(format!(
+            "refusing control socket {}: the process listening there runs as uid {}, not as uid {own} or root (it is not your sockvisor)",
+            path.display(),
+            peer.uid()
+        )));
+    }
+    Ok(stream)
 }
 
 fn timed_out(verb: &str, timeout: Option<Duration>) -> i32 {
@@ -314,8 +372,10 @@ fn serving(status: &serde_json::Value) -> Result<String, String> {
 /// One status request, without printing anything.
 fn fetch_status(path: &Path, timeout: Duration) -> Result<serde_json::Value, Fetch> {
     let failed = Fetch::NotServing;
-    let stream = UnixStream::connect(path)
-        .map_err(|e| failed(format!("cannot reach sockvisor at {}: {e}", path.display())))?;
+    let stream = connect(path).map_err(|e| match e {
+        Connect::Io(e) => failed(format!("cannot reach sockvisor at {}: {e}", path.display())),
+        Connect::Untrusted(why) => failed(why),
+    })?;
     stream
         .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
         .map_err(|e| failed(e.to_string()))?;
