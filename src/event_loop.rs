@@ -20,6 +20,7 @@ use serde_json::json;
 use crate::children::Children;
 use crate::control::server::ConnectionId;
 use crate::control::{Command, ControlServer, ErrorKind, Incoming, Reply};
+use crate::deadline;
 use crate::notify::NotifyMessage;
 use crate::notify::sender;
 use crate::pidfile::PidFile;
@@ -463,7 +464,7 @@ impl EventLoop {
                     connection,
                     binary,
                     check: pid,
-                    deadline: now + REEXEC_CHECK_TIMEOUT,
+                    deadline: deadline::after(now, REEXEC_CHECK_TIMEOUT),
                 });
             }
             Err(err) => self.control.reply(

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::protocol::{Command, ErrorKind, PROTOCOL_VERSION, Reply, Request};
+use crate::deadline;
 use crate::duration::format_duration;
 
 /// Exit statuses of the client commands.
@@ -62,11 +63,11 @@ pub fn call(call: &Call<'_>) -> i32 {
     // A refused peer is answered and closed before its request is read, so
     // a failed write may still be followed by a reply that says why.
     let sent = (&stream).write_all(&line);
-    let deadline = call.timeout.map(|t| Instant::now() + t);
+    let give_up_at = call.timeout.map(|t| deadline::after(Instant::now(), t));
     let mut reader = BufReader::new(&stream);
     loop {
-        if let Some(deadline) = deadline {
-            let left = deadline.saturating_duration_since(Instant::now());
+        if let Some(give_up_at) = give_up_at {
+            let left = give_up_at.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return timed_out(verb, call.timeout);
             }

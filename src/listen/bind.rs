@@ -16,8 +16,8 @@ use std::path::Path;
 
 use nix::errno::Errno;
 use nix::sys::socket::{
-    self, AddressFamily, Backlog, SockFlag, SockType, SockaddrIn, SockaddrIn6, SockaddrStorage,
-    UnixAddr, sockopt,
+    self, AddressFamily, SockFlag, SockType, SockaddrIn, SockaddrIn6, SockaddrStorage, UnixAddr,
+    sockopt,
 };
 use nix::sys::stat::{Mode, umask};
 
@@ -118,7 +118,9 @@ pub fn bind(spec: &ListenSpec) -> Result<Listener, BindError> {
         reason: errno.desc().to_lowercase(),
         hint,
     };
-    let backlog = spec.backlog.map_or_else(default_backlog, |n| n as i32);
+    let backlog = spec
+        .backlog
+        .map_or_else(default_backlog, |n| i32::try_from(n).unwrap_or(i32::MAX));
     let (fd, socket_file) = match &spec.address {
         ListenAddress::Tcp(addr) => (bind_inet(spec, *addr, SockType::Stream, backlog), None),
         ListenAddress::Udp(addr) => (bind_inet(spec, *addr, SockType::Datagram, backlog), None),
@@ -181,7 +183,7 @@ fn bind_inet(
         }
     }
     if kind == SockType::Stream {
-        socket::listen(&fd, Backlog::new(backlog)?)?;
+        listen(&fd, backlog)?;
     }
     Ok(fd)
 }
@@ -211,8 +213,18 @@ pub(crate) fn bind_unix(
             return Err(err.raw_os_error().map_or(Errno::EIO, Errno::from_raw));
         }
     }
-    socket::listen(&fd, Backlog::new(backlog)?)?;
+    listen(&fd, backlog)?;
     Ok(fd)
+}
+
+/// listen(2) with the backlog as given; the kernel caps it at its
+/// `net.core.somaxconn`. nix's `Backlog` would refuse anything above the C
+/// library's `SOMAXCONN` constant (4096 with glibc, 128 with musl) with
+/// EINVAL, even the kernel's own default read from /proc.
+fn listen(fd: &OwnedFd, backlog: i32) -> Result<(), Errno> {
+    // SAFETY: `fd` is an open socket that stays owned by the caller, and
+    // listen(2) takes no pointers.
+    Errno::result(unsafe { libc::listen(fd.as_raw_fd(), backlog) }).map(drop)
 }
 
 /// A socket file left behind by a crashed process is replaced; one that a
