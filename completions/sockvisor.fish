@@ -57,7 +57,7 @@ complete -c sockvisor -n "__fish_sockvisor_using_subcommand run" -l drain-timeou
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand run" -l watch -d 'Development loop: upgrade when a file under PATH changes (a file, or a directory watched recursively; repeatable). Writes are settled for --watch-delay first; .git/, target/, node_modules/, __pycache__/ and editor swap files are ignored. A failed upgrade leaves the old generation serving: fix the file and save again' -r -F
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand run" -l watch-delay -d 'How long writes must settle before a change starts an upgrade' -r
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand run" -l watch-ignore -d 'Also ignore changed files whose name matches GLOB (* and ?; repeatable), e.g. \'*.log\'' -r
-complete -c sockvisor -n "__fish_sockvisor_using_subcommand run" -l watchdog -d 'Watchdog for every worker, as systemd\'s WatchdogSec=: each gets WATCHDOG_USEC and WATCHDOG_PID and must send WATCHDOG=1 at least this often once ready; a worker that misses it is hung, and its generation is replaced without refusing connections' -r
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand run" -l watchdog -d 'Watchdog for every worker, as systemd\'s WatchdogSec=: each gets WATCHDOG_USEC and WATCHDOG_PID and must send WATCHDOG=1 at least this often once ready; a worker that misses it is hung, and its generation is replaced without refusing connections. 0 turns it off' -r
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand run" -l fdstore-max -d 'Keep up to N descriptors that generations hand over with FDSTORE=1 (systemd\'s FileDescriptorStoreMax=) and pass them to every later generation after the listeners, named in LISTEN_FDNAMES. 0 disables the store: passed descriptors are closed' -r
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand run" -l fd-env -d 'Also describe the sockets the way another socket manager does, so apps written for it run unchanged: einhorn (EINHORN_FD_COUNT, EINHORN_FD_n, its worker:ack counts as READY=1) or server-starter (SERVER_STARTER_PORT). Repeatable; systemd\'s variables are always set' -r -f -a "einhorn\t'einhorn: EINHORN_FD_COUNT, EINHORN_FD_n, EINHORN_FD_FAMILY_n, EINHORN_MASTER_PID, EINHORN_SOCK_PATH'
 server-starter\t'Server::Starter: SERVER_STARTER_PORT, SERVER_STARTER_GENERATION'"
@@ -76,7 +76,7 @@ complete -c sockvisor -n "__fish_sockvisor_using_subcommand run" -s h -l help -d
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand run" -s V -l version -d 'Print version'
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand upgrade" -l name -d 'Instance name; selects the control socket (/run/sockvisor/NAME.sock for root)' -r
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand upgrade" -l control -d 'Control socket path, overriding the one derived from --name' -r -F
-complete -c sockvisor -n "__fish_sockvisor_using_subcommand upgrade" -l timeout -d 'Give up waiting for the result after this long (the operation itself goes on inside sockvisor)' -r
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand upgrade" -l timeout -d 'Give up waiting for the result after this long (the operation itself goes on inside sockvisor); at most 8760h (one year)' -r
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand upgrade" -l log-level -d 'Most detailed level logged to stderr' -r -f -a "error\t''
 warn\t''
 info\t''
@@ -103,7 +103,7 @@ complete -c sockvisor -n "__fish_sockvisor_using_subcommand status" -s h -l help
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand status" -s V -l version -d 'Print version'
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand stop" -l name -d 'Instance name; selects the control socket (/run/sockvisor/NAME.sock for root)' -r
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand stop" -l control -d 'Control socket path, overriding the one derived from --name' -r -F
-complete -c sockvisor -n "__fish_sockvisor_using_subcommand stop" -l timeout -d 'Give up waiting for the result after this long (the operation itself goes on inside sockvisor)' -r
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand stop" -l timeout -d 'Give up waiting for the result after this long (the operation itself goes on inside sockvisor); at most 8760h (one year)' -r
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand stop" -l log-level -d 'Most detailed level logged to stderr' -r -f -a "error\t''
 warn\t''
 info\t''
@@ -128,7 +128,7 @@ complete -c sockvisor -n "__fish_sockvisor_using_subcommand signal" -s h -l help
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand signal" -s V -l version -d 'Print version'
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand scale" -l name -d 'Instance name; selects the control socket (/run/sockvisor/NAME.sock for root)' -r
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand scale" -l control -d 'Control socket path, overriding the one derived from --name' -r -F
-complete -c sockvisor -n "__fish_sockvisor_using_subcommand scale" -l timeout -d 'Give up waiting for the result after this long (the operation itself goes on inside sockvisor)' -r
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand scale" -l timeout -d 'Give up waiting for the result after this long (the operation itself goes on inside sockvisor); at most 8760h (one year)' -r
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand scale" -l log-level -d 'Most detailed level logged to stderr' -r -f -a "error\t''
 warn\t''
 info\t''
@@ -142,7 +142,7 @@ complete -c sockvisor -n "__fish_sockvisor_using_subcommand scale" -s V -l versi
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand reexec" -l binary -d 'The new sockvisor binary; default: the path sockvisor was started from, looked up again (so a package upgrade that replaced it is picked up)' -r -F
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand reexec" -l name -d 'Instance name; selects the control socket (/run/sockvisor/NAME.sock for root)' -r
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand reexec" -l control -d 'Control socket path, overriding the one derived from --name' -r -F
-complete -c sockvisor -n "__fish_sockvisor_using_subcommand reexec" -l timeout -d 'Give up waiting for the result after this long (the operation itself goes on inside sockvisor)' -r
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand reexec" -l timeout -d 'Give up waiting for the result after this long (the operation itself goes on inside sockvisor); at most 8760h (one year)' -r
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand reexec" -l log-level -d 'Most detailed level logged to stderr' -r -f -a "error\t''
 warn\t''
 info\t''

@@ -11,7 +11,7 @@ use nix::sys::signal::Signal;
 use crate::duration::parse_duration;
 use crate::paths::DEFAULT_NAME;
 use crate::signals::parse_signal;
-use crate::supervisor::{ReadyMode, RestartPolicy};
+use crate::supervisor::{ReadyMode, RestartPolicy, parse_worker_count};
 
 /// Socket-holding process supervisor: binds ports once, runs any server with
 /// the sockets inherited systemd-style (LISTEN_FDS), and behaves as a correct
@@ -68,7 +68,7 @@ pub struct WaitingCallArgs {
     #[command(flatten)]
     pub instance: InstanceArgs,
     /// Give up waiting for the result after this long (the operation itself
-    /// goes on inside sockvisor).
+    /// goes on inside sockvisor); at most 8760h (one year).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
     /// Print the protocol's JSON lines instead of text.
@@ -108,7 +108,7 @@ pub struct SignalArgs {
 #[derive(Debug, Args)]
 pub struct ScaleArgs {
     /// The new number of workers (1 to 1024).
-    #[arg(value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    #[arg(value_name = "N", value_parser = parse_worker_count)]
     pub workers: u32,
     #[command(flatten)]
     pub call: WaitingCallArgs,
@@ -164,7 +164,9 @@ pub enum LogFormat {
 #[command(
     after_help = "Listen specs: HOST:PORT, tcp://HOST:PORT, [::]:PORT, udp://HOST:PORT, \
 unix:/path.sock, unix:@abstract; options after commas: name=NAME, backlog=N, reuseport, \
-mode=0660 (unix paths), v6only (IPv6). Example: --listen 0.0.0.0:8080,name=http"
+mode=0660 (unix paths), v6only (IPv6). Example: --listen 0.0.0.0:8080,name=http\n\n\
+Durations (every DURATION, and --ready delay=): 500ms, 30s, 1.5s, 2m, 1h; a bare number is \
+seconds; at most 8760h (one year)."
 )]
 pub struct RunArgs {
     /// Socket to bind and pass to the child (repeatable; the order gives
@@ -177,7 +179,7 @@ pub struct RunArgs {
     /// generation is ready when all its workers are; a worker that exits
     /// while its generation serves is replaced in its slot.
     #[arg(short = 'n', long, value_name = "N", default_value_t = 1,
-          value_parser = clap::value_parser!(u32).range(1..=1024))]
+          value_parser = parse_worker_count)]
     pub workers: u32,
 
     /// Upgrade workers one by one instead of all at once: at most K
@@ -185,7 +187,7 @@ pub struct RunArgs {
     /// that is ready retires one old worker (like einhorn's
     /// --max-upgrade-additional). Without it, all N new workers start and
     /// the old ones are stopped once all are ready.
-    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    #[arg(long, value_name = "K", value_parser = parse_worker_count)]
     pub max_surge: Option<u32>,
 
     /// When the child exits on its own: restart it or exit with its status.
@@ -260,7 +262,7 @@ pub struct RunArgs {
     /// Watchdog for every worker, as systemd's WatchdogSec=: each gets
     /// WATCHDOG_USEC and WATCHDOG_PID and must send WATCHDOG=1 at least this
     /// often once ready; a worker that misses it is hung, and its generation
-    /// is replaced without refusing connections.
+    /// is replaced without refusing connections. 0 turns it off.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub watchdog: Option<Duration>,
 

@@ -20,6 +20,7 @@ use serde_json::json;
 use crate::children::Children;
 use crate::control::server::ConnectionId;
 use crate::control::{Command, ControlServer, ErrorKind, Incoming, Reply};
+use crate::deadline;
 use crate::notify::NotifyMessage;
 use crate::notify::sender;
 use crate::pidfile::PidFile;
@@ -492,7 +493,7 @@ impl EventLoop {
                     binary,
                     check: pid,
                     challenge,
-                    deadline: now + reexec::check::CHECK_TIMEOUT,
+                    deadline: deadline::after(now, reexec::check::CHECK_TIMEOUT),
                 });
             }
             Err(err) => {

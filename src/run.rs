@@ -152,6 +152,9 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
         ReadyMode::Notify
     });
 
+    // As systemd's WatchdogSec=0 (and a worker's WATCHDOG_USEC=0): off. A
+    // zero interval would declare every ready worker hung at once.
+    let watchdog = args.watchdog.filter(|interval| !interval.is_zero());
     let config = Config {
         restart: args.restart.unwrap_or(if listeners.is_empty() {
             RestartPolicy::Never
@@ -167,7 +170,7 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
         ready_timeout: args.ready_timeout,
         workers: args.workers,
         max_surge: args.max_surge,
-        watchdog: args.watchdog,
+        watchdog,
         terminal: terminal.is_some(),
     };
     let mut children = Children::new(
@@ -180,7 +183,7 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
     );
     children.terminal = terminal;
     children.fdstore = crate::fdstore::FdStore::new(args.fdstore_max);
-    children.watchdog = args.watchdog;
+    children.watchdog = watchdog;
     children.no_listen_pid = args.no_listen_pid;
     let watcher = if args.watch.is_empty() {
         None

@@ -13,6 +13,8 @@ use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::time::{Duration, Instant};
 
+use crate::deadline;
+
 /// What the service manager has been told so far.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Announced {
@@ -74,7 +76,7 @@ impl ServiceNotifier {
             address,
             announced: Announced::default(),
             ping_every,
-            next_ping: ping_every.map(|every| Instant::now() + every),
+            next_ping: ping_every.map(|every| deadline::after(Instant::now(), every)),
         })
     }
 
@@ -94,7 +96,7 @@ impl ServiceNotifier {
         if let Err(err) = self.socket.send_to_addr(b"WATCHDOG=1", &self.address) {
             tracing::debug!("cannot ping the service manager's watchdog: {err}");
         }
-        self.next_ping = Some(now + every);
+        self.next_ping = Some(deadline::after(now, every));
     }
 
     /// Tells the service manager whatever changed since the last call.

@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 
+use crate::deadline;
+
 /// Directories whose contents never start an upgrade.
 const IGNORED_DIRS: [&str; 4] = [".git", "target", "node_modules", "__pycache__"];
 
@@ -144,7 +146,7 @@ impl Watcher {
                     continue;
                 }
                 self.last_change = Some(path);
-                self.due = Some(now + self.delay);
+                self.due = Some(deadline::after(now, self.delay));
             }
         }
     }

@@ -1,7 +1,7 @@
 //! The watchdog end to end: every worker gets systemd's `WATCHDOG_USEC` and
 //! `WATCHDOG_PID`; a server that stops pinging is replaced under load
-//! without a failed request; sockvisor pings its own service manager when
-//! that manager has a watchdog.
+//! without a failed request; `--watchdog 0` is off; sockvisor pings its own
+//! service manager when that manager has a watchdog.
 
 mod common;
 
@@ -79,4 +79,28 @@ fn sockvisor_pings_its_own_service_managers_watchdog() {
     // The manager's variables are not passed on to the server.
     let report = sockvisor.report(1);
     assert!(report["env"]["WATCHDOG_USEC"].is_null(), "{report}");
+}
+
+#[test]
+fn a_zero_watchdog_is_off_like_watchdogsec_0() {
+    let dir = TestDir::new("zero-watchdog");
+    let mut command = Command::new(sockvisor_bin());
+    command
+        .args(["run", "--watchdog", "0", "--listen", "127.0.0.1:0", "--"])
+        .args(Sockvisor::probe_args(&dir.path));
+    let sockvisor = Sockvisor::spawn(dir, command);
+    let report = sockvisor.report(1);
+    assert!(report["env"]["WATCHDOG_USEC"].is_null(), "{report}");
+    // A whole upgrade's worth of event-loop turns after generation 1 was
+    // ready: a zero interval would have had it declared hung by now.
+    let upgrade = sockvisor.client(&["upgrade", "--timeout", "20s"]);
+    assert!(upgrade.status.success(), "{upgrade:?}");
+    let status = status_json(&sockvisor);
+    assert_eq!(status["current"], 2, "{status}");
+    assert_eq!(status["watchdog_restarts"], 0, "{status}");
+    assert!(
+        !sockvisor.stderr().contains("is hung"),
+        "{}",
+        sockvisor.stderr()
+    );
 }

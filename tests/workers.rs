@@ -325,7 +325,7 @@ fn scale_up_and_down_under_load_fails_no_request() {
     assert!(sockvisor.client(&["upgrade"]).status.success());
     assert_eq!(worker_pids(&status_json(&sockvisor), 0).len(), 1);
     let text = String::from_utf8_lossy(&sockvisor.client(&["scale", "0"]).stderr).into_owned();
-    assert!(text.contains("0 is not in 1..=1024"), "{text}");
+    assert!(text.contains("0 is out of range (1 to 1024)"), "{text}");
     sockvisor.signal(libc::SIGTERM);
     assert_eq!(sockvisor.wait_exit(), 0);
 }

@@ -12,7 +12,9 @@ use nix::sys::socket::{getsockopt, sockopt};
 use nix::unistd::Uid;
 
 use super::protocol::{Command, ErrorKind, PROTOCOL_VERSION, Reply, Request};
+use crate::deadline;
 use crate::duration::format_duration;
+use crate::output::printable;
 
 /// Exit statuses of the client commands.
 pub mod exit {
@@ -70,11 +72,11 @@ pub fn call(call: &Call<'_>) -> i32 {
     // A refused peer is answered and closed before its request is read, so
     // a failed write may still be followed by a reply that says why.
     let sent = (&stream).write_all(&line);
-    let deadline = call.timeout.map(|t| Instant::now() + t);
+    let give_up_at = call.timeout.map(|t| deadline::after(Instant::now(), t));
     let mut reader = BufReader::new(&stream);
     loop {
-        if let Some(deadline) = deadline {
-            let left = deadline.saturating_duration_since(Instant::now());
+        if let Some(give_up_at) = give_up_at {
+            let left = give_up_at.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return timed_out(verb, call.timeout);
             }
@@ -114,7 +116,7 @@ pub fn call(call: &Call<'_>) -> i32 {
         match reply {
             Reply::Progress { message } => {
                 if !call.json {
-                    crate::sayln!("{message}");
+                    crate::sayln!("{}", printable(&message));
                 }
             }
             Reply::Result {
@@ -139,13 +141,13 @@ fn finish(
         if !call.json {
             match status {
                 Some(status) => crate::say!("{}", render_status(&status)),
-                None => crate::sayln!("{message}"),
+                None => crate::sayln!("{}", printable(message)),
             }
         }
         return exit::OK;
     }
     if !call.json {
-        crate::complain!("sockvisor: {verb} failed: {message}");
+        crate::complain!("sockvisor: {verb} failed: {}", printable(message));
     }
     match error {
         Some(ErrorKind::Busy) => exit::BUSY,
@@ -245,8 +247,8 @@ pub fn render_status(status: &serde_json::Value) -> String {
             out,
             "  fd {}  {}  {}",
             listener["fd"],
-            listener["name"].as_str().unwrap_or_default(),
-            listener["address"].as_str().unwrap_or_default()
+            printable(listener["name"].as_str().unwrap_or_default()),
+            printable(listener["address"].as_str().unwrap_or_default())
         );
     }
     let _ = writeln!(out, "generations:");
@@ -260,7 +262,7 @@ pub fn render_status(status: &serde_json::Value) -> String {
             shown_ms(&generation["age_ms"]),
             generation["status"]
                 .as_str()
-                .map(|s| format!("  \"{s}\""))
+                .map(|s| format!("  \"{}\"", printable(s)))
                 .unwrap_or_default(),
             if &status["current"] == number {
                 "  (current)"
@@ -284,7 +286,7 @@ pub fn render_status(status: &serde_json::Value) -> String {
                     worker["restarts"],
                     worker["status"]
                         .as_str()
-                        .map(|s| format!("  \"{s}\""))
+                        .map(|s| format!("  \"{}\"", printable(s)))
                         .unwrap_or_default(),
                 );
             }
@@ -300,7 +302,7 @@ pub fn render_status(status: &serde_json::Value) -> String {
             } else {
                 "failed"
             },
-            last["message"].as_str().unwrap_or_default(),
+            printable(last["message"].as_str().unwrap_or_default()),
             shown_ms(&last["ago_ms"])
         );
     }

@@ -5,8 +5,15 @@
 //! lines and then exactly one `{"type":"result","ok":…}` line, and closes
 //! the connection. Requests carry the protocol version so that a newer
 //! client talking to an older sockvisor gets a clear refusal.
+//!
+//! Decoding also checks every number in a request against the rule the
+//! command line applies to the same value, so that nothing the CLI refuses
+//! reaches the supervisor through the socket.
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::supervisor::parse_worker_count;
 
 pub const PROTOCOL_VERSION: u32 = 1;
 
@@ -107,23 +114,29 @@ impl Reply {
 
 /// Decodes one request line (without its newline).
 pub fn decode_request(line: &[u8]) -> Result<Request, Reply> {
-    let value: serde_json::Value = serde_json::from_slice(line)
+    let value: Value = serde_json::from_slice(line)
         .map_err(|e| Reply::failure(ErrorKind::BadRequest, format!("invalid JSON: {e}")))?;
-    if value.get("command").and_then(serde_json::Value::as_str) == Some("worker:ack") {
+    if value.get("command").and_then(Value::as_str) == Some("worker:ack") {
         // einhorn workers speak einhorn's protocol, which has no version.
-        let pid = value.get("pid").and_then(serde_json::Value::as_i64);
-        return match pid.and_then(|p| i32::try_from(p).ok()) {
+        let pid = value.get("pid").and_then(Value::as_i64);
+        return match pid.and_then(|p| i32::try_from(p).ok()).filter(|p| *p > 0) {
             Some(pid) => Ok(Request {
                 version: PROTOCOL_VERSION,
                 command: Command::WorkerAck { pid },
             }),
             None => Err(Reply::failure(
                 ErrorKind::BadRequest,
-                "worker:ack needs a pid",
+                format!(
+                    "worker:ack needs a pid from 1 to {}, got {}",
+                    i32::MAX,
+                    value
+                        .get("pid")
+                        .map_or("none".to_string(), Value::to_string)
+                ),
             )),
         };
     }
-    let version = value.get("version").and_then(serde_json::Value::as_u64);
+    let version = value.get("version").and_then(Value::as_u64);
     if version != Some(u64::from(PROTOCOL_VERSION)) {
         return Err(Reply::failure(
             ErrorKind::UnsupportedVersion,
@@ -133,12 +146,32 @@ pub fn decode_request(line: &[u8]) -> Result<Request, Reply> {
             ),
         ));
     }
+    check_values(&value)?;
     serde_json::from_value(value).map_err(|e| {
         Reply::failure(
             ErrorKind::BadRequest,
             format!("invalid request: {e} (commands: upgrade, status, stop, signal)"),
         )
     })
+}
+
+/// The numbers of a request, by the command line's rules. Checked on the
+/// JSON value, before serde's type check, so that `-1`, `1.5` or `100000`
+/// is answered with the field, the value and the allowed range rather than
+/// a type error.
+fn check_values(request: &Value) -> Result<(), Reply> {
+    let command = request.get("command").and_then(Value::as_str);
+    if command == Some("scale")
+        && let Some(workers) = request.get("workers")
+    {
+        parse_worker_count(&workers.to_string()).map_err(|why| {
+            Reply::failure(
+                ErrorKind::BadRequest,
+                format!("invalid scale request: workers: {why}"),
+            )
+        })?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -257,6 +290,57 @@ mod tests {
             error_kind(br#"{"command":"worker:ack"}"#),
             Some(ErrorKind::BadRequest)
         );
+    }
+
+    fn refusal(line: &[u8]) -> (Option<ErrorKind>, String) {
+        match decode_request(line) {
+            Err(Reply::Result { error, message, .. }) => (error, message),
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_scale_request_takes_the_worker_counts_the_command_line_takes() {
+        for workers in [1, 2, 1024] {
+            let line = format!(r#"{{"version":1,"command":"scale","workers":{workers}}}"#);
+            assert_eq!(
+                decode_request(line.as_bytes()).map(|r| r.command),
+                Ok(Command::Scale { workers })
+            );
+        }
+    }
+
+    #[test]
+    fn a_scale_request_out_of_range_is_a_bad_request_naming_field_value_and_range() {
+        for workers in [
+            "0",
+            "1025",
+            "100000",
+            "-1",
+            "1.5",
+            "18446744073709551615",
+            "9300000000000000000",
+            "\"8\"",
+            "null",
+        ] {
+            let line = format!(r#"{{"version":1,"command":"scale","workers":{workers}}}"#);
+            let (kind, message) = refusal(line.as_bytes());
+            assert_eq!(kind, Some(ErrorKind::BadRequest), "{message}");
+            assert!(message.contains("workers"), "{message}");
+            assert!(message.contains(workers), "{message}");
+            assert!(message.contains("1 to 1024"), "{message}");
+        }
+    }
+
+    #[test]
+    fn a_worker_ack_needs_a_positive_pid() {
+        for pid in ["0", "-1", "2147483648", "1.5", "\"42\""] {
+            let line = format!(r#"{{"command":"worker:ack","pid":{pid}}}"#);
+            let (kind, message) = refusal(line.as_bytes());
+            assert_eq!(kind, Some(ErrorKind::BadRequest), "{message}");
+            assert!(message.contains(pid), "{message}");
+            assert!(message.contains("1 to 2147483647"), "{message}");
+        }
     }
 
     #[test]

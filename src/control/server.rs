@@ -3,10 +3,11 @@
 //! It owns the listening socket file and the client connections. Every
 //! descriptor is non-blocking and every buffer is bounded, so a slow, stuck
 //! or vanished client never blocks the supervisor: a request line longer
-//! than the limit, invalid JSON or an unknown command gets an error reply and
-//! the connection is closed; a client that sends nothing in time is closed;
-//! a client that does not read its replies is dropped once too much is
-//! queued for it. A client that goes away mid-upgrade does not cancel the
+//! than the limit, invalid JSON, an unknown command or a value out of range
+//! (by the command line's own rules, see [`super::protocol`]) gets an error
+//! reply and the connection is closed before the supervisor sees it; a
+//! client that sends nothing in time is closed; a client that does not read
+//! its replies is dropped once too much is queued for it. A client that goes away mid-upgrade does not cancel the
 //! upgrade. Only the owner's user and root may connect.
 
 use std::io::{ErrorKind as IoErrorKind, Read, Write};
@@ -20,6 +21,7 @@ use nix::sys::socket::{UnixAddr, getsockopt, sockopt};
 use nix::unistd::Uid;
 
 use super::protocol::{ErrorKind, MAX_REQUEST_LINE, Reply, Request, decode_request};
+use crate::deadline;
 use crate::duration::format_duration;
 use crate::listen::bind_unix;
 use crate::socket_file::{self, BoundFile, Occupied};
@@ -272,7 +274,7 @@ impl ControlServer {
                     // The connection stays queued and the listener readable:
                     // without taking it off the queue the loop would spin.
                     if !self.spare.refuse_one(&self.listener) {
-                        self.paused_until = Some(now + ACCEPT_BACKOFF);
+                        self.paused_until = Some(deadline::after(now, ACCEPT_BACKOFF));
                         return;
                     }
                     continue;
@@ -416,7 +418,7 @@ impl ControlServer {
         self.connections
             .iter()
             .filter(|c| c.state == State::Reading)
-            .map(|c| c.accepted + REQUEST_TIMEOUT)
+            .map(|c| deadline::after(c.accepted, REQUEST_TIMEOUT))
             .chain(self.paused_until)
             .min()
     }
@@ -427,7 +429,9 @@ impl ControlServer {
             self.paused_until = None;
         }
         for connection in &mut self.connections {
-            if connection.state == State::Reading && connection.accepted + REQUEST_TIMEOUT <= now {
+            if connection.state == State::Reading
+                && deadline::after(connection.accepted, REQUEST_TIMEOUT) <= now
+            {
                 connection.finish(Reply::failure(
                     ErrorKind::BadRequest,
                     format!(

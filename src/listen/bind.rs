@@ -117,7 +117,9 @@ pub fn bind(spec: &ListenSpec) -> Result<Listener, BindError> {
         reason: errno.desc().to_lowercase(),
         hint,
     };
-    let backlog = spec.backlog.map_or_else(default_backlog, |n| n as i32);
+    let backlog = spec
+        .backlog
+        .map_or_else(default_backlog, |n| i32::try_from(n).unwrap_or(i32::MAX));
     let (fd, socket_file) = match &spec.address {
         ListenAddress::Tcp(addr) => (bind_inet(spec, *addr, SockType::Stream, backlog), None),
         ListenAddress::Udp(addr) => (bind_inet(spec, *addr, SockType::Datagram, backlog), None),

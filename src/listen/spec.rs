@@ -256,6 +256,7 @@ fn parse_name(name: &str) -> Result<String, String> {
     Ok(name.to_string())
 }
 
+/// `listen(2)` takes the backlog as an `int`.
 fn parse_backlog(text: &str) -> Result<u32, String> {
     match text.parse::<u32>() {
         Ok(n) if n > 0 && n <= i32::MAX as u32 => Ok(n),
@@ -270,7 +271,9 @@ fn parse_mode(text: &str) -> Result<u32, String> {
     let digits = text.strip_prefix("0o").unwrap_or(text);
     match u32::from_str_radix(digits, 8) {
         Ok(mode) if mode <= 0o777 => Ok(mode),
-        _ => Err(format!("mode '{text}' is not an octal file mode like 0660")),
+        _ => Err(format!(
+            "mode '{text}' is not an octal file mode from 0 to 0777, like 0660"
+        )),
     }
 }
 

@@ -8,6 +8,7 @@ use nix::unistd::Pid;
 use serde::Serialize;
 
 use super::upgrade::UpgradeId;
+use crate::deadline;
 use crate::duration::parse_duration;
 use crate::reaper::ExitStatus;
 
@@ -103,7 +104,7 @@ impl Worker {
             pid,
             started: now,
             state: WorkerState::Starting,
-            deadline: Some(now + ready_timeout),
+            deadline: Some(deadline::after(now, ready_timeout)),
             probe_at: None,
             probe_pid: None,
             status_text: None,

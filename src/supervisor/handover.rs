@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::generation::{Generation, Phase, ReadyMode, Slot, Worker, WorkerState};
 use super::upgrade::Outcome;
 use super::{Config, ProcessControl, RestartPolicy, Supervisor};
+use crate::deadline;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SupervisorState {
@@ -168,10 +169,13 @@ fn exit_code(status: crate::reaper::ExitStatus) -> i32 {
 }
 
 fn exit_status_from(code: i32) -> crate::reaper::ExitStatus {
-    match Signal::try_from(code - 128) {
-        Ok(signal) if code > 128 => crate::reaper::ExitStatus::Signal(signal),
-        _ => crate::reaper::ExitStatus::Code(code),
+    // Checked before subtracting: the state file may hold any i32.
+    if code > 128
+        && let Ok(signal) = Signal::try_from(code - 128)
+    {
+        return crate::reaper::ExitStatus::Signal(signal);
     }
+    crate::reaper::ExitStatus::Code(code)
 }
 
 impl ConfigRecord {
@@ -283,7 +287,7 @@ impl<P: ProcessControl> Supervisor<P> {
         processes: P,
         now: Instant,
     ) -> Result<Supervisor<P>, HandoverError> {
-        let at = |d: Option<Duration>| d.map(|d| now + d);
+        let at = |d: Option<Duration>| d.map(|d| deadline::after(now, d));
         let ago = |d: Duration| now.checked_sub(d).unwrap_or(now);
         let mut supervisor = Supervisor::new(state.config.restore()?, processes);
         for g in &state.generations {

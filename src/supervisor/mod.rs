@@ -50,6 +50,7 @@ pub use handover::{
 };
 pub use status::{GenerationStatus, StatusSnapshot, UpgradeStatus, WorkerStatus};
 pub use upgrade::{Notice, Outcome, Upgrade, UpgradeId, UpgradeRejection};
+pub use workers::{MAX_WORKERS, parse_worker_count};
 
 use crate::reaper::Exit;
 use crate::spawn::SpawnError;

@@ -9,6 +9,7 @@ use nix::sys::signal::Signal;
 
 use super::generation::{Phase, ReadyMode, WorkerState};
 use super::{PROBE_INTERVAL, ProcessControl, Supervisor, ask_to_stop};
+use crate::deadline;
 use crate::duration::format_duration;
 use crate::notify::NotifyMessage;
 use crate::reaper::Exit;
@@ -63,8 +64,8 @@ impl<P: ProcessControl> Supervisor<P> {
         if worker.state != WorkerState::Starting {
             return;
         }
-        if let (Some(extend), Some(deadline)) = (message.extend_timeout, worker.deadline) {
-            worker.deadline = Some(deadline.max(now + extend));
+        if let (Some(extend), Some(current)) = (message.extend_timeout, worker.deadline) {
+            worker.deadline = Some(current.max(deadline::after(now, extend)));
         }
         if message.ready && ready_mode == ReadyMode::Notify {
             self.mark_worker_ready(number, index, now);
@@ -114,7 +115,7 @@ impl<P: ProcessControl> Supervisor<P> {
             self.mark_worker_ready(number, index, now);
         } else {
             tracing::debug!("{describe} readiness probe {}", exit.status);
-            worker.probe_at = Some(now + PROBE_INTERVAL);
+            worker.probe_at = Some(deadline::after(now, PROBE_INTERVAL));
         }
         true
     }
@@ -152,7 +153,7 @@ impl<P: ProcessControl> Supervisor<P> {
                     return;
                 };
                 worker.state = WorkerState::Stopping;
-                worker.deadline = Some(now + stop_timeout);
+                worker.deadline = Some(deadline::after(now, stop_timeout));
                 worker.probe_at = None;
                 let probe = worker.probe_pid.take();
                 let pid = worker.pid;
@@ -225,7 +226,7 @@ impl<P: ProcessControl> Supervisor<P> {
             .and_then(|g| g.worker_mut(index))
         {
             worker.state = WorkerState::Stopping;
-            worker.deadline = Some(now + stop_timeout);
+            worker.deadline = Some(deadline::after(now, stop_timeout));
             let pid = worker.pid;
             ask_to_stop(&mut self.processes, pid, stop_signal);
         }

@@ -8,6 +8,7 @@ use nix::sys::signal::Signal;
 
 use super::generation::{Generation, Phase};
 use super::{ProcessControl, Supervisor, policy_name};
+use crate::deadline;
 use crate::duration::format_duration;
 use crate::reaper::ExitStatus;
 
@@ -83,6 +84,6 @@ impl<P: ProcessControl> Supervisor<P> {
             self.consecutive_failures,
         );
         self.consecutive_failures += 1;
-        self.restart_at = Some(now + delay);
+        self.restart_at = Some(deadline::after(now, delay));
     }
 }

@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use super::generation::{Phase, ReadyMode, WorkerState};
 use super::{ProcessControl, Supervisor, ask_to_stop};
+use crate::deadline;
 use crate::duration::format_duration;
 use crate::spawn::SpawnError;
 
@@ -122,7 +123,7 @@ impl<P: ProcessControl> Supervisor<P> {
                 continue;
             };
             worker.state = WorkerState::Draining;
-            worker.deadline = Some(now + drain_timeout);
+            worker.deadline = Some(deadline::after(now, drain_timeout));
             worker.probe_at = None;
             let probe = worker.probe_pid.take();
             let worker = worker.clone();
@@ -161,7 +162,7 @@ impl<P: ProcessControl> Supervisor<P> {
         for worker in &mut generation.workers {
             if worker.state == WorkerState::Starting {
                 worker.state = WorkerState::Stopping;
-                worker.deadline = Some(now + stop_timeout);
+                worker.deadline = Some(deadline::after(now, stop_timeout));
                 worker.probe_at = None;
                 to_stop.push((worker.pid, worker.probe_pid.take()));
             }

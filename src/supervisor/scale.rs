@@ -16,6 +16,7 @@ use nix::unistd::Pid;
 use super::generation::{Phase, ReadyMode, Slot, WorkerState};
 use super::upgrade::{UpgradeId, UpgradeRejection};
 use super::{ProcessControl, Supervisor, ask_to_stop};
+use crate::deadline;
 use crate::duration::format_duration;
 
 /// A scale in progress.
@@ -124,7 +125,7 @@ impl<P: ProcessControl> Supervisor<P> {
         for worker in &mut generation.workers {
             if worker.index >= to && worker.state != WorkerState::Draining {
                 worker.state = WorkerState::Draining;
-                worker.deadline = Some(now + drain_timeout);
+                worker.deadline = Some(deadline::after(now, drain_timeout));
                 worker.probe_at = None;
                 removed.push((worker.clone(), worker.probe_pid.take()));
             }

@@ -8,6 +8,7 @@ use nix::sys::signal::Signal;
 
 use super::generation::{Phase, WorkerState};
 use super::{ProcessControl, Stop, Supervisor, ask_to_stop};
+use crate::deadline;
 use crate::duration::format_duration;
 use crate::reaper::ExitStatus;
 
@@ -64,7 +65,7 @@ impl<P: ProcessControl> Supervisor<P> {
         self.restart_at = None;
         self.rollout = None;
         self.stop = Some(Stop {
-            deadline: Some(now + self.config.stop_timeout),
+            deadline: Some(deadline::after(now, self.config.stop_timeout)),
         });
         let mut abandoned = Vec::new();
         let numbers: Vec<u32> = self.generations.iter().map(|g| g.number).collect();

@@ -1647,3 +1647,37 @@ fn the_watchdog_round_trips_through_a_reexec() {
     let restored = round_trip(&s, now + Duration::from_millis(500));
     assert_eq!(restored.next_deadline(), Some(now + Duration::from_secs(2)));
 }
+
+/// The parser keeps flags within a year, but a re-exec's state, a child's
+/// `EXTEND_TIMEOUT_USEC` or the service manager's `WATCHDOG_USEC` reach
+/// the supervisor without it: every deadline saturates instead.
+#[test]
+fn waits_too_long_for_the_clock_lie_in_the_far_future_instead_of_panicking() {
+    let forever = Duration::MAX;
+    let mut config = config(RestartPolicy::Always, ReadyMode::Delay(forever));
+    config.restart_delay = forever;
+    config.restart_delay_max = forever;
+    config.stop_timeout = forever;
+    config.drain_timeout = forever;
+    config.ready_timeout = forever;
+    config.watchdog = Some(forever);
+    let now = Instant::now();
+    let mut s = Supervisor::new(config, FakeProcesses::default());
+    s.start(now).unwrap();
+    let extend = NotifyMessage {
+        extend_timeout: Some(forever),
+        watchdog_timeout: Some(forever),
+        ..Default::default()
+    };
+    s.on_notify(1, 0, &extend, now);
+    let a_century = Duration::from_secs(100 * 365 * 24 * 3600);
+    assert!(s.next_deadline().is_some_and(|at| at >= now + a_century));
+    s.on_tick(now + Duration::from_secs(365 * 24 * 3600));
+    assert_eq!(phase_of(&s, 1), Some(Phase::Starting), "not due yet");
+
+    // A failed start is retried after the (endless) backoff.
+    s.on_exit(exit(1, ExitStatus::Code(1)), now);
+    assert!(s.next_deadline().is_some_and(|at| at >= now + a_century));
+    s.on_stop_request("stop requested", now);
+    assert!(s.exit_code().is_some(), "nothing left to wait for");
+}

@@ -9,6 +9,7 @@ use nix::sys::signal::Signal;
 
 use super::generation::{Generation, Phase, WorkerState};
 use super::{ProcessControl, Supervisor, ask_to_stop};
+use crate::deadline;
 use crate::reaper::ExitStatus;
 
 pub type UpgradeId = u64;
@@ -126,7 +127,7 @@ impl<P: ProcessControl> Supervisor<P> {
         } else {
             drain_timeout
         };
-        generation.deadline = Some(now + grace);
+        generation.deadline = Some(deadline::after(now, grace));
         // Workers a rollout retired were asked already.
         let to_ask: Vec<_> = generation
             .workers
@@ -160,7 +161,7 @@ impl<P: ProcessControl> Supervisor<P> {
             return;
         };
         generation.phase = Phase::Failed;
-        generation.deadline = Some(now + stop_timeout);
+        generation.deadline = Some(deadline::after(now, stop_timeout));
         let Some(generation) = self.stop_workers(number) else {
             return;
         };

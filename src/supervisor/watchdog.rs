@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use super::generation::{Phase, WorkerState};
 use super::{ProcessControl, Supervisor};
+use crate::deadline;
 use crate::duration::format_duration;
 
 /// How long a hung generation may take to exit after the stop signal.
@@ -28,7 +29,7 @@ impl<P: ProcessControl> Supervisor<P> {
             .generation_mut(number)
             .and_then(|g| g.worker_mut(index))
         {
-            worker.watchdog_at = worker.watchdog.map(|t| now + t);
+            worker.watchdog_at = worker.watchdog.map(|t| deadline::after(now, t));
         }
     }
 
@@ -55,7 +56,7 @@ impl<P: ProcessControl> Supervisor<P> {
             return;
         }
         if ping || timeout.is_some() {
-            worker.watchdog_at = worker.watchdog.map(|t| now + t);
+            worker.watchdog_at = worker.watchdog.map(|t| deadline::after(now, t));
         }
         if trigger {
             worker.watchdog_at = Some(now);
@@ -91,7 +92,7 @@ impl<P: ProcessControl> Supervisor<P> {
             return;
         };
         // Armed again, so that a miss after a failed replacement is noticed.
-        worker.watchdog_at = worker.watchdog.map(|t| now + t);
+        worker.watchdog_at = worker.watchdog.map(|t| deadline::after(now, t));
         let timeout = worker.watchdog.unwrap_or_default();
         let worker = worker.clone();
         let describe = generation.describe_worker(&worker);

@@ -17,9 +17,30 @@ use super::generation::{Generation, Phase, ReadyMode, Slot, Worker, WorkerState}
 use super::restart::{backoff, is_keyboard_interrupt};
 use super::upgrade::UpgradeId;
 use super::{ProcessControl, Supervisor, policy_name};
+use crate::deadline;
 use crate::duration::format_duration;
 use crate::reaper::{Exit, ExitStatus};
 use crate::spawn::SpawnError;
+
+/// Most worker processes a generation may have: far more than any server
+/// needs, few enough that a typo does not fork until the process limit.
+pub const MAX_WORKERS: u32 = 1024;
+
+/// A worker count as a person or a program wrote it (`--workers`,
+/// `--max-surge`, `sockvisor scale N`, a control request's `workers`):
+/// 1 to [`MAX_WORKERS`]. The one rule for all of them, so that the control
+/// socket refuses what the command line refuses.
+pub fn parse_worker_count(text: &str) -> Result<u32, String> {
+    match text.parse::<i128>() {
+        Ok(count) => u32::try_from(count)
+            .ok()
+            .filter(|count| (1..=MAX_WORKERS).contains(count))
+            .ok_or_else(|| format!("{text} is out of range (1 to {MAX_WORKERS})")),
+        Err(_) => Err(format!(
+            "'{text}' is not a whole number from 1 to {MAX_WORKERS}"
+        )),
+    }
+}
 
 impl<P: ProcessControl> Supervisor<P> {
     /// Starts a new generation of `--workers` processes. If one cannot be
@@ -151,7 +172,7 @@ impl<P: ProcessControl> Supervisor<P> {
         let mut worker = Worker::new(index, pid, now, self.config.ready_timeout);
         worker.watchdog = self.config.watchdog;
         worker.probe_at = match &self.config.ready {
-            ReadyMode::Delay(delay) => Some(now + *delay),
+            ReadyMode::Delay(delay) => Some(deadline::after(now, *delay)),
             ReadyMode::Exec(_) => Some(now),
             ReadyMode::Notify | ReadyMode::Now => None,
         };
@@ -300,7 +321,7 @@ impl<P: ProcessControl> Supervisor<P> {
         }
         let delay = backoff(first, max, slot.consecutive_failures);
         slot.consecutive_failures += 1;
-        slot.restart_at = Some(now + delay);
+        slot.restart_at = Some(deadline::after(now, delay));
         tracing::warn!(
             "{describe} {status} after {}; replacing it in {}",
             format_duration(ran_for),
@@ -338,7 +359,7 @@ impl<P: ProcessControl> Supervisor<P> {
         let delay = backoff(first, max, slot.consecutive_failures);
         slot.consecutive_failures += 1;
         slot.pending = true;
-        slot.restart_at = Some(now + delay);
+        slot.restart_at = Some(deadline::after(now, delay));
         tracing::warn!(
             "{describe} {status} after it was ready; replacing it in {}",
             format_duration(delay)
@@ -397,7 +418,8 @@ impl<P: ProcessControl> Supervisor<P> {
                 {
                     let delay = backoff(first, max, slot.consecutive_failures);
                     slot.consecutive_failures += 1;
-                    slot.restart_at = Some(now + delay.max(Duration::from_millis(1)));
+                    slot.restart_at =
+                        Some(deadline::after(now, delay.max(Duration::from_millis(1))));
                 }
             }
         }
@@ -498,6 +520,40 @@ impl<P: ProcessControl> Supervisor<P> {
                 }
             }
             Phase::Draining => self.on_drained(generation, status, now),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_counts_from_one_to_the_maximum_are_accepted() {
+        assert_eq!(parse_worker_count("1"), Ok(1));
+        assert_eq!(parse_worker_count("1024"), Ok(MAX_WORKERS));
+    }
+
+    #[test]
+    fn a_worker_count_out_of_range_names_the_value_and_the_range() {
+        for text in [
+            "0",
+            "1025",
+            "100000",
+            "-1",
+            "4294967297",
+            "18446744073709551615",
+            "9300000000000000000",
+        ] {
+            assert_eq!(
+                parse_worker_count(text),
+                Err(format!("{text} is out of range (1 to 1024)"))
+            );
+        }
+        for text in ["", "abc", "1.5", "1e3", " 8", "\"8\"", "null"] {
+            let err = parse_worker_count(text).unwrap_err();
+            assert!(err.contains(&format!("'{text}'")), "{err}");
+            assert!(err.contains("1 to 1024"), "{err}");
         }
     }
 }
