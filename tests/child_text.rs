@@ -20,6 +20,7 @@ time.sleep(600)
     let mut command = Command::new(sockvisor_bin());
     command.args(["run", "--ready", "notify", "--", "python3", "-c", script]);
     let sockvisor = Sockvisor::spawn(dir, command);
+    sockvisor.wait_for_log("generation 1 started");
     let json = wait_for("the status text", || {
         let status = status_json(&sockvisor);
         let text = status["generations"][0]["status"].as_str()?.to_string();
