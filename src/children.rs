@@ -15,6 +15,7 @@ use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
 use crate::cli::FdEnv;
+use crate::credentials::RunAs;
 use crate::fd_env;
 use crate::fdstore::FdStore;
 use crate::listen::Listener;
@@ -41,6 +42,8 @@ pub struct Children {
     pub watchdog: Option<std::time::Duration>,
     /// `--no-listen-pid`: `LISTEN_PID` is left out.
     pub no_listen_pid: bool,
+    /// `--user`/`--group`: every worker and readiness probe runs as it.
+    pub run_as: Option<RunAs>,
     notify: Vec<(u32, NotifySocket)>,
 }
 
@@ -63,6 +66,7 @@ impl Children {
             terminal: None,
             watchdog: None,
             no_listen_pid: false,
+            run_as: None,
             fdstore: FdStore::default(),
             notify: Vec::new(),
         }
@@ -141,6 +145,7 @@ impl ProcessControl for Children {
                 .map(Terminal::fd),
             watchdog: self.watchdog,
             no_listen_pid: self.no_listen_pid,
+            run_as: self.run_as.as_ref(),
         })?;
         if let Some(notify) = notify {
             self.notify.push((generation, notify));
@@ -170,6 +175,7 @@ impl ProcessControl for Children {
             terminal: None,
             watchdog: None,
             no_listen_pid: false,
+            run_as: self.run_as.as_ref(),
         })
     }
 

@@ -174,6 +174,18 @@ pub struct RunArgs {
     #[arg(short, long = "listen", value_name = "SPEC")]
     pub listen: Vec<String>,
 
+    /// Run the server as this user (name or uid): sockvisor binds the
+    /// sockets as its own user (root, for ports below 1024), then every
+    /// worker of every generation takes this identity before exec:
+    /// supplementary groups from the user database, the group, the user,
+    /// and HOME, USER and LOGNAME as login sets them. Needs root.
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+
+    /// The server's group (name or gid); default the user's own.
+    #[arg(long, value_name = "GROUP", requires = "user")]
+    pub group: Option<String>,
+
     /// Worker processes per generation (1 to 1024), each a child of
     /// sockvisor on the same sockets with SOCKVISOR_WORKER=0..N-1. A
     /// generation is ready when all its workers are; a worker that exits

@@ -478,6 +478,7 @@ impl EventLoop {
             extra_env: &[challenge.variable()],
             terminal: None,
             watchdog: None,
+            run_as: None,
             no_listen_pid: true,
         };
         match spawn::spawn(&request) {

@@ -10,6 +10,7 @@
 pub mod children;
 pub mod cli;
 pub mod control;
+pub mod credentials;
 pub mod deadline;
 pub mod duration;
 pub mod event_loop;

@@ -70,6 +70,9 @@ mod tests {
 
     #[test]
     fn ordinary_text_is_unchanged() {
-        assert_eq!(printable("listening on 0.0.0.0:80 — ready ✓"), "listening on 0.0.0.0:80 — ready ✓");
+        assert_eq!(
+            printable("listening on 0.0.0.0:80 — ready ✓"),
+            "listening on 0.0.0.0:80 — ready ✓"
+        );
     }
 }

@@ -94,8 +94,12 @@ pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
     if meta.uid() != Uid::effective().as_raw() {
         return Err(not_ours(Some(meta.uid())));
     }
-    if meta.mode() & 0o077 != 0 {
-        handle.set_permissions(fs::Permissions::from_mode(0o700))?;
+    // Read and write for others go; search stays, as a `--user` sockvisor
+    // may need it for its server to reach its notify directory (which
+    // guards itself; see `NotifyDir::open_to_group`).
+    if meta.mode() & 0o066 != 0 {
+        let searchable = meta.mode() & 0o011;
+        handle.set_permissions(fs::Permissions::from_mode(0o700 | searchable))?;
     }
     Ok(())
 }
@@ -183,6 +187,30 @@ impl NotifyDir {
     }
 
     /// Where generation `number`'s notify socket goes.
+    /// Lets the processes of group `gid` (the `--user` server) send to the
+    /// notify sockets, and nobody else: the directory becomes group `gid`,
+    /// mode 02710 (search for the group; set-group-id, so the sockets made
+    /// in it belong to the group too, and they are made 0660), and the
+    /// directory holding it, if it is ours, searchable (0711: the names in
+    /// it cannot be listed, and everything in it guards itself).
+    pub fn open_to_group(&self, gid: u32) -> io::Result<()> {
+        let dir: &fs::File = &self._lock;
+        nix::unistd::fchown(dir, None, Some(nix::unistd::Gid::from_raw(gid)))?;
+        dir.set_permissions(fs::Permissions::from_mode(0o2710))?;
+        let Some(parent) = self.path.parent() else {
+            return Ok(());
+        };
+        let parent = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(parent)?;
+        let meta = parent.metadata()?;
+        if meta.uid() == Uid::effective().as_raw() && meta.mode() & 0o011 != 0o011 {
+            parent.set_permissions(fs::Permissions::from_mode((meta.mode() & 0o7777) | 0o011))?;
+        }
+        Ok(())
+    }
+
     pub fn socket_path(&self, number: u32) -> PathBuf {
         self.path.join(format!("notify-{number}.sock"))
     }

@@ -5,12 +5,13 @@
 use std::fmt;
 use std::time::Instant;
 
-use nix::unistd::getpid;
+use nix::unistd::{Gid, Uid, getpid};
 
 use crate::children::Children;
 use crate::cli::RunArgs;
 use crate::control::ControlServer;
 use crate::control::{ErrorKind, Reply};
+use crate::credentials::RunAs;
 use crate::event_loop::EventLoop;
 use crate::init::{self, ReaperRole};
 use crate::listen::{BindError, ListenSpec, SpecError, bind_all, take_inherited};
@@ -81,6 +82,16 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
     };
     // Fail on a missing command before binding anything.
     spawn::resolve(&command.program).map_err(RunError::Spawn)?;
+    let run_as = match &args.user {
+        Some(user) => {
+            let run_as = RunAs::resolve(user, args.group.as_deref()).map_err(RunError::Usage)?;
+            if let Some(why) = run_as.unreachable_from(Uid::effective(), Gid::effective()) {
+                return Err(RunError::Usage(why));
+            }
+            Some(run_as)
+        }
+        None => None,
+    };
 
     let control_path = paths::control_path(name, args.instance.control.as_deref());
     let runtime_base = paths::runtime_base();
@@ -185,6 +196,21 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
     children.fdstore = crate::fdstore::FdStore::new(args.fdstore_max);
     children.watchdog = watchdog;
     children.no_listen_pid = args.no_listen_pid;
+    if let Some(run_as) = &run_as {
+        children.notify_dir.open_to_group(run_as.gid).map_err(|e| {
+            RunError::Setup(format!(
+                "cannot let group {} reach the notify sockets: {e}",
+                run_as.gid
+            ))
+        })?;
+        tracing::info!(
+            "the server runs as {} (uid {}, gid {})",
+            run_as.name,
+            run_as.uid,
+            run_as.gid
+        );
+    }
+    children.run_as = run_as;
     let watcher = if args.watch.is_empty() {
         None
     } else {

@@ -15,8 +15,11 @@
 //! - empty signal mask and default dispositions (`SIGPIPE` included);
 //! - its own process group; with `SpawnRequest::terminal`, that group is
 //!   made the terminal's foreground group before `exec` (see `terminal`);
+//! - with `--user`, the identity of [`RunAs`] (groups, then gid, then uid)
+//!   and `HOME`/`USER`/`LOGNAME` to match;
 //! - a parent-death signal (`SIGKILL`), so a child never outlives a killed
-//!   sockvisor and the ports are free for the next one.
+//!   sockvisor and the ports are free for the next one. It is armed after
+//!   the identity changes, which would clear it.
 //!
 //! It never waits for a child: exits are the reaper's business.
 
@@ -31,6 +34,7 @@ use nix::fcntl::OFlag;
 use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
 use nix::unistd::{AccessFlags, Pid, access, pipe2, setpgid};
 
+use crate::credentials::RunAs;
 use crate::listen::Listener;
 
 /// The program to run and its arguments, as the operator gave them.
@@ -156,6 +160,8 @@ pub struct SpawnRequest<'a> {
     pub watchdog: Option<std::time::Duration>,
     /// Leave `LISTEN_PID` out (`--no-listen-pid`), for wrappers that fork.
     pub no_listen_pid: bool,
+    /// `--user`/`--group`: the identity the child takes before `exec`.
+    pub run_as: Option<&'a RunAs>,
 }
 
 /// Starts the child and returns its pid once it has successfully `exec`ed.
@@ -232,6 +238,8 @@ struct ExecPlan {
     error_fd: RawFd,
     /// The terminal to take as foreground group, or -1.
     terminal_fd: RawFd,
+    /// uid, gid and supplementary groups to take, with `--user`.
+    identity: Option<(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)>,
     parent: libc::pid_t,
 }
 
@@ -263,8 +271,10 @@ impl ExecPlan {
             .chain(&request.command.args)
             .map(|a| cstring(a.as_bytes().to_vec()))
             .collect();
+        let login_variable = |key: &[u8]| matches!(key, b"HOME" | b"USER" | b"LOGNAME");
         let mut envp: Vec<CString> = std::env::vars_os()
             .filter(|(key, _)| !is_inherited_protocol_variable(key.as_bytes()))
+            .filter(|(key, _)| request.run_as.is_none() || !login_variable(key.as_bytes()))
             .map(|(key, value)| {
                 let mut entry = key.into_vec();
                 entry.push(b'=');
@@ -302,6 +312,11 @@ impl ExecPlan {
         for (key, value) in request.extra_env {
             envp.push(cstring(format!("{key}={value}").into_bytes()));
         }
+        if let Some(run_as) = request.run_as {
+            for (key, value) in run_as.environment() {
+                envp.push(cstring(format!("{key}={value}").into_bytes()));
+            }
+        }
         let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|s| s.as_ptr()).collect();
         let pid_slots: Vec<(*mut u8, usize)> = own_pid_slots
             .iter_mut()
@@ -331,6 +346,7 @@ impl ExecPlan {
             listener_fds,
             error_fd: -1,
             terminal_fd: request.terminal.unwrap_or(-1),
+            identity: request.run_as.map(|r| (r.uid, r.gid, r.groups.clone())),
             // SAFETY: getpid has no preconditions.
             parent: unsafe { libc::getpid() },
         }
@@ -349,6 +365,18 @@ impl ExecPlan {
                 // the background does not stop us with SIGTTOU. A failure
                 // leaves the child in the background: it still runs.
                 libc::tcsetpgrp(self.terminal_fd, libc::getpid());
+            }
+            if let Some((uid, gid, groups)) = &self.identity {
+                // Groups while still root, then the gid, then the uid: in
+                // this order no step needs a privilege an earlier one gave
+                // up, and a failure leaves the child exiting, not running
+                // half-dropped.
+                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                    || libc::setresgid(*gid, *gid, *gid) != 0
+                    || libc::setresuid(*uid, *uid, *uid) != 0
+                {
+                    self.fail(Errno::last_raw());
+                }
             }
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             if libc::getppid() != self.parent {

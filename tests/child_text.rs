@@ -35,5 +35,8 @@ time.sleep(600)
         !shown.bytes().any(|b| b == 0x1b || b == 0x07),
         "raw escapes reached the terminal: {shown:?}"
     );
-    assert!(shown.contains(r#""\u{1b}]0;PWNED\u{7}\u{1b}[2Jhello""#), "{shown}");
+    assert!(
+        shown.contains(r#""\u{1b}]0;PWNED\u{7}\u{1b}[2Jhello""#),
+        "{shown}"
+    );
 }

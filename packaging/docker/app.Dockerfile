@@ -16,5 +16,6 @@ COPY examples/python/server.py /app/server.py
 # timeout (10 s by default; --time to change), then SIGKILL. Keep
 # sockvisor's --stop-timeout below it.
 STOPSIGNAL SIGTERM
-ENTRYPOINT ["sockvisor", "run", "--stop-timeout", "8s", "--listen", "0.0.0.0:8080", "--"]
+# sockvisor binds as root; the server runs as nobody.
+ENTRYPOINT ["sockvisor", "run", "--stop-timeout", "8s", "--listen", "0.0.0.0:8080", "--user", "nobody", "--"]
 CMD ["python3", "/app/server.py"]

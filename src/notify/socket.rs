@@ -19,6 +19,8 @@ use nix::sys::socket::{
     self, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType, UnixAddr, sockopt,
 };
 
+use nix::sys::stat::{Mode, umask};
+
 use super::message::{MAX_DATAGRAM, NotifyMessage, Rejection};
 use crate::socket_file::BoundFile;
 
@@ -53,7 +55,14 @@ impl NotifySocket {
             None,
         )?;
         socket::setsockopt(&fd, sockopt::PassCred, &true)?;
-        socket::bind(fd.as_raw_fd(), &UnixAddr::new(path)?)?;
+        // 0660: the directory decides who may reach it (owner-only, or the
+        // `--user` server's group). Given at creation; sockvisor is
+        // single-threaded, so no other file is made under this umask.
+        let address = UnixAddr::new(path)?;
+        let previous = umask(Mode::from_bits_truncate(0o117));
+        let bound = socket::bind(fd.as_raw_fd(), &address);
+        umask(previous);
+        bound?;
         let file = BoundFile::identify(path)?;
         Ok(NotifySocket { fd, file })
     }

@@ -122,6 +122,7 @@ pub fn capture(
         }),
         fdstore_max: children.fdstore.max(),
         no_listen_pid: children.no_listen_pid,
+        run_as: children.run_as.clone(),
         fdstore: children
             .fdstore
             .entries()
@@ -234,6 +235,7 @@ pub fn restore(state: &State, now: Instant) -> Result<Restored, String> {
     children.fdstore = FdStore::new(state.fdstore_max);
     children.watchdog = state.supervisor.config.watchdog;
     children.no_listen_pid = state.no_listen_pid;
+    children.run_as = state.run_as.clone();
     let mut stored = Vec::new();
     for record in &state.fdstore {
         stored.push(StoredFd {

@@ -44,6 +44,9 @@ pub struct State {
     pub fdstore: Vec<StoredRecord>,
     #[serde(default)]
     pub no_listen_pid: bool,
+    /// `--user`/`--group`, as resolved at start.
+    #[serde(default)]
+    pub run_as: Option<crate::credentials::RunAs>,
     /// `--watch`: the paths, ignore globs and settle delay.
     #[serde(default)]
     pub watch: Vec<PathBuf>,
