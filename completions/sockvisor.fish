@@ -24,7 +24,7 @@ function __fish_sockvisor_using_subcommand
     contains -- $cmd[1] $argv
 end
 
-complete -c sockvisor -n "__fish_sockvisor_needs_command" -l log-level -d 'Most detailed level logged to stderr' -r -f -a "error\t''
+complete -c sockvisor -n "__fish_sockvisor_needs_command" -l log-level -d 'Most detailed level logged to stderr. Default: info; warn for `run` without sockets on a terminal (an interactive init, whose output sockvisor\'s lines would interleave with, as tini prints nothing)' -r -f -a "error\t''
 warn\t''
 info\t''
 debug\t''
@@ -66,20 +66,21 @@ server-starter\t'Server::Starter: SERVER_STARTER_PORT, SERVER_STARTER_GENERATION
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand run" -l name -d 'Instance name; selects the control socket (/run/sockvisor/NAME.sock for root)' -r
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand run" -l control -d 'Control socket path, overriding the one derived from --name' -r -F
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand run" -l pidfile -d 'Write sockvisor\'s pid to this file (removed at exit). The pid stays the same across upgrades' -r -F
-complete -c sockvisor -n "__fish_sockvisor_using_subcommand run" -l log-level -d 'Most detailed level logged to stderr' -r -f -a "error\t''
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand run" -l log-level -d 'Most detailed level logged to stderr. Default: info; warn for `run` without sockets on a terminal (an interactive init, whose output sockvisor\'s lines would interleave with, as tini prints nothing)' -r -f -a "error\t''
 warn\t''
 info\t''
 debug\t''
 trace\t''"
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand run" -l log-format -d 'Log line format' -r -f -a "text\t''
 json\t''"
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand run" -l signal-group -d 'Forward signals to each worker\'s whole process group (the worker and what it started) instead of the worker alone, like tini\'s -g and dumb-init\'s default. Stop and upgrade signals are not forwarded signals: the stop signal always goes to the worker'
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand run" -l no-listen-pid -d 'Leave LISTEN_PID out, for a command that forks before the server reads it (cargo run, npm start, poetry run, sh -c without exec), as systemfd --no-pid. The listenfd crate accepts a missing LISTEN_PID; libsystemd (sd_listen_fds) and go-systemd do not and see no sockets. Any process that inherits the environment may take the sockets'
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand run" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand run" -s V -l version -d 'Print version'
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand upgrade" -l name -d 'Instance name; selects the control socket (/run/sockvisor/NAME.sock for root)' -r
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand upgrade" -l control -d 'Control socket path, overriding the one derived from --name' -r -F
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand upgrade" -l timeout -d 'Give up waiting for the result after this long (the operation itself goes on inside sockvisor); at most 8760h (one year)' -r
-complete -c sockvisor -n "__fish_sockvisor_using_subcommand upgrade" -l log-level -d 'Most detailed level logged to stderr' -r -f -a "error\t''
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand upgrade" -l log-level -d 'Most detailed level logged to stderr. Default: info; warn for `run` without sockets on a terminal (an interactive init, whose output sockvisor\'s lines would interleave with, as tini prints nothing)' -r -f -a "error\t''
 warn\t''
 info\t''
 debug\t''
@@ -91,7 +92,7 @@ complete -c sockvisor -n "__fish_sockvisor_using_subcommand upgrade" -s h -l hel
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand upgrade" -s V -l version -d 'Print version'
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand status" -l name -d 'Instance name; selects the control socket (/run/sockvisor/NAME.sock for root)' -r
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand status" -l control -d 'Control socket path, overriding the one derived from --name' -r -F
-complete -c sockvisor -n "__fish_sockvisor_using_subcommand status" -l log-level -d 'Most detailed level logged to stderr' -r -f -a "error\t''
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand status" -l log-level -d 'Most detailed level logged to stderr. Default: info; warn for `run` without sockets on a terminal (an interactive init, whose output sockvisor\'s lines would interleave with, as tini prints nothing)' -r -f -a "error\t''
 warn\t''
 info\t''
 debug\t''
@@ -106,7 +107,7 @@ complete -c sockvisor -n "__fish_sockvisor_using_subcommand status" -s V -l vers
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand stop" -l name -d 'Instance name; selects the control socket (/run/sockvisor/NAME.sock for root)' -r
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand stop" -l control -d 'Control socket path, overriding the one derived from --name' -r -F
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand stop" -l timeout -d 'Give up waiting for the result after this long (the operation itself goes on inside sockvisor); at most 8760h (one year)' -r
-complete -c sockvisor -n "__fish_sockvisor_using_subcommand stop" -l log-level -d 'Most detailed level logged to stderr' -r -f -a "error\t''
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand stop" -l log-level -d 'Most detailed level logged to stderr. Default: info; warn for `run` without sockets on a terminal (an interactive init, whose output sockvisor\'s lines would interleave with, as tini prints nothing)' -r -f -a "error\t''
 warn\t''
 info\t''
 debug\t''
@@ -118,7 +119,7 @@ complete -c sockvisor -n "__fish_sockvisor_using_subcommand stop" -s h -l help -
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand stop" -s V -l version -d 'Print version'
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand signal" -l name -d 'Instance name; selects the control socket (/run/sockvisor/NAME.sock for root)' -r
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand signal" -l control -d 'Control socket path, overriding the one derived from --name' -r -F
-complete -c sockvisor -n "__fish_sockvisor_using_subcommand signal" -l log-level -d 'Most detailed level logged to stderr' -r -f -a "error\t''
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand signal" -l log-level -d 'Most detailed level logged to stderr. Default: info; warn for `run` without sockets on a terminal (an interactive init, whose output sockvisor\'s lines would interleave with, as tini prints nothing)' -r -f -a "error\t''
 warn\t''
 info\t''
 debug\t''
@@ -131,7 +132,7 @@ complete -c sockvisor -n "__fish_sockvisor_using_subcommand signal" -s V -l vers
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand scale" -l name -d 'Instance name; selects the control socket (/run/sockvisor/NAME.sock for root)' -r
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand scale" -l control -d 'Control socket path, overriding the one derived from --name' -r -F
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand scale" -l timeout -d 'Give up waiting for the result after this long (the operation itself goes on inside sockvisor); at most 8760h (one year)' -r
-complete -c sockvisor -n "__fish_sockvisor_using_subcommand scale" -l log-level -d 'Most detailed level logged to stderr' -r -f -a "error\t''
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand scale" -l log-level -d 'Most detailed level logged to stderr. Default: info; warn for `run` without sockets on a terminal (an interactive init, whose output sockvisor\'s lines would interleave with, as tini prints nothing)' -r -f -a "error\t''
 warn\t''
 info\t''
 debug\t''
@@ -145,7 +146,7 @@ complete -c sockvisor -n "__fish_sockvisor_using_subcommand reexec" -l binary -d
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand reexec" -l name -d 'Instance name; selects the control socket (/run/sockvisor/NAME.sock for root)' -r
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand reexec" -l control -d 'Control socket path, overriding the one derived from --name' -r -F
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand reexec" -l timeout -d 'Give up waiting for the result after this long (the operation itself goes on inside sockvisor); at most 8760h (one year)' -r
-complete -c sockvisor -n "__fish_sockvisor_using_subcommand reexec" -l log-level -d 'Most detailed level logged to stderr' -r -f -a "error\t''
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand reexec" -l log-level -d 'Most detailed level logged to stderr. Default: info; warn for `run` without sockets on a terminal (an interactive init, whose output sockvisor\'s lines would interleave with, as tini prints nothing)' -r -f -a "error\t''
 warn\t''
 info\t''
 debug\t''

@@ -81,11 +81,11 @@ fn extra_sections_run(roff: &mut Roff) {
             ),
             (
                 "SIGHUP, SIGUSR2",
-                "Start an upgrade, like sockvisor upgrade; the result is logged.",
+                "With sockets, start an upgrade, like sockvisor upgrade; the result is logged. Without sockets (an init), forwarded like the signals below.",
             ),
             (
-                "SIGUSR1, SIGWINCH, SIGTTIN, SIGTTOU",
-                "Forwarded to the current generation. On a terminal, SIGTTIN and SIGTTOU are blocked instead: there they are job control aimed at sockvisor.",
+                "Every other signal",
+                "SIGUSR1, SIGWINCH, SIGALRM, SIGVTALRM, SIGPROF, SIGIO, SIGURG, SIGPWR, SIGXCPU, SIGXFSZ, SIGSTKFLT, SIGCONT, SIGTSTP, SIGTTIN, SIGTTOU and every real-time signal (SIGRTMIN to SIGRTMAX) are forwarded to each worker of the serving generation, or with --signal-group to each worker's process group. None of them kills sockvisor, PID 1 or not. On a terminal, SIGTTIN and SIGTTOU are blocked instead: there they are job control aimed at sockvisor. SIGPIPE stays ignored; the synchronous fault signals (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT, SIGSYS) are not handled.",
             ),
             (
                 "Keyboard on a terminal",

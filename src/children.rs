@@ -42,6 +42,9 @@ pub struct Children {
     pub watchdog: Option<std::time::Duration>,
     /// `--no-listen-pid`: `LISTEN_PID` is left out.
     pub no_listen_pid: bool,
+    /// `--signal-group`: forwarded signals go to each worker's process
+    /// group, not the worker alone.
+    pub signal_group: bool,
     /// `--user`/`--group`: every worker and readiness probe runs as it.
     pub run_as: Option<RunAs>,
     notify: Vec<(u32, NotifySocket)>,
@@ -67,6 +70,7 @@ impl Children {
             watchdog: None,
             no_listen_pid: false,
             run_as: None,
+            signal_group: false,
             fdstore: FdStore::default(),
             notify: Vec::new(),
         }
@@ -92,6 +96,31 @@ impl Children {
             .iter()
             .find(|(g, _)| *g == generation)
             .map(|(_, s)| s)
+    }
+}
+
+impl Children {
+    /// Forwards signal `number` (real-time ones included, which `Signal`
+    /// cannot name) to a worker, or to its process group with
+    /// `--signal-group`. A worker already gone is not an error.
+    pub fn forward(&self, worker: Pid, number: i32) {
+        // SAFETY: kill(2) and killpg(2) take no pointers; `worker` is a
+        // child of ours (and its group's id) that the reaper has not yet
+        // reported gone, so the pid cannot have been reused.
+        let sent = unsafe {
+            if self.signal_group {
+                libc::killpg(worker.as_raw(), number)
+            } else {
+                libc::kill(worker.as_raw(), number)
+            }
+        };
+        if sent != 0 && Errno::last() != Errno::ESRCH {
+            tracing::warn!(
+                "cannot forward {} to pid {worker}: {}",
+                crate::signals::name(number),
+                Errno::last().desc().to_lowercase()
+            );
+        }
     }
 }
 

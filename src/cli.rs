@@ -127,9 +127,12 @@ pub struct ReexecArgs {
 
 #[derive(Debug, Args)]
 pub struct LoggingArgs {
-    /// Most detailed level logged to stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogLevel::Info)]
-    pub log_level: LogLevel,
+    /// Most detailed level logged to stderr. Default: info; warn for
+    /// `run` without sockets on a terminal (an interactive init, whose
+    /// output sockvisor's lines would interleave with, as tini prints
+    /// nothing).
+    #[arg(long, global = true, value_enum)]
+    pub log_level: Option<LogLevel>,
     /// Log line format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -185,6 +188,13 @@ pub struct RunArgs {
     /// The server's group (name or gid); default the user's own.
     #[arg(long, value_name = "GROUP", requires = "user")]
     pub group: Option<String>,
+
+    /// Forward signals to each worker's whole process group (the worker
+    /// and what it started) instead of the worker alone, like tini's -g and
+    /// dumb-init's default. Stop and upgrade signals are not forwarded
+    /// signals: the stop signal always goes to the worker.
+    #[arg(long)]
+    pub signal_group: bool,
 
     /// Worker processes per generation (1 to 1024), each a child of
     /// sockvisor on the same sockets with SOCKVISOR_WORKER=0..N-1. A

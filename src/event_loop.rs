@@ -27,7 +27,7 @@ use crate::pidfile::PidFile;
 use crate::reaper;
 use crate::reexec;
 use crate::service_notify::{ServiceNotifier, ServiceState};
-use crate::signals::{STOP_REQUESTS, SignalSource, UPGRADE_REQUESTS, parse_signal};
+use crate::signals::{self, Meaning, SignalSource, parse_signal};
 use crate::spawn::{self, Command as SpawnCommand, SpawnRequest};
 use crate::supervisor::{Notice, Supervisor, UpgradeRejection};
 use crate::watch::Watcher;
@@ -263,32 +263,52 @@ impl EventLoop {
         }
     }
 
-    fn on_signal(&mut self, signal: Signal, now: Instant) {
-        if signal == Signal::SIGCHLD {
-            for exit in reaper::reap_all() {
-                if self
-                    .pending_reexec
-                    .as_ref()
-                    .is_some_and(|p| p.check == exit.pid)
-                {
-                    self.on_reexec_check(exit.status, now);
-                } else {
-                    self.supervisor.on_exit(exit, now);
+    /// Acts on one signal as the table in `signals` says.
+    fn on_signal(&mut self, signal: i32, now: Instant) {
+        let name = signals::name(signal);
+        let serves_sockets = !self.supervisor.processes().listeners.is_empty();
+        match signals::meaning(signal) {
+            Meaning::Reap => {
+                for exit in reaper::reap_all() {
+                    if self
+                        .pending_reexec
+                        .as_ref()
+                        .is_some_and(|p| p.check == exit.pid)
+                    {
+                        self.on_reexec_check(exit.status, now);
+                    } else {
+                        self.supervisor.on_exit(exit, now);
+                    }
                 }
             }
-        } else if STOP_REQUESTS.contains(&signal) {
-            let reason = format!("{} received", signal.as_str());
-            self.supervisor.on_stop_request(&reason, now);
-        } else if UPGRADE_REQUESTS.contains(&signal) {
-            match self.supervisor.request_upgrade(now) {
-                Ok(_) => tracing::info!("{} received: upgrade started", signal.as_str()),
-                Err(why) => {
-                    tracing::warn!("{} received: upgrade not started: {why}", signal.as_str())
-                }
+            Meaning::Stop => {
+                self.supervisor
+                    .on_stop_request(&format!("{name} received"), now);
             }
-        } else {
-            self.supervisor.on_forward(signal);
+            Meaning::Upgrade if serves_sockets => match self.supervisor.request_upgrade(now) {
+                Ok(_) => tracing::info!("{name} received: upgrade started"),
+                Err(why) => tracing::warn!("{name} received: upgrade not started: {why}"),
+            },
+            // An init has nothing to upgrade: a server's HUP (reload your
+            // configuration) is the server's.
+            Meaning::Upgrade | Meaning::Forward => self.forward(signal, &name),
+            Meaning::Untouched(_) => {}
         }
+    }
+
+    /// Passes `signal` to every worker of the serving generation (or, with
+    /// `--signal-group`, to each worker's process group).
+    fn forward(&mut self, signal: i32, name: &str) {
+        let workers = self.supervisor.serving_pids();
+        if workers.is_empty() {
+            tracing::debug!("{name} dropped: no generation is serving");
+            return;
+        }
+        let children = self.supervisor.processes();
+        for pid in &workers {
+            children.forward(*pid, signal);
+        }
+        tracing::debug!("{name} forwarded to {} worker(s)", workers.len());
     }
 
     fn on_notify(&mut self, generation: u32, now: Instant) {

@@ -21,9 +21,10 @@ use tracing_subscriber::fmt::MakeWriter;
 
 use crate::cli::{LogFormat, LogLevel, LoggingArgs};
 
-pub fn init(args: &LoggingArgs) {
+/// Sets up logging; `default` is the level when `--log-level` is not given.
+pub fn init(args: &LoggingArgs, default: LogLevel) {
     let _ = PIPE.set(nonblocking_pipe());
-    let level = match args.log_level {
+    let level = match args.log_level.unwrap_or(default) {
         LogLevel::Error => LevelFilter::ERROR,
         LogLevel::Warn => LevelFilter::WARN,
         LogLevel::Info => LevelFilter::INFO,

@@ -2,7 +2,7 @@
 //! chosen subcommand, exit with its status.
 
 use clap::Parser;
-use sockvisor::cli::{Cli, Command, InstanceArgs};
+use sockvisor::cli::{Cli, Command, InstanceArgs, LogLevel};
 use sockvisor::control::client::{self, Call};
 use sockvisor::control::protocol::Command as Request;
 use sockvisor::{init, logging, paths, reexec, run};
@@ -19,7 +19,7 @@ fn main() {
     if let Ok(nonce) = std::env::var(reexec::exec::CHECK_VAR) {
         std::process::exit(reexec_check(&nonce, &cli.command));
     }
-    logging::init(&cli.logging);
+    logging::init(&cli.logging, default_log_level(&cli.command));
     let code = match cli.command {
         Command::Run(args) => match reexec::take_inherited() {
             Some(inherited) => run::resume(inherited),
@@ -58,6 +58,20 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+/// Info, but warn for an interactive init (no sockets, on a terminal):
+/// sockvisor's lines would interleave with the child's on the screen.
+fn default_log_level(command: &Command) -> LogLevel {
+    use std::io::IsTerminal;
+    let interactive_init = matches!(command, Command::Run(args) if args.listen.is_empty())
+        && std::env::var_os("LISTEN_FDS").is_none()
+        && std::io::stdin().is_terminal();
+    if interactive_init {
+        LogLevel::Warn
+    } else {
+        LogLevel::Info
+    }
 }
 
 /// Sends one request to the sockvisor selected by `--name`/`--control`.

@@ -211,6 +211,7 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
         );
     }
     children.run_as = run_as;
+    children.signal_group = args.signal_group;
     let watcher = if args.watch.is_empty() {
         None
     } else {

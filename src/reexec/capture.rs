@@ -123,6 +123,7 @@ pub fn capture(
         fdstore_max: children.fdstore.max(),
         no_listen_pid: children.no_listen_pid,
         run_as: children.run_as.clone(),
+        signal_group: children.signal_group,
         fdstore: children
             .fdstore
             .entries()
@@ -236,6 +237,7 @@ pub fn restore(state: &State, now: Instant) -> Result<Restored, String> {
     children.watchdog = state.supervisor.config.watchdog;
     children.no_listen_pid = state.no_listen_pid;
     children.run_as = state.run_as.clone();
+    children.signal_group = state.signal_group;
     let mut stored = Vec::new();
     for record in &state.fdstore {
         stored.push(StoredFd {

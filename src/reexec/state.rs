@@ -47,6 +47,9 @@ pub struct State {
     /// `--user`/`--group`, as resolved at start.
     #[serde(default)]
     pub run_as: Option<crate::credentials::RunAs>,
+    /// `--signal-group`.
+    #[serde(default)]
+    pub signal_group: bool,
     /// `--watch`: the paths, ignore globs and settle delay.
     #[serde(default)]
     pub watch: Vec<PathBuf>,

@@ -294,13 +294,14 @@ impl<P: ProcessControl> Supervisor<P> {
         ))
     }
 
-    /// A signal with no meaning for sockvisor: pass it to the current
-    /// generation.
-    pub fn on_forward(&mut self, signal: Signal) {
-        match self.signal_current(signal) {
-            Ok(done) => tracing::debug!("forwarded: {done}"),
-            Err(why) => tracing::debug!("{} dropped: {why}", signal.as_str()),
-        }
+    /// The workers of every serving generation, which forwarded signals go
+    /// to.
+    pub fn serving_pids(&self) -> Vec<Pid> {
+        self.generations
+            .iter()
+            .filter(|g| g.phase == Phase::Ready)
+            .flat_map(Generation::pids)
+            .collect()
     }
 
     /// The workers of generation `number` (index and pid), for attributing

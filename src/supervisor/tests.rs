@@ -268,13 +268,12 @@ fn orphans_are_not_mistaken_for_a_generation() {
 }
 
 #[test]
-fn forwarded_signals_go_to_the_current_generation() {
-    let (mut s, _) = started(RestartPolicy::Never);
-    s.on_forward(Signal::SIGUSR1);
-    assert_eq!(
-        last_call(&s),
-        Some(&Call::Signal(pid_of(1), Signal::SIGUSR1))
-    );
+fn forwarded_signals_go_to_the_serving_generation_only() {
+    let (mut s, now) = started(RestartPolicy::Never);
+    assert_eq!(s.serving_pids(), vec![Pid::from_raw(pid_of(1))]);
+    // Once generation 2 serves, generation 1 drains: it is sent nothing more.
+    s.request_upgrade(now).unwrap();
+    assert_eq!(s.serving_pids(), vec![Pid::from_raw(pid_of(2))]);
 }
 
 // ----- stop -----
