@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """A server written for einhorn, unchanged: it reads its socket the way
-einhorn's client library does and acknowledges startup with worker:ack.
+einhorn's client library does and acknowledges startup with worker:ack,
+byte for byte as einhorn's Ruby client (Einhorn::Worker.ack!) writes it.
 
     sockvisor run --fd-env einhorn --listen 127.0.0.1:8080 -- python3 examples/compat/einhorn_worker.py
 
@@ -8,7 +9,6 @@ sockvisor counts the ack as READY=1 (with the default --ready notify).
 """
 
 import http.server
-import json
 import os
 import signal
 import socket
@@ -25,9 +25,14 @@ def get_socket(index=0):
 
 
 def ack_startup():
+    # einhorn's transport: the message as a YAML document (what Ruby's
+    # YAML.dump writes for it), with "%" and newlines percent-escaped onto
+    # one line.
+    document = "---\ncommand: worker:ack\npid: %d\n" % os.getpid()
+    line = document.replace("%", "%25").replace("\n", "%0A") + "\n"
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as control:
         control.connect(os.environ["EINHORN_SOCK_PATH"])
-        control.sendall((json.dumps({"command": "worker:ack", "pid": os.getpid()}) + "\n").encode())
+        control.sendall(line.encode())
 
 
 class Handler(http.server.BaseHTTPRequestHandler):

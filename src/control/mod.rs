@@ -5,6 +5,7 @@
 //! them from the event loop, `client` is the command-line side.
 
 pub mod client;
+pub mod einhorn;
 pub mod protocol;
 pub mod server;
 

@@ -13,6 +13,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::einhorn;
 use crate::supervisor::parse_worker_count;
 
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -86,6 +87,13 @@ pub enum Reply {
 }
 
 impl Reply {
+    /// The text a person reads: the progress line or the result's message.
+    pub fn message(&self) -> &str {
+        match self {
+            Reply::Progress { message } | Reply::Result { message, .. } => message,
+        }
+    }
+
     pub fn success(message: impl Into<String>) -> Reply {
         Reply::Result {
             ok: true,
@@ -114,28 +122,12 @@ impl Reply {
 
 /// Decodes one request line (without its newline).
 pub fn decode_request(line: &[u8]) -> Result<Request, Reply> {
+    // einhorn workers speak einhorn's protocol, which has no version.
+    if let Some(message) = einhorn::decode(line) {
+        return einhorn_request(message);
+    }
     let value: Value = serde_json::from_slice(line)
         .map_err(|e| Reply::failure(ErrorKind::BadRequest, format!("invalid JSON: {e}")))?;
-    if value.get("command").and_then(Value::as_str) == Some("worker:ack") {
-        // einhorn workers speak einhorn's protocol, which has no version.
-        let pid = value.get("pid").and_then(Value::as_i64);
-        return match pid.and_then(|p| i32::try_from(p).ok()).filter(|p| *p > 0) {
-            Some(pid) => Ok(Request {
-                version: PROTOCOL_VERSION,
-                command: Command::WorkerAck { pid },
-            }),
-            None => Err(Reply::failure(
-                ErrorKind::BadRequest,
-                format!(
-                    "worker:ack needs a pid from 1 to {}, got {}",
-                    i32::MAX,
-                    value
-                        .get("pid")
-                        .map_or("none".to_string(), Value::to_string)
-                ),
-            )),
-        };
-    }
     let version = value.get("version").and_then(Value::as_u64);
     if version != Some(u64::from(PROTOCOL_VERSION)) {
         return Err(Reply::failure(
@@ -150,9 +142,43 @@ pub fn decode_request(line: &[u8]) -> Result<Request, Reply> {
     serde_json::from_value(value).map_err(|e| {
         Reply::failure(
             ErrorKind::BadRequest,
-            format!("invalid request: {e} (commands: upgrade, status, stop, signal)"),
+            format!(
+                "invalid request: {e} (commands: upgrade, status, stop, signal, scale, reexec)"
+            ),
         )
     })
+}
+
+/// An einhorn message as a request: `worker:ack` with its pid; any other
+/// einhorn command is answered with what sockvisor does instead.
+fn einhorn_request(message: Result<einhorn::Message, String>) -> Result<Request, Reply> {
+    let bad = |why: String| Reply::failure(ErrorKind::BadRequest, why);
+    let message = message.map_err(bad)?;
+    match message.command() {
+        Some("worker:ack") => {}
+        Some(other) => {
+            return Err(bad(format!(
+                "einhorn command '{other}' is not served here: sockvisor takes only worker:ack from einhorn clients (use sockvisor upgrade, status or stop)"
+            )));
+        }
+        None => return Err(bad("einhorn message without a command".into())),
+    }
+    let pid = message.fields.get("pid");
+    match pid
+        .and_then(Value::as_i64)
+        .and_then(|p| i32::try_from(p).ok())
+        .filter(|p| *p > 0)
+    {
+        Some(pid) => Ok(Request {
+            version: PROTOCOL_VERSION,
+            command: Command::WorkerAck { pid },
+        }),
+        None => Err(bad(format!(
+            "worker:ack needs a pid from 1 to {}, got {}",
+            i32::MAX,
+            pid.map_or("none".to_string(), Value::to_string)
+        ))),
+    }
 }
 
 /// The numbers of a request, by the command line's rules. Checked on the

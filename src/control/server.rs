@@ -494,6 +494,13 @@ impl Connection {
                         Some(request)
                     }
                     Err(reply) => {
+                        tracing::warn!(
+                            "control request refused: {} (request: {})",
+                            reply.message(),
+                            crate::output::printable(&String::from_utf8_lossy(
+                                &line[..line.len().min(200)]
+                            ))
+                        );
                         self.finish(reply);
                         None
                     }
