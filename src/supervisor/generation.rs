@@ -154,6 +154,9 @@ pub struct Generation {
     /// A worker missed its watchdog: replaced, then stopped with only a
     /// short grace (a hung process will not drain).
     pub hung: bool,
+    /// The operator was told that it does not handle the stop signal
+    /// (once per generation).
+    pub stop_signal_warned: bool,
 }
 
 impl Generation {

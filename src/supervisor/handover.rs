@@ -327,6 +327,7 @@ impl<P: ProcessControl> Supervisor<P> {
                     .collect(),
                 failure: g.failure.map(exit_status_from),
                 hung: g.hung,
+                stop_signal_warned: false,
             });
         }
         supervisor.current = state.current;

@@ -330,6 +330,7 @@ impl<P: ProcessControl> Supervisor<P> {
         if self.on_probe_exit(exit, now) {
             return;
         }
+        self.warn_if_stop_signal_unhandled(exit);
         if !self.on_worker_exit(exit, now) {
             tracing::debug!("reaped orphan pid {}: {}", exit.pid, exit.status);
         }
@@ -394,13 +395,62 @@ impl<P: ProcessControl> Supervisor<P> {
             _ => stop_timeout,
         };
         let (describe, pids) = (generation.describe(), generation.pids());
+        let none_exited = generation.workers.len() as u32 == generation.size();
+        let stop_signal = self.config.stop_signal;
         tracing::warn!(
             "{describe} did not exit within {}; killing its process group",
             crate::duration::format_duration(limit)
         );
+        if none_exited && stop_signal != Signal::SIGKILL {
+            let generation = self.generation_mut(number);
+            if let Some(generation) = generation.filter(|g| !g.stop_signal_warned) {
+                generation.stop_signal_warned = true;
+                tracing::warn!(
+                    "{describe}: no worker exited after {}: the server may ignore it (a shell wrapper ignores SIGQUIT); pass --stop-signal with the signal it drains on, e.g. --stop-signal SIGTERM",
+                    stop_signal.as_str()
+                );
+            }
+        }
         for pid in pids {
             self.processes.signal_group(pid, Signal::SIGKILL);
         }
+    }
+}
+
+impl<P: ProcessControl> Supervisor<P> {
+    /// A worker asked to stop that dies of the stop signal's default action
+    /// did not handle it: whatever it was doing was cut, not drained. Said
+    /// once per generation, with the fix.
+    fn warn_if_stop_signal_unhandled(&mut self, exit: Exit) {
+        let stop_signal = self.config.stop_signal;
+        if exit.status != crate::reaper::ExitStatus::Signal(stop_signal)
+            || stop_signal == Signal::SIGKILL
+        {
+            return;
+        }
+        let stopping = self.stop.is_some();
+        let Some(generation) = self
+            .generations
+            .iter_mut()
+            .find(|g| g.workers.iter().any(|w| w.pid == exit.pid))
+        else {
+            return;
+        };
+        let asked = stopping
+            || generation.phase == Phase::Draining
+            || generation.workers.iter().any(|w| {
+                w.pid == exit.pid
+                    && matches!(w.state, WorkerState::Draining | WorkerState::Stopping)
+            });
+        if !asked || generation.stop_signal_warned {
+            return;
+        }
+        generation.stop_signal_warned = true;
+        tracing::warn!(
+            "{} was killed by {} instead of draining: the server does not handle its stop signal, so requests in flight were cut; pass --stop-signal with the signal it drains on (SIGTERM for Puma, Starlet and shell wrappers)",
+            generation.describe(),
+            stop_signal.as_str()
+        );
     }
 }
 

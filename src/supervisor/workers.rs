@@ -67,6 +67,7 @@ impl<P: ProcessControl> Supervisor<P> {
             slots: vec![Slot::default(); self.config.workers.max(1) as usize],
             failure: None,
             hung: false,
+            stop_signal_warned: false,
         };
         for index in 0..generation.size() {
             match self
@@ -141,6 +142,7 @@ impl<P: ProcessControl> Supervisor<P> {
             ],
             failure: None,
             hung: false,
+            stop_signal_warned: false,
         });
         self.last_generation = number;
         self.rollout = Some(number);
