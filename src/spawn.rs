@@ -47,9 +47,22 @@ pub struct Command {
 /// Why a child could not be started.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SpawnError {
-    NotFound { program: String, path_var: String },
-    NotExecutable { path: PathBuf, reason: String },
-    Exec { path: PathBuf, errno: Errno },
+    NotFound {
+        program: String,
+        path_var: String,
+    },
+    /// A program named by a path (with a `/`) that is not there.
+    NoSuchFile {
+        path: PathBuf,
+    },
+    NotExecutable {
+        path: PathBuf,
+        reason: String,
+    },
+    Exec {
+        path: PathBuf,
+        errno: Errno,
+    },
     Fork(Errno),
 }
 
@@ -58,7 +71,7 @@ impl SpawnError {
     /// convention: 127 not found, 126 found but not executable.
     pub fn exit_code(&self) -> i32 {
         match self {
-            SpawnError::NotFound { .. } => 127,
+            SpawnError::NotFound { .. } | SpawnError::NoSuchFile { .. } => 127,
             SpawnError::Exec {
                 errno: Errno::ENOENT,
                 ..
@@ -75,6 +88,11 @@ impl fmt::Display for SpawnError {
             SpawnError::NotFound { program, path_var } => write!(
                 f,
                 "command not found: '{program}' is not in PATH={path_var} (check the name or give a full path)"
+            ),
+            SpawnError::NoSuchFile { path } => write!(
+                f,
+                "command not found: '{}' does not exist (check the path)",
+                path.display()
             ),
             SpawnError::NotExecutable { path, reason } => write!(
                 f,
@@ -135,9 +153,8 @@ fn check_executable(path: &Path) -> Result<(), SpawnError> {
         reason: reason.to_string(),
     };
     match std::fs::metadata(path) {
-        Err(_) => Err(SpawnError::NotFound {
-            program: path.display().to_string(),
-            path_var: std::env::var("PATH").unwrap_or_default(),
+        Err(_) => Err(SpawnError::NoSuchFile {
+            path: path.to_path_buf(),
         }),
         Ok(meta) if meta.is_dir() => Err(refuse("is a directory")),
         Ok(_) => access(path, AccessFlags::X_OK).map_err(|_| refuse("permission denied")),
@@ -544,6 +561,16 @@ mod tests {
         for key in ["PATH", "LISTEN", "NOTIFY_SOCKET_X", "HOME"] {
             assert!(!is_inherited_protocol_variable(key.as_bytes()), "{key}");
         }
+    }
+
+    #[test]
+    fn a_missing_path_is_said_not_to_exist_not_to_be_missing_from_path() {
+        let err = resolve(OsStr::new("/does/not/exist")).unwrap_err();
+        assert_eq!(err.exit_code(), 127);
+        assert_eq!(
+            err.to_string(),
+            "command not found: '/does/not/exist' does not exist (check the path)"
+        );
     }
 
     #[test]

@@ -6,8 +6,8 @@
 //! the ack of pid 12345 arrives as
 //! `---%0Acommand: worker:ack%0Apid: 12345%0A` and a newline. JSON is YAML
 //! too, and other einhorn clients send `{"command":"worker:ack","pid":…}`.
-//! Neither carries sockvisor's protocol version: that is how the dialect is
-//! told apart. Only flat mappings of scalars are read (all einhorn's
+//! Neither carries sockvisor's protocol version: that, and a command that
+//! is not one of sockvisor's own, is how the dialect is told apart. Only flat mappings of scalars are read (all einhorn's
 //! commands are), within the control socket's line limit.
 
 use serde_json::Value;
@@ -37,7 +37,13 @@ pub fn decode(line: &[u8]) -> Option<Result<Message, String>> {
     }
     let value: Value = serde_json::from_str(trimmed).ok()?;
     let object = value.as_object()?;
-    if object.contains_key("version") || !object.contains_key("command") {
+    // A JSON line naming one of sockvisor's own commands without a version
+    // is a sockvisor client of another version, not einhorn.
+    let own = matches!(
+        object.get("command").and_then(Value::as_str),
+        Some("upgrade" | "status" | "stop" | "signal" | "scale" | "reexec") | None
+    );
+    if object.contains_key("version") || own {
         return None;
     }
     Some(Ok(Message {
@@ -139,6 +145,7 @@ mod tests {
     #[test]
     fn sockvisors_own_requests_are_not_einhorns() {
         assert!(decode(b"{\"version\":1,\"command\":\"status\"}\n").is_none());
+        assert!(decode(b"{\"command\":\"status\"}\n").is_none());
         assert!(decode(b"not json at all\n").is_none());
         assert!(decode(b"[1,2]\n").is_none());
     }

@@ -316,17 +316,20 @@ impl<P: ProcessControl> Supervisor<P> {
             .collect();
         let mut draining = Vec::new();
         for old in replaced {
-            let Some(old) = self.start_drain(old, now) else {
+            let Some((old, asked)) = self.start_drain(old, now) else {
                 continue;
             };
-            let message = format!(
-                "{} sent {}; draining for up to {}",
-                old.describe(),
-                self.config.stop_signal.as_str(),
-                format_duration(self.config.drain_timeout)
-            );
-            tracing::info!("{message}");
-            self.progress(generation.upgrade, message);
+            // Workers a rollout retired were announced one by one.
+            if asked > 0 {
+                let message = format!(
+                    "{} sent {}; draining for up to {}",
+                    old.describe(),
+                    self.config.stop_signal.as_str(),
+                    format_duration(self.config.drain_timeout)
+                );
+                tracing::info!("{message}");
+                self.progress(generation.upgrade, message);
+            }
             draining.push(old.number);
         }
         if draining.is_empty() {

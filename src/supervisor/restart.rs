@@ -33,16 +33,28 @@ impl<P: ProcessControl> Supervisor<P> {
         status: ExitStatus,
         now: Instant,
     ) {
+        self.after_unplanned_exit_as(generation, status, &status.to_string(), now);
+    }
+
+    /// The same, with `what` saying what happened to the generation (its
+    /// status, or why sockvisor stopped it).
+    pub(super) fn after_unplanned_exit_as(
+        &mut self,
+        generation: &Generation,
+        status: ExitStatus,
+        what: &str,
+        now: Instant,
+    ) {
         if self.generations.iter().any(|g| g.phase == Phase::Starting) {
             tracing::warn!(
-                "{} {status}; the generation that is starting will take over",
+                "{} {what}; the generation that is starting will take over",
                 generation.describe()
             );
             return;
         }
         if self.config.terminal && is_keyboard_interrupt(status) {
             tracing::info!(
-                "{} {status}: interrupted from the terminal; stopping",
+                "{} {what}: interrupted from the terminal; stopping",
                 generation.describe()
             );
             self.finish_with(status.as_code(), now);
@@ -51,7 +63,7 @@ impl<P: ProcessControl> Supervisor<P> {
         let restart = self.config.restart.restarts_after(status);
         if !restart {
             tracing::info!(
-                "{} {status}; not restarting (--restart {})",
+                "{} {what}; not restarting (--restart {})",
                 generation.describe(),
                 policy_name(self.config.restart)
             );
@@ -64,7 +76,7 @@ impl<P: ProcessControl> Supervisor<P> {
             .restart_at
             .map_or(Duration::ZERO, |at| at.saturating_duration_since(now));
         tracing::warn!(
-            "{} {status} after {}; restarting in {}",
+            "{} {what} after {}; restarting in {}",
             generation.describe(),
             format_duration(ran_for),
             format_duration(delay)

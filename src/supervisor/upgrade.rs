@@ -117,7 +117,9 @@ impl<P: ProcessControl> Supervisor<P> {
 
     /// Asks every worker of a replaced generation to stop; returns it if it
     /// was alive.
-    pub(super) fn start_drain(&mut self, number: u32, now: Instant) -> Option<Generation> {
+    /// Returns the generation, and how many of its workers were sent the
+    /// stop signal now (those a rollout retired were asked already).
+    pub(super) fn start_drain(&mut self, number: u32, now: Instant) -> Option<(Generation, usize)> {
         let (drain_timeout, stop_signal) = (self.config.drain_timeout, self.config.stop_signal);
         let generation = self.generation_mut(number)?;
         generation.phase = Phase::Draining;
@@ -136,10 +138,11 @@ impl<P: ProcessControl> Supervisor<P> {
             .map(|w| w.pid)
             .collect();
         let generation = self.stop_workers(number)?;
+        let asked = to_ask.len();
         for pid in to_ask {
             ask_to_stop(&mut self.processes, pid, stop_signal);
         }
-        Some(generation)
+        Some((generation, asked))
     }
 
     /// A starting generation cannot become ready (a worker exited, was not

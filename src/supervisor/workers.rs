@@ -249,7 +249,9 @@ impl<P: ProcessControl> Supervisor<P> {
                 }
             }
             Phase::Ready => self.after_worker_exit(number, worker, status, now),
-            Phase::Draining | Phase::Failed => tracing::info!("{describe} {status}"),
+            Phase::Draining => tracing::info!("{describe} {status}"),
+            // Said once for the whole generation when its last one is gone.
+            Phase::Failed => tracing::debug!("{describe} {status}"),
         }
     }
 
@@ -455,21 +457,28 @@ impl<P: ProcessControl> Supervisor<P> {
                 self.on_exit_before_ready(generation, &describe, status, now)
             }
             Phase::Failed => {
-                tracing::info!("{} {status}", generation.describe());
+                // Why it failed was said when it did; what remains to say is
+                // what happens next, in one line.
+                tracing::debug!("{} {status}", generation.describe());
                 // A failed first start or restart, or a failed upgrade that
                 // leaves nothing serving: the restart policy decides.
                 if self.stop.is_none() && (generation.upgrade.is_none() || self.current.is_none()) {
-                    let status = match (generation.failure, status) {
-                        (Some(failure), _) => failure,
-                        // It was stopped for not being ready: a failure,
-                        // whatever it exited with.
-                        (None, ExitStatus::Code(0)) => ExitStatus::Code(1),
-                        (None, ExitStatus::Signal(s)) if s == self.config.stop_signal => {
-                            ExitStatus::Code(1)
-                        }
-                        (None, other) => other,
+                    let stopped = match (generation.failure, status) {
+                        (Some(_), _) => false,
+                        (None, ExitStatus::Code(0)) => true,
+                        (None, ExitStatus::Signal(s)) => s == self.config.stop_signal,
+                        (None, _) => false,
                     };
-                    self.after_unplanned_exit(generation, status, now);
+                    // It was stopped for not being ready: a failure,
+                    // whatever it exited with.
+                    let (status, what) = match generation.failure {
+                        Some(failure) => (failure, failure.to_string()),
+                        None if stopped => {
+                            (ExitStatus::Code(1), format!("failed to start ({exited})"))
+                        }
+                        None => (status, status.to_string()),
+                    };
+                    self.after_unplanned_exit_as(generation, status, &what, now);
                 }
             }
             Phase::Ready => {
