@@ -6,6 +6,7 @@
 //! releases them when the supervisor retires a generation. It makes no
 //! decisions.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ use nix::unistd::Pid;
 
 use crate::cli::FdEnv;
 use crate::credentials::RunAs;
+use crate::env_file::{self, EnvFile};
 use crate::fd_env;
 use crate::fdstore::FdStore;
 use crate::listen::Listener;
@@ -47,6 +49,10 @@ pub struct Children {
     pub signal_group: bool,
     /// `--user`/`--group`: every worker and readiness probe runs as it.
     pub run_as: Option<RunAs>,
+    /// `--env-file`: read again for every worker started.
+    pub env_files: Vec<EnvFile>,
+    /// What each generation's workers last read from the env files.
+    environments: BTreeMap<u32, EnvironmentRecord>,
     notify: Vec<(u32, NotifySocket)>,
 }
 
@@ -70,6 +76,8 @@ impl Children {
             watchdog: None,
             no_listen_pid: false,
             run_as: None,
+            env_files: Vec::new(),
+            environments: BTreeMap::new(),
             signal_group: false,
             fdstore: FdStore::default(),
             notify: Vec::new(),
@@ -99,7 +107,36 @@ impl Children {
     }
 }
 
+/// Which environment-file contents a generation's workers started with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvironmentRecord {
+    pub digest: String,
+    pub read_at: std::time::SystemTime,
+}
+
 impl Children {
+    /// What generation `number` read from the `--env-file`s, if any.
+    pub fn environment_of(&self, number: u32) -> Option<&EnvironmentRecord> {
+        self.environments.get(&number)
+    }
+
+    /// Reads the env files for a worker of `generation`; no files, no
+    /// variables.
+    fn read_environment(&mut self, generation: u32) -> Result<Vec<(String, String)>, SpawnError> {
+        if self.env_files.is_empty() {
+            return Ok(Vec::new());
+        }
+        let environment = env_file::read_all(&self.env_files).map_err(SpawnError::Environment)?;
+        self.environments.insert(
+            generation,
+            EnvironmentRecord {
+                digest: environment.digest,
+                read_at: environment.read_at,
+            },
+        );
+        Ok(environment.variables)
+    }
+
     /// Forwards signal `number` (real-time ones included, which `Signal`
     /// cannot name) to a worker, or to its process group with
     /// `--signal-group`. A worker already gone is not an error.
@@ -126,6 +163,8 @@ impl Children {
 
 impl ProcessControl for Children {
     fn spawn(&mut self, generation: u32, index: u32, foreground: bool) -> Result<Pid, SpawnError> {
+        // Read first: a bad file starts nothing, not even a notify socket.
+        let env_overrides = self.read_environment(generation)?;
         // One notify socket per generation, shared by its workers.
         let path = self.notify_dir.socket_path(generation);
         let notify = match self.notify_socket(generation) {
@@ -175,6 +214,7 @@ impl ProcessControl for Children {
             watchdog: self.watchdog,
             no_listen_pid: self.no_listen_pid,
             run_as: self.run_as.as_ref(),
+            env_overrides: &env_overrides,
         })?;
         if let Some(notify) = notify {
             self.notify.push((generation, notify));
@@ -205,6 +245,7 @@ impl ProcessControl for Children {
             watchdog: None,
             no_listen_pid: false,
             run_as: self.run_as.as_ref(),
+            env_overrides: &[],
         })
     }
 
@@ -224,6 +265,7 @@ impl ProcessControl for Children {
 
     fn retire(&mut self, generation: u32) {
         self.notify.retain(|(g, _)| *g != generation);
+        self.environments.remove(&generation);
     }
 }
 

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use nix::sys::signal::Signal;
 
 use crate::duration::parse_duration;
+use crate::env_file::EnvFile;
 use crate::paths::DEFAULT_NAME;
 use crate::signals::parse_signal;
 use crate::supervisor::{ReadyMode, RestartPolicy, parse_worker_count};
@@ -176,6 +177,15 @@ pub struct RunArgs {
     /// fds 3, 4, …). Without any, no LISTEN_* variables are set.
     #[arg(short, long = "listen", value_name = "SPEC")]
     pub listen: Vec<String>,
+
+    /// Variables for the server from this file (repeatable; a later file
+    /// overrides an earlier one, and both override sockvisor's own
+    /// environment), read again for every worker started, so that an
+    /// upgrade picks up a changed file. KEY=VALUE lines as systemd's
+    /// EnvironmentFile= reads them (see the README); a leading '-'
+    /// (-/etc/app.env) makes the file optional.
+    #[arg(long = "env-file", value_name = "PATH", value_parser = EnvFile::parse, allow_hyphen_values = true)]
+    pub env_file: Vec<EnvFile>,
 
     /// Run the server as this user (name or uid): sockvisor binds the
     /// sockets as its own user (root, for ports below 1024), then every

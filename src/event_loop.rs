@@ -499,6 +499,7 @@ impl EventLoop {
             terminal: None,
             watchdog: None,
             run_as: None,
+            env_overrides: &[],
             no_listen_pid: true,
         };
         match spawn::spawn(&request) {
@@ -655,6 +656,19 @@ impl EventLoop {
             self.last_reexec
                 .map(|at| crate::duration::as_millis(now.saturating_duration_since(at)))
         );
+        if let Some(generations) = status["generations"].as_array_mut() {
+            for generation in generations {
+                let number = generation["generation"].as_u64().unwrap_or_default() as u32;
+                if let Some(environment) = children.environment_of(number) {
+                    let read_at_ms = environment
+                        .read_at
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, crate::duration::as_millis);
+                    generation["environment"] =
+                        json!({"digest": environment.digest, "read_at_unix_ms": read_at_ms});
+                }
+            }
+        }
         status["control"] = json!(self.control.path());
         status["listeners"] = json!(listeners);
         status

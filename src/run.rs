@@ -82,6 +82,10 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
     };
     // Fail on a missing command before binding anything.
     spawn::resolve(&command.program).map_err(RunError::Spawn)?;
+    // A missing or malformed env file is a usage error before anything
+    // is bound; after that, a bad file fails only the generation it was
+    // read for.
+    crate::env_file::read_all(&args.env_file).map_err(RunError::Usage)?;
     let run_as = match &args.user {
         Some(user) => {
             let run_as = RunAs::resolve(user, args.group.as_deref()).map_err(RunError::Usage)?;
@@ -212,6 +216,7 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
     }
     children.run_as = run_as;
     children.signal_group = args.signal_group;
+    children.env_files = args.env_file.clone();
     let watcher = if args.watch.is_empty() {
         None
     } else {

@@ -64,6 +64,8 @@ pub enum SpawnError {
         errno: Errno,
     },
     Fork(Errno),
+    /// An `--env-file` could not be read: `PATH:LINE: what is wrong`.
+    Environment(String),
 }
 
 impl SpawnError {
@@ -77,7 +79,7 @@ impl SpawnError {
                 ..
             } => 127,
             SpawnError::NotExecutable { .. } | SpawnError::Exec { .. } => 126,
-            SpawnError::Fork(_) => 1,
+            SpawnError::Fork(_) | SpawnError::Environment(_) => 1,
         }
     }
 }
@@ -110,6 +112,7 @@ impl fmt::Display for SpawnError {
                 "cannot start a child process: {}",
                 errno.desc().to_lowercase()
             ),
+            SpawnError::Environment(why) => f.write_str(why),
         }
     }
 }
@@ -179,6 +182,9 @@ pub struct SpawnRequest<'a> {
     pub no_listen_pid: bool,
     /// `--user`/`--group`: the identity the child takes before `exec`.
     pub run_as: Option<&'a RunAs>,
+    /// Variables from `--env-file`: they replace sockvisor's own of the
+    /// same name, and never the ones sockvisor sets for the child.
+    pub env_overrides: &'a [(String, String)],
 }
 
 /// Starts the child and returns its pid once it has successfully `exec`ed.
@@ -292,6 +298,12 @@ impl ExecPlan {
         let mut envp: Vec<CString> = std::env::vars_os()
             .filter(|(key, _)| !is_inherited_protocol_variable(key.as_bytes()))
             .filter(|(key, _)| request.run_as.is_none() || !login_variable(key.as_bytes()))
+            .filter(|(key, _)| {
+                !request
+                    .env_overrides
+                    .iter()
+                    .any(|(k, _)| k.as_bytes() == key.as_bytes())
+            })
             .map(|(key, value)| {
                 let mut entry = key.into_vec();
                 entry.push(b'=');
@@ -299,6 +311,9 @@ impl ExecPlan {
                 cstring(entry)
             })
             .collect();
+        for (key, value) in request.env_overrides {
+            envp.push(cstring(format!("{key}={value}").into_bytes()));
+        }
         let listeners = request.listeners;
         let mut own_pid_slots = Vec::new();
         let mut own_pid = |prefix: &[u8]| {
@@ -330,8 +345,11 @@ impl ExecPlan {
             envp.push(cstring(format!("{key}={value}").into_bytes()));
         }
         if let Some(run_as) = request.run_as {
+            // An --env-file's HOME (or USER) wins over the login one.
             for (key, value) in run_as.environment() {
-                envp.push(cstring(format!("{key}={value}").into_bytes()));
+                if !request.env_overrides.iter().any(|(k, _)| *k == key) {
+                    envp.push(cstring(format!("{key}={value}").into_bytes()));
+                }
             }
         }
         let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|s| s.as_ptr()).collect();

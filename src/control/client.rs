@@ -256,10 +256,14 @@ pub fn render_status(status: &serde_json::Value) -> String {
         let number = &generation["generation"];
         let _ = writeln!(
             out,
-            "  {number}  pid {}  {:<8}  {}{}{}",
+            "  {number}  pid {}  {:<8}  {}{}{}{}",
             generation["pid"],
             generation["state"].as_str().unwrap_or_default(),
             shown_ms(&generation["age_ms"]),
+            generation["environment"]["digest"]
+                .as_str()
+                .map(|d| format!("  env {}", printable(d)))
+                .unwrap_or_default(),
             generation["status"]
                 .as_str()
                 .map(|s| format!("  \"{}\"", printable(s)))

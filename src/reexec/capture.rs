@@ -124,6 +124,7 @@ pub fn capture(
         no_listen_pid: children.no_listen_pid,
         run_as: children.run_as.clone(),
         signal_group: children.signal_group,
+        env_files: children.env_files.clone(),
         fdstore: children
             .fdstore
             .entries()
@@ -238,6 +239,7 @@ pub fn restore(state: &State, now: Instant) -> Result<Restored, String> {
     children.no_listen_pid = state.no_listen_pid;
     children.run_as = state.run_as.clone();
     children.signal_group = state.signal_group;
+    children.env_files = state.env_files.clone();
     let mut stored = Vec::new();
     for record in &state.fdstore {
         stored.push(StoredFd {

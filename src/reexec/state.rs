@@ -50,6 +50,9 @@ pub struct State {
     /// `--signal-group`.
     #[serde(default)]
     pub signal_group: bool,
+    /// `--env-file`s, read again for every worker.
+    #[serde(default)]
+    pub env_files: Vec<crate::env_file::EnvFile>,
     /// `--watch`: the paths, ignore globs and settle delay.
     #[serde(default)]
     pub watch: Vec<PathBuf>,
