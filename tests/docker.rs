@@ -118,7 +118,7 @@ fn start_engine() -> Result<Engine, String> {
     let host = given.unwrap_or_else(|| format!("unix://{}/docker.sock", dir.display()));
     let keeper = start_keeper(&dir, &host, &run, private)?;
     wait_for_engine(&host, &dir, private)?;
-    let mut engine = Engine {
+    let engine = Engine {
         host,
         dir,
         run: run.clone(),
@@ -253,7 +253,7 @@ impl Engine {
         Ok(())
     }
 
-    fn build_images(&mut self) -> Result<(), String> {
+    fn build_images(&self) -> Result<(), String> {
         let (sockvisor, probe) = musl_binaries()?;
         let base = self.dir.join("base");
         lay_out_base(&base, &probe)?;
