@@ -21,8 +21,9 @@
 //! its signal mask. Then it serves every inherited
 //! stream socket: each request gets `HTTP/1.1 200 OK` at once, then, after
 //! `--request-delay-ms`, a body `pid=<pid> generation=<n>`. UDP sockets echo.
-//! On SIGQUIT, SIGTERM or SIGINT it stops accepting, finishes the requests in
-//! flight, and exits 0. SIGUSR1, SIGUSR2, SIGHUP and SIGWINCH are appended by
+//! On SIGQUIT, SIGTERM or SIGINT it stops accepting, writes
+//! `REPORT_DIR/<generation>.stopping` (`in_flight=N`, the requests it is
+//! still answering), finishes the requests in flight, and exits 0. SIGUSR1, SIGUSR2, SIGHUP and SIGWINCH are appended by
 //! name to `REPORT_DIR/<generation>.signals`.
 //!
 //! ```text
@@ -463,7 +464,7 @@ fn serve(options: &Options, generation: &str, sockets: Vec<Socket>, stop_read: U
             }
         });
     }
-    let mut in_flight = Vec::new();
+    let mut in_flight: Vec<thread::JoinHandle<()>> = Vec::new();
     loop {
         let mut fds: Vec<PollFd> = sockets
             .iter()
@@ -479,6 +480,9 @@ fn serve(options: &Options, generation: &str, sockets: Vec<Socket>, stop_read: U
             .is_some_and(|r| !r.is_empty());
         if stop {
             STOPPING.store(true, Ordering::SeqCst);
+            let busy = in_flight.iter().filter(|h| !h.is_finished()).count();
+            let path = options.report_dir.join(format!("{generation}.stopping"));
+            write_atomically(&path, format!("in_flight={busy}\n").as_bytes());
             break;
         }
         let ready: Vec<bool> = fds

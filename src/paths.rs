@@ -62,10 +62,11 @@ pub fn control_path(name: &str, explicit: Option<&Path>) -> PathBuf {
 /// Creates `dir` (and its parents) if needed and makes sure it is an
 /// owner-only directory belonging to us.
 pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
+    create_missing_parents(dir)?;
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+        _ => {}
+    }
     // Checked and changed through one descriptor opened without following
     // a link, so what is checked is what is changed.
     let opened = fs::OpenOptions::new()
@@ -100,6 +101,36 @@ pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
     if meta.mode() & 0o066 != 0 {
         let searchable = meta.mode() & 0o011;
         handle.set_permissions(fs::Permissions::from_mode(0o700 | searchable))?;
+    }
+    Ok(())
+}
+
+/// Creates the missing ancestors of `dir`, each mode 0711 whatever the
+/// umask: searchable by everyone, listable and writable only by us. In an
+/// image without `/run` (FROM scratch), root's runtime directory is
+/// `/run/sockvisor` and sockvisor creates `/run` itself: made owner-only,
+/// it would keep a `--user` server from ever reaching its notify socket.
+fn create_missing_parents(dir: &Path) -> io::Result<()> {
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .skip(1)
+        .take_while(|p| !p.as_os_str().is_empty() && fs::symlink_metadata(p).is_err())
+        .collect();
+    for parent in missing.into_iter().rev() {
+        match fs::DirBuilder::new().mode(0o711).create(parent) {
+            Ok(()) => {
+                // Through a descriptor opened without following a link,
+                // so the mode goes to the directory just made.
+                let handle = fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                    .open(parent)?;
+                handle.set_permissions(fs::Permissions::from_mode(0o711))?;
+            }
+            // Made by someone else meanwhile: theirs, left as it is.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
 }
@@ -311,6 +342,30 @@ mod tests {
         assert_eq!(control_path("web", None), runtime_base().join("web.sock"));
         let explicit = Path::new("/tmp/x.sock");
         assert_eq!(control_path("web", Some(explicit)), explicit);
+    }
+
+    #[test]
+    fn missing_parents_of_the_runtime_dir_are_searchable_and_the_dir_owner_only() {
+        let base = TestDir::new("paths-parents");
+        let dir = base.join("run/deeper/sockvisor");
+        ensure_private_dir(&dir).unwrap();
+        let mode = |p: PathBuf| fs::metadata(p).unwrap().mode() & 0o7777;
+        assert_eq!(mode(base.join("run")), 0o711);
+        assert_eq!(mode(base.join("run/deeper")), 0o711);
+        assert_eq!(mode(dir.clone()), 0o700);
+        // Again, with everything in place: nothing changes.
+        ensure_private_dir(&dir).unwrap();
+        assert_eq!(mode(base.join("run")), 0o711);
+        assert_eq!(mode(dir), 0o700);
+    }
+
+    #[test]
+    fn a_file_where_the_private_dir_should_be_is_refused() {
+        let base = TestDir::new("paths-file");
+        let dir = base.join("sockvisor");
+        fs::write(&dir, "not a directory").unwrap();
+        let err = ensure_private_dir(&dir).unwrap_err();
+        assert!(err.to_string().contains("is not a directory"), "{err}");
     }
 
     fn bind_stale_socket(path: &Path) {

@@ -150,6 +150,47 @@ fn restarts_back_off_and_keep_the_socket_so_clients_wait_instead_of_failing() {
 }
 
 #[test]
+fn a_command_that_never_sends_ready_is_restarted_and_told_once_about_ready() {
+    // With sockets the default is --ready notify: a command that never
+    // sends READY=1 (a shell given in place of the server) is stopped at
+    // every ready timeout and started again; the first miss says why.
+    let sockvisor = run(
+        "never-ready",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--ready-timeout",
+            "300ms",
+            "--restart-delay",
+            "10ms",
+        ],
+        &["--no-ready"],
+    );
+    sockvisor.wait_for("generation 2 to miss its ready timeout too", || {
+        (sockvisor
+            .stderr()
+            .matches("was not ready within 300ms")
+            .count()
+            >= 2)
+            .then_some(())
+    });
+    let log = sockvisor.stderr();
+    let hints: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("did not send READY=1"))
+        .collect();
+    assert_eq!(hints.len(), 1, "{log}");
+    assert!(hints[0].contains("generation 1 (pid "), "{log}");
+    assert!(
+        hints[0].contains(
+            "did not send READY=1 within 300ms; if this command does not speak sd_notify, \
+             pass --ready now or --ready delay=DURATION"
+        ),
+        "{log}"
+    );
+}
+
+#[test]
 fn graceful_stop_lets_an_in_flight_request_finish() {
     let mut sockvisor = run(
         "inflight",

@@ -32,6 +32,8 @@ pub struct SupervisorState {
     pub last_outcome: Option<OutcomeRecord>,
     #[serde(default)]
     pub watchdog_restarts: u32,
+    #[serde(default)]
+    pub ready_hint_logged: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -272,6 +274,7 @@ impl<P: ProcessControl> Supervisor<P> {
             exit_status: self.exit_status,
             last_upgrade_id: self.last_upgrade_id,
             watchdog_restarts: self.watchdog_restarts,
+            ready_hint_logged: self.ready_hint_logged,
             last_outcome: self.last_outcome.as_ref().map(|o| OutcomeRecord {
                 generation: o.generation,
                 ok: o.ok,
@@ -337,6 +340,7 @@ impl<P: ProcessControl> Supervisor<P> {
         supervisor.exit_status = state.exit_status;
         supervisor.last_upgrade_id = state.last_upgrade_id;
         supervisor.watchdog_restarts = state.watchdog_restarts;
+        supervisor.ready_hint_logged = state.ready_hint_logged;
         supervisor.last_outcome = state.last_outcome.as_ref().map(|o| Outcome {
             generation: o.generation,
             ok: o.ok,

@@ -176,6 +176,9 @@ pub struct Supervisor<P: ProcessControl> {
     scale: Option<scale::Scale>,
     /// Replacements started because a worker missed its watchdog.
     watchdog_restarts: u32,
+    /// The hint about `--ready` for a command that never sends READY=1
+    /// has been logged (it is logged once in sockvisor's life).
+    ready_hint_logged: bool,
 }
 
 impl<P: ProcessControl> Supervisor<P> {
@@ -198,6 +201,7 @@ impl<P: ProcessControl> Supervisor<P> {
             rollout: None,
             scale: None,
             watchdog_restarts: 0,
+            ready_hint_logged: false,
         }
     }
 

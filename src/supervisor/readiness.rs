@@ -138,6 +138,7 @@ impl<P: ProcessControl> Supervisor<P> {
                     format_duration(ready_timeout)
                 );
                 self.fail_start(number, reason, now);
+                self.hint_at_ready_mode(&describe);
             }
             (WorkerState::Starting, _) if deadline_passed => {
                 // A replacement in a serving generation: stop it; its exit
@@ -161,6 +162,7 @@ impl<P: ProcessControl> Supervisor<P> {
                     self.processes.signal_group(probe, Signal::SIGKILL);
                 }
                 ask_to_stop(&mut self.processes, pid, stop_signal);
+                self.hint_at_ready_mode(&describe);
             }
             (WorkerState::Starting, _) => {
                 let Some(worker) = self
@@ -209,6 +211,25 @@ impl<P: ProcessControl> Supervisor<P> {
             }
             _ => {}
         }
+    }
+
+    /// The first time a worker misses its ready timeout in `--ready notify`
+    /// mode (the default with sockets), says once how to run a command
+    /// that never sends READY=1. Without it, a shell run in place of the
+    /// server (`docker run -it IMAGE sh` with `--listen` in the
+    /// ENTRYPOINT) is stopped at every ready timeout and started again,
+    /// and only the failure says so.
+    fn hint_at_ready_mode(&mut self, describe: &str) {
+        if self.ready_hint_logged || self.config.ready != ReadyMode::Notify {
+            return;
+        }
+        self.ready_hint_logged = true;
+        tracing::warn!(
+            "{describe} did not send READY=1 within {}; if this command does not speak \
+             sd_notify, pass --ready now or --ready delay=DURATION (for a shell in a \
+             container: docker run -it --entrypoint sockvisor IMAGE run -- sh)",
+            format_duration(self.config.ready_timeout)
+        );
     }
 
     /// A worker cannot become ready: in a starting generation that fails

@@ -426,6 +426,72 @@ fn exec_mode_runs_the_probe_until_it_succeeds() {
     assert_eq!(spawns(&s), 1, "a probe's exit is not a generation's");
 }
 
+/// Runs `f` with the supervisor's log lines captured as text, and returns
+/// them.
+fn logged(f: impl FnOnce()) -> String {
+    #[derive(Clone, Default)]
+    struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Lines {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            if let Ok(mut lines) = self.0.lock() {
+                lines.extend_from_slice(bytes);
+            }
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .without_time()
+        .finish();
+    tracing::subscriber::with_default(subscriber, f);
+    let bytes = lines.0.lock().map(|l| l.clone()).unwrap_or_default();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// Generation 1 and its restart, generation 2, both miss the ready
+/// deadline.
+fn two_generations_never_ready(ready: ReadyMode) -> String {
+    logged(|| {
+        let (mut s, now) = started_with(RestartPolicy::Always, ready);
+        let missed = now + Duration::from_secs(10);
+        s.on_tick(missed);
+        assert_eq!(phase_of(&s, 1), Some(Phase::Failed));
+        s.on_exit(exit(1, ExitStatus::Signal(Signal::SIGQUIT)), missed);
+        let restart = s.next_deadline().expect("a restart is scheduled");
+        s.on_tick(restart);
+        assert_eq!(spawns(&s), 2);
+        s.on_tick(restart + Duration::from_secs(10));
+        assert_eq!(phase_of(&s, 2), Some(Phase::Failed));
+    })
+}
+
+#[test]
+fn the_first_missed_ready_timeout_says_once_how_to_run_a_command_without_sd_notify() {
+    let log = two_generations_never_ready(ReadyMode::Notify);
+    assert_eq!(log.matches("was not ready within 10s").count(), 2, "{log}");
+    assert_eq!(log.matches("did not send READY=1").count(), 1, "{log}");
+    assert!(
+        log.contains(
+            "generation 1 (pid 1001) did not send READY=1 within 10s; if this command does not \
+             speak sd_notify, pass --ready now or --ready delay=DURATION"
+        ),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_missed_ready_timeout_without_notify_mode_gives_no_sd_notify_hint() {
+    let log = two_generations_never_ready(ReadyMode::Exec("false".into()));
+    assert_eq!(log.matches("was not ready within 10s").count(), 2, "{log}");
+    assert!(!log.contains("READY=1"), "{log}");
+}
+
 // ----- upgrades -----
 
 #[test]
