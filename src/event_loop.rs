@@ -549,6 +549,12 @@ impl EventLoop {
                 .reply(connection, Reply::failure(ErrorKind::Busy, why));
             return;
         }
+        // An upgrade whose new generation already serves is answered with
+        // its success, not cut off with "re-executing".
+        self.supervisor.finish_for_handover(now);
+        for notice in self.supervisor.take_notices() {
+            self.control.deliver(&notice);
+        }
         let requester = self.control.connection_fd(connection);
         let state = reexec::capture::capture(
             &self.supervisor,

@@ -165,7 +165,8 @@ impl ControlServer {
     /// (best effort, the write does not wait).
     pub fn close_for_reexec(&mut self, keep: ConnectionId) {
         for connection in &mut self.connections {
-            if connection.id != keep {
+            // One that has its result already gets no second one.
+            if connection.id != keep && connection.state != State::Closing {
                 connection.finish(Reply::failure(
                     ErrorKind::Busy,
                     "sockvisor is re-executing itself; try again",

@@ -223,6 +223,30 @@ impl<P: ProcessControl> Supervisor<P> {
         self.in_flight().map(|busy| busy.to_string())
     }
 
+    /// Before a re-exec: an upgrade whose new generation serves and whose
+    /// old one is still draining has done what it was asked, so its client
+    /// is told so now. (The drain goes on under the next program; the
+    /// client's connection does not survive the exec.)
+    pub fn finish_for_handover(&mut self, now: Instant) {
+        let done: Vec<(super::UpgradeId, u32, Vec<u32>)> = self
+            .upgrades
+            .iter()
+            .filter(|u| !u.draining.is_empty())
+            .map(|u| (u.id, u.new, u.draining.clone()))
+            .collect();
+        for (id, new, draining) in done {
+            let draining: Vec<String> = draining.iter().map(u32::to_string).collect();
+            self.finish_upgrade(
+                Some(id),
+                Ok(format!(
+                    "generation {new} is serving; generation {} is still draining",
+                    draining.join(", ")
+                )),
+                now,
+            );
+        }
+    }
+
     /// Everything the supervisor knows, as of `now`.
     pub fn capture(&self, now: Instant) -> SupervisorState {
         SupervisorState {

@@ -37,6 +37,8 @@ mod watchdog;
 mod workers;
 
 #[cfg(test)]
+mod model;
+#[cfg(test)]
 mod tests;
 
 use std::time::{Duration, Instant};
@@ -258,12 +260,17 @@ impl<P: ProcessControl> Supervisor<P> {
 
     /// The next moment `on_tick` has something to do.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let generations = self.generations.iter().flat_map(|g| {
+        // A rolling worker whose backoff has passed waits for room (an
+        // exit), not for a time: its slot's deadline would wake the loop
+        // at once, again and again.
+        let rollout_waits_for_room = self.rollout.is_some() && !self.rollout_has_room();
+        let generations = self.generations.iter().flat_map(move |g| {
             let workers = g
                 .workers
                 .iter()
                 .flat_map(|w| [w.deadline, w.probe_at, w.watchdog_at]);
-            let slots = g.slots.iter().map(|s| s.restart_at);
+            let waits = rollout_waits_for_room && self.rollout == Some(g.number);
+            let slots = g.slots.iter().map(move |s| s.restart_at.filter(|_| !waits));
             std::iter::once(g.deadline).chain(workers).chain(slots)
         });
         [self.restart_at, self.stop.and_then(|s| s.deadline)]
@@ -379,6 +386,10 @@ impl<P: ProcessControl> Supervisor<P> {
         }
         self.replace_due_workers(now);
         self.advance_rollout_or_stop(now);
+        // A rollout that stopped just now made its generation the serving
+        // one, with slots that may be due already: replace them in this
+        // tick, so that no deadline is left in the past.
+        self.replace_due_workers(now);
         self.check_watchdogs(now);
     }
 

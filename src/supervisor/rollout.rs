@@ -24,6 +24,16 @@ impl<P: ProcessControl> Supervisor<P> {
         self.config.max_surge.is_some() && self.current.is_some()
     }
 
+    /// True when one more process fits under N + K for the rollout.
+    pub(super) fn rollout_has_room(&self) -> bool {
+        let surge = self.config.max_surge.unwrap_or(1) as usize;
+        let Some(generation) = self.rollout.and_then(|n| self.generation(n)) else {
+            return false;
+        };
+        let alive: usize = self.generations.iter().map(|g| g.workers.len()).sum();
+        alive < generation.size() as usize + surge
+    }
+
     /// Starts the rolling generation's pending workers while there is room
     /// under N + K processes.
     pub(super) fn advance_rollout(&mut self, now: Instant) -> Result<(), SpawnError> {

@@ -126,7 +126,24 @@ impl<P: ProcessControl> Supervisor<P> {
     }
 
     pub(super) fn finish_if_stopped(&mut self) {
-        if self.stop.is_some() && self.generations.is_empty() {
+        if self.stop.is_none() {
+            return;
+        }
+        // Once stopping, a generation without a process is gone: no slot
+        // of it will be filled (a rolling worker still waiting for room, a
+        // replacement waiting for its backoff), and no exit will come to
+        // end it.
+        let empty: Vec<u32> = self
+            .generations
+            .iter()
+            .filter(|g| g.workers.is_empty())
+            .map(|g| g.number)
+            .collect();
+        for number in empty {
+            self.generations.retain(|g| g.number != number);
+            self.processes.retire(number);
+        }
+        if self.generations.is_empty() {
             self.finished = Some(self.exit_status.unwrap_or(0));
         }
     }

@@ -115,10 +115,9 @@ impl<P: ProcessControl> Supervisor<P> {
         })
     }
 
-    /// Asks every worker of a replaced generation to stop; returns it if it
-    /// was alive.
-    /// Returns the generation, and how many of its workers were sent the
-    /// stop signal now (those a rollout retired were asked already).
+    /// Asks every worker of a replaced generation to stop. Returns the
+    /// generation if it was alive, and how many of its workers were sent
+    /// the stop signal now (those a rollout retired were asked already).
     pub(super) fn start_drain(&mut self, number: u32, now: Instant) -> Option<(Generation, usize)> {
         let (drain_timeout, stop_signal) = (self.config.drain_timeout, self.config.stop_signal);
         let generation = self.generation_mut(number)?;
