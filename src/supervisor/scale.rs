@@ -89,6 +89,12 @@ impl<P: ProcessControl> Supervisor<P> {
             return;
         };
         generation.slots.resize(to as usize, Slot::default());
+        // Every new worker counts as starting before the first is spawned:
+        // with `--ready now` the first one is ready at once, and the scale
+        // must not finish before the others have even been tried.
+        if let Some(scale) = &mut self.scale {
+            scale.starting.extend(from..to);
+        }
         for index in from..to {
             match self.processes.spawn(number, index, false) {
                 Ok(pid) => {
@@ -98,9 +104,6 @@ impl<P: ProcessControl> Supervisor<P> {
                     };
                     let message = format!("{} started", generation.describe_worker(&worker));
                     generation.workers.push(worker);
-                    if let Some(scale) = &mut self.scale {
-                        scale.starting.push(index);
-                    }
                     tracing::info!("{message}");
                     self.progress(self.scale.as_ref().map(|s| s.id), message);
                     if self.config.ready == ReadyMode::Now {
@@ -108,8 +111,16 @@ impl<P: ProcessControl> Supervisor<P> {
                     }
                 }
                 Err(err) => {
+                    // The rest would fail the same way (a process limit):
+                    // their slots are given up with this one.
+                    if let Some(generation) = self.generation_mut(number) {
+                        for slot in &mut generation.slots[index as usize + 1..to as usize] {
+                            slot.vacant = true;
+                        }
+                    }
                     let reason = format!("cannot start generation {number} worker {index}: {err}");
                     self.fail_scale_worker(number, index, reason, now);
+                    return;
                 }
             }
         }

@@ -23,6 +23,8 @@ enum Call {
 struct FakeProcesses {
     calls: Vec<Call>,
     fail_spawns: u32,
+    /// Spawns that succeed before every later one fails (a process limit).
+    spawns_left: Option<u32>,
 }
 
 /// Generation n's worker 0 gets pid 1000 + n, worker i 1000 + n + 100 i
@@ -45,6 +47,11 @@ impl ProcessControl for FakeProcesses {
         if self.fail_spawns > 0 {
             self.fail_spawns -= 1;
             return Err(SpawnError::Fork(nix::errno::Errno::EAGAIN));
+        }
+        match &mut self.spawns_left {
+            Some(0) => return Err(SpawnError::Fork(nix::errno::Errno::EAGAIN)),
+            Some(left) => *left -= 1,
+            None => {}
         }
         let replacements = self
             .calls
@@ -1745,4 +1752,29 @@ fn waits_too_long_for_the_clock_lie_in_the_far_future_instead_of_panicking() {
     assert!(s.next_deadline().is_some_and(|at| at >= now + a_century));
     s.on_stop_request("stop requested", now);
     assert!(s.exit_code().is_some(), "nothing left to wait for");
+}
+
+#[test]
+fn a_scale_that_hits_a_process_limit_with_ready_now_reports_what_really_serves() {
+    let now = Instant::now();
+    let mut config = config(RestartPolicy::Always, ReadyMode::Now);
+    config.workers = 1;
+    let mut s = Supervisor::new(config, FakeProcesses::default());
+    s.start(now).unwrap();
+    s.take_notices();
+    // Two more processes fit, then the limit.
+    s.processes_mut().spawns_left = Some(2);
+    let id = s.request_scale(6, now).unwrap();
+    let notices = s.take_notices();
+    let result = notices.iter().find_map(|n| match n {
+        Notice::Finished { upgrade, result } if *upgrade == id => Some(result.clone()),
+        _ => None,
+    });
+    let Some(Err(message)) = result else {
+        panic!("the scale must fail: {notices:?}");
+    };
+    assert!(message.contains("cannot start generation 1 worker 3"), "{message}");
+    assert!(!message.contains("serves with 6"), "{message}");
+    let serving = s.current().map(|g| g.workers.len());
+    assert_eq!(serving, Some(3), "three workers run");
 }
