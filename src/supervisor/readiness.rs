@@ -259,6 +259,14 @@ impl<P: ProcessControl> Supervisor<P> {
             return;
         };
         let phase = generation.phase;
+        if matches!(phase, Phase::Failed | Phase::Draining) {
+            // Too late: the generation is being stopped. A READY=1 now
+            // must not make its worker look like it serves.
+            tracing::debug!(
+                "READY=1 from generation {number} worker {index} ignored: it is being stopped"
+            );
+            return;
+        }
         let Some(worker) = generation.worker_mut(index) else {
             return;
         };

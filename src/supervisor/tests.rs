@@ -1773,8 +1773,122 @@ fn a_scale_that_hits_a_process_limit_with_ready_now_reports_what_really_serves()
     let Some(Err(message)) = result else {
         panic!("the scale must fail: {notices:?}");
     };
-    assert!(message.contains("cannot start generation 1 worker 3"), "{message}");
+    assert!(
+        message.contains("cannot start generation 1 worker 3"),
+        "{message}"
+    );
     assert!(!message.contains("serves with 6"), "{message}");
     let serving = s.current().map(|g| g.workers.len());
     assert_eq!(serving, Some(3), "three workers run");
+}
+
+#[test]
+fn a_rolling_worker_that_crashes_after_retiring_an_old_one_is_replaced_in_its_slot() {
+    let now = Instant::now();
+    let mut config = config(RestartPolicy::Always, ReadyMode::Notify);
+    config.workers = 3;
+    config.max_surge = Some(1);
+    let mut s = Supervisor::new(config, FakeProcesses::default());
+    s.start(now).unwrap();
+    all_notify(&mut s, 1, 3, now);
+    s.take_notices();
+    s.request_upgrade(now).unwrap();
+    // The new worker 0 is ready and retires an old worker; then it crashes,
+    // while it is the only process of generation 2.
+    s.on_notify(2, 0, &ready(), now);
+    assert!(
+        s.generations()[0]
+            .workers
+            .iter()
+            .any(|w| w.state == WorkerState::Draining),
+        "one old worker retired"
+    );
+    let log = logged(|| s.on_exit(worker_exit(2, 0, ExitStatus::Code(3)), now));
+    assert!(!log.contains("before it was ready"), "{log}");
+    // Generation 2 goes on rolling, with the crashed worker's slot to be
+    // filled again.
+    assert_eq!(
+        phase_of(&s, 2),
+        Some(Phase::Starting),
+        "the rollout goes on"
+    );
+    let slot = &s.generations()[1].slots[0];
+    assert!(slot.pending && !slot.vacant, "slot 0 is refilled: {slot:?}");
+    // Every old worker drains as new ones take over; the refilled slot
+    // starts once its backoff has passed and there is room.
+    let mut later = now;
+    for _ in 0..6 {
+        later += Duration::from_secs(1);
+        s.on_tick(later);
+        let new: Vec<u32> = s.generations()[1..]
+            .iter()
+            .flat_map(|g| g.workers.iter().map(|w| w.index))
+            .collect();
+        for index in new {
+            s.on_notify(2, index, &ready(), later);
+        }
+        let draining: Vec<u32> = s.generations()[0]
+            .workers
+            .iter()
+            .filter(|w| w.state == WorkerState::Draining)
+            .map(|w| w.index)
+            .collect();
+        for index in draining {
+            s.on_exit(worker_exit(1, index, ExitStatus::Code(0)), later);
+        }
+    }
+    assert_eq!(
+        s.current().map(|g| g.number),
+        Some(2),
+        "generation 2 serves"
+    );
+    assert_eq!(
+        s.current().map(|g| g.workers.len()),
+        Some(3),
+        "with all 3 workers"
+    );
+}
+
+#[test]
+fn a_worker_that_crashes_just_after_ready_is_said_to_have_been_ready() {
+    let (mut s, now) = with_workers(2, RestartPolicy::Always);
+    all_notify(&mut s, 1, 2, now);
+    s.request_upgrade(now).unwrap();
+    // Worker 0 of generation 2 is ready, worker 1 not yet; 0.2 s later
+    // worker 0 crashes.
+    s.on_notify(2, 0, &ready(), now);
+    let log = logged(|| {
+        s.on_exit(
+            worker_exit(2, 0, ExitStatus::Code(3)),
+            now + Duration::from_millis(200),
+        )
+    });
+    assert!(
+        log.contains("generation 2 worker 0 (pid 1002) exited with status 3 after it was ready"),
+        "{log}"
+    );
+    assert!(!log.contains("before it was ready"), "{log}");
+    assert_eq!(
+        s.current().map(|g| g.number),
+        Some(1),
+        "generation 1 keeps serving"
+    );
+}
+
+#[test]
+fn a_late_ready_from_a_failed_generation_does_not_mark_its_worker_ready() {
+    let (mut s, now) = serving_with_notify();
+    s.request_upgrade(now).unwrap();
+    // Generation 2 misses its ready timeout and is being stopped.
+    let later = now + Duration::from_secs(11);
+    s.on_tick(later);
+    assert_eq!(phase_of(&s, 2), Some(Phase::Failed));
+    s.on_notify(2, 0, &ready(), later);
+    let state = s.generations()[1].workers[0].state;
+    assert_ne!(
+        state,
+        WorkerState::Ready,
+        "a failed generation's worker is not ready"
+    );
+    assert_eq!(s.current().map(|g| g.number), Some(1));
 }

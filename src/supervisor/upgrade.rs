@@ -200,11 +200,11 @@ impl<P: ProcessControl> Supervisor<P> {
     pub(super) fn on_exit_before_ready(
         &mut self,
         generation: &Generation,
-        describe: &str,
+        worker: &super::generation::Worker,
         status: ExitStatus,
         now: Instant,
     ) {
-        let reason = format!("{describe} {status} before it was ready");
+        let reason = super::workers::exit_before_generation_ready(generation, worker, status);
         if generation.upgrade.is_some() {
             let message = self.with_survivor(reason);
             tracing::warn!("{message}");

@@ -207,7 +207,14 @@ impl<P: ProcessControl> Supervisor<P> {
             let code = self.stopped_exit_code(exit.status);
             self.exit_status = Some(self.exit_status.map_or(code, |c| c.max(code)));
         }
-        if generation.workers.is_empty() {
+        // A rolling generation whose only process so far was ready and
+        // retired an old one is not gone: its slot is refilled, and its
+        // pending slots are still to start.
+        let rolls_on = self.rollout == Some(generation.number)
+            && generation.phase == Phase::Starting
+            && worker.state == WorkerState::Ready
+            && self.stop.is_none();
+        if generation.workers.is_empty() && !rolls_on {
             self.generations.remove(at);
             self.processes.retire(generation.number);
             // Described as it was: with the worker that just exited.
@@ -238,7 +245,7 @@ impl<P: ProcessControl> Supervisor<P> {
             }
             Phase::Starting => {
                 self.record_failure(number, status);
-                let reason = format!("{describe} {status} before it was ready");
+                let reason = exit_before_generation_ready(generation, worker, status);
                 self.fail_start(number, reason, now);
             }
             Phase::Ready if self.stop.is_some() => {
@@ -452,10 +459,7 @@ impl<P: ProcessControl> Supervisor<P> {
             _ => status,
         };
         match generation.phase {
-            Phase::Starting => {
-                let describe = generation.describe_worker(worker);
-                self.on_exit_before_ready(generation, &describe, status, now)
-            }
+            Phase::Starting => self.on_exit_before_ready(generation, worker, status, now),
             Phase::Failed => {
                 // Why it failed was said when it did; what remains to say is
                 // what happens next, in one line.
@@ -532,6 +536,24 @@ impl<P: ProcessControl> Supervisor<P> {
             }
             Phase::Draining => self.on_drained(generation, status, now),
         }
+    }
+}
+
+/// Why a worker's exit fails its starting generation, as the operator
+/// reads it: a worker that was ready is not said to have died before.
+pub(super) fn exit_before_generation_ready(
+    generation: &Generation,
+    worker: &Worker,
+    status: ExitStatus,
+) -> String {
+    let describe = generation.describe_worker(worker);
+    if worker.state == WorkerState::Ready {
+        format!(
+            "{describe} {status} after it was ready, before generation {} was",
+            generation.number
+        )
+    } else {
+        format!("{describe} {status} before it was ready")
     }
 }
 
