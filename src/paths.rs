@@ -98,9 +98,11 @@ pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
     // Read and write for others go; search stays, as a `--user` sockvisor
     // may need it for its server to reach its notify directory (which
     // guards itself; see `NotifyDir::open_to_group`).
-    if meta.mode() & 0o066 != 0 {
-        let searchable = meta.mode() & 0o011;
-        handle.set_permissions(fs::Permissions::from_mode(0o700 | searchable))?;
+    // And the owner has all of it, whatever the umask was when it was
+    // made (a umask of 177 would leave it unsearchable).
+    let wanted = 0o700 | (meta.mode() & 0o011);
+    if meta.mode() & 0o7777 != wanted {
+        handle.set_permissions(fs::Permissions::from_mode(wanted))?;
     }
     Ok(())
 }

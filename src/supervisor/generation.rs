@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use nix::unistd::Pid;
 use serde::Serialize;
 
-use super::upgrade::UpgradeId;
+use super::ids::UpgradeId;
 use crate::deadline;
 use crate::duration::parse_duration;
 use crate::reaper::ExitStatus;
@@ -190,6 +190,21 @@ impl Generation {
     }
 
     /// `generation 2 (pid 1234)`, or `generation 2 worker 3 (pid 1237)`.
+    /// Why a worker's exit fails this starting generation, as the
+    /// operator reads it: a worker that was ready is not said to have died
+    /// before.
+    pub fn exit_before_ready(&self, worker: &Worker, status: crate::reaper::ExitStatus) -> String {
+        let describe = self.describe_worker(worker);
+        if worker.state == WorkerState::Ready {
+            format!(
+                "{describe} {status} after it was ready, before generation {} was",
+                self.number
+            )
+        } else {
+            format!("{describe} {status} before it was ready")
+        }
+    }
+
     pub fn describe_worker(&self, worker: &Worker) -> String {
         if self.size() == 1 {
             format!("generation {} (pid {})", self.number, worker.pid)

@@ -26,6 +26,7 @@
 
 mod generation;
 mod handover;
+mod ids;
 mod readiness;
 mod restart;
 mod rollout;

@@ -14,7 +14,8 @@ use std::time::Instant;
 use nix::unistd::Pid;
 
 use super::generation::{Phase, ReadyMode, Slot, WorkerState};
-use super::upgrade::{UpgradeId, UpgradeRejection};
+use super::ids::UpgradeId;
+use super::upgrade::UpgradeRejection;
 use super::{ProcessControl, Supervisor, ask_to_stop};
 use crate::deadline;
 use crate::duration::format_duration;

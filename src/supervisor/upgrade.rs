@@ -12,7 +12,7 @@ use super::{ProcessControl, Supervisor, ask_to_stop};
 use crate::deadline;
 use crate::reaper::ExitStatus;
 
-pub type UpgradeId = u64;
+pub use super::ids::UpgradeId;
 
 /// Something to tell whoever asked for an upgrade.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,7 +204,7 @@ impl<P: ProcessControl> Supervisor<P> {
         status: ExitStatus,
         now: Instant,
     ) {
-        let reason = super::workers::exit_before_generation_ready(generation, worker, status);
+        let reason = generation.exit_before_ready(worker, status);
         if generation.upgrade.is_some() {
             let message = self.with_survivor(reason);
             tracing::warn!("{message}");

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use super::generation::{Generation, Phase, ReadyMode, Slot, Worker, WorkerState};
+use super::ids::UpgradeId;
 use super::restart::{backoff, is_keyboard_interrupt};
-use super::upgrade::UpgradeId;
 use super::{ProcessControl, Supervisor, policy_name};
 use crate::deadline;
 use crate::duration::format_duration;
@@ -245,7 +245,7 @@ impl<P: ProcessControl> Supervisor<P> {
             }
             Phase::Starting => {
                 self.record_failure(number, status);
-                let reason = exit_before_generation_ready(generation, worker, status);
+                let reason = generation.exit_before_ready(worker, status);
                 self.fail_start(number, reason, now);
             }
             Phase::Ready if self.stop.is_some() => {
@@ -536,24 +536,6 @@ impl<P: ProcessControl> Supervisor<P> {
             }
             Phase::Draining => self.on_drained(generation, status, now),
         }
-    }
-}
-
-/// Why a worker's exit fails its starting generation, as the operator
-/// reads it: a worker that was ready is not said to have died before.
-pub(super) fn exit_before_generation_ready(
-    generation: &Generation,
-    worker: &Worker,
-    status: ExitStatus,
-) -> String {
-    let describe = generation.describe_worker(worker);
-    if worker.state == WorkerState::Ready {
-        format!(
-            "{describe} {status} after it was ready, before generation {} was",
-            generation.number
-        )
-    } else {
-        format!("{describe} {status} before it was ready")
     }
 }
 
