@@ -195,9 +195,16 @@ fn reexec_while_an_old_generation_drains_keeps_its_drain_timeout() {
     wait_for("generation 1 to be gone", || {
         (!process_alive(old)).then_some(())
     });
-    // The client that waited for the upgrade was told to ask again.
+    // The client that waited for the upgrade is told that it succeeded:
+    // the new generation serves (it used to hear "re-executing, try
+    // again").
     let waited = upgrade.join().unwrap();
-    assert_eq!(waited.status.code(), Some(4), "{waited:?}");
+    assert_eq!(waited.status.code(), Some(0), "{waited:?}");
+    let said = String::from_utf8_lossy(&waited.stdout);
+    assert!(
+        said.contains("generation 2 is serving; generation 1 is still draining"),
+        "{said}"
+    );
     assert_eq!(status_json(&sockvisor)["current"], 2);
 }
 
