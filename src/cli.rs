@@ -187,6 +187,14 @@ pub struct RunArgs {
     #[arg(long = "env-file", value_name = "PATH", value_parser = EnvFile::parse, allow_hyphen_values = true)]
     pub env_file: Vec<EnvFile>,
 
+    /// Serve Prometheus metrics (GET /metrics, OpenMetrics text) on this
+    /// TCP address, e.g. 127.0.0.1:9100: generations, workers by state,
+    /// upgrades, rollbacks, restarts and re-execs, each worker's memory and
+    /// age, each TCP listener's accept queue, sockvisor's own memory and
+    /// descriptors. Read at each scrape; no thread, no timer.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
+
     /// Run the server as this user (name or uid): sockvisor binds the
     /// sockets as its own user (root, for ports below 1024), then every
     /// worker of every generation takes this identity before exec:

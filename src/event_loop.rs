@@ -21,6 +21,7 @@ use crate::children::Children;
 use crate::control::server::ConnectionId;
 use crate::control::{Command, ControlServer, ErrorKind, Incoming, Reply};
 use crate::deadline;
+use crate::metrics::MetricsServer;
 use crate::notify::NotifyMessage;
 use crate::notify::sender;
 use crate::pidfile::PidFile;
@@ -51,6 +52,8 @@ pub struct EventLoop {
     pending_reexec: Option<PendingReexec>,
     /// `--watch`, and the upgrade it started last (to report its result).
     watcher: Option<Watcher>,
+    /// `--metrics`: the Prometheus endpoint.
+    metrics: Option<MetricsServer>,
     watch_upgrade: Option<crate::supervisor::UpgradeId>,
 }
 
@@ -68,6 +71,8 @@ struct PendingReexec {
 struct Readiness {
     signals: bool,
     control: Vec<Option<PollFlags>>,
+    /// The metrics endpoint's listener and connections, when it serves.
+    metrics: Vec<Option<PollFlags>>,
     notify: Vec<u32>,
     /// Positions of stored descriptors that hung up.
     hung_up: Vec<usize>,
@@ -92,11 +97,26 @@ impl EventLoop {
             last_reexec: None,
             pending_reexec: None,
             watcher: None,
+            metrics: None,
             watch_upgrade: None,
         }
     }
 
     /// `--watch`: changed files start upgrades.
+    /// The metrics endpoint to serve (`--metrics`), if any.
+    pub fn with_metrics(mut self, metrics: Option<MetricsServer>) -> EventLoop {
+        if let Some(metrics) = &metrics {
+            tracing::info!("metrics: http://{}/metrics", metrics.address());
+        }
+        self.metrics = metrics;
+        self
+    }
+
+    /// The metrics endpoint, for a re-exec to hand over.
+    pub fn metrics(&self) -> Option<&MetricsServer> {
+        self.metrics.as_ref()
+    }
+
     pub fn with_watcher(mut self, watcher: Option<Watcher>) -> EventLoop {
         self.watcher = watcher;
         self
@@ -163,9 +183,15 @@ impl EventLoop {
             for incoming in self.control.handle(&ready.control, now) {
                 self.on_request(incoming, now);
             }
+            if !ready.metrics.is_empty() {
+                self.serve_metrics(&ready.metrics, now);
+            }
             let now = Instant::now();
             self.supervisor.on_tick(now);
             self.control.on_tick(now);
+            if let Some(metrics) = &mut self.metrics {
+                metrics.on_tick(now);
+            }
             self.reexec_check_deadline(now);
             self.upgrade_on_change(now);
             if let Some(service) = &mut self.service {
@@ -201,6 +227,7 @@ impl EventLoop {
                 .as_ref()
                 .and_then(ServiceNotifier::next_deadline),
             self.watcher.as_ref().and_then(Watcher::next_deadline),
+            self.metrics.as_ref().and_then(MetricsServer::next_deadline),
         ]
         .into_iter()
         .flatten()
@@ -224,6 +251,18 @@ impl EventLoop {
         if let Some(watcher) = &self.watcher {
             fds.push(PollFd::new(watcher.fd(), PollFlags::POLLIN));
         }
+        let metrics_at = fds.len();
+        let metrics_fds = self
+            .metrics
+            .as_ref()
+            .map(MetricsServer::poll_fds)
+            .unwrap_or_default();
+        let metrics_count = metrics_fds.len();
+        fds.extend(
+            metrics_fds
+                .into_iter()
+                .map(|(fd, flags)| PollFd::new(fd, flags)),
+        );
         let stored_at = fds.len();
         // Stored descriptors are watched for hang-up only (reported whatever
         // is asked).
@@ -250,6 +289,10 @@ impl EventLoop {
                 .map(|((generation, _), _)| *generation)
                 .collect(),
             watched: self.watcher.is_some() && readable(&fds[watch_at]),
+            metrics: fds[metrics_at..metrics_at + metrics_count]
+                .iter()
+                .map(PollFd::revents)
+                .collect(),
             hung_up: stored
                 .iter()
                 .zip(&fds[stored_at..])
@@ -470,7 +513,7 @@ impl EventLoop {
         };
         // The state as the exec would hand it over now, the requester's
         // connection included.
-        let state = reexec::capture::capture(
+        let mut state = reexec::capture::capture(
             &self.supervisor,
             &self.control,
             self.control.connection_fd(connection),
@@ -479,6 +522,7 @@ impl EventLoop {
             self.reexecs,
             now,
         );
+        state.metrics_fd = self.metrics.as_ref().map(MetricsServer::listener_fd);
         let mut challenge = match reexec::check::Challenge::new(&state) {
             Ok(challenge) => challenge,
             Err(err) => {
@@ -556,7 +600,7 @@ impl EventLoop {
             self.control.deliver(&notice);
         }
         let requester = self.control.connection_fd(connection);
-        let state = reexec::capture::capture(
+        let mut state = reexec::capture::capture(
             &self.supervisor,
             &self.control,
             requester,
@@ -565,6 +609,7 @@ impl EventLoop {
             self.reexecs,
             now,
         );
+        state.metrics_fd = self.metrics.as_ref().map(MetricsServer::listener_fd);
         self.control.close_for_reexec(connection);
         tracing::info!("re-executing into {binary}");
         let err = reexec::exec(&pending.binary, &state);
@@ -634,6 +679,44 @@ impl EventLoop {
             },
         };
         self.control.reply(connection, reply);
+    }
+
+    /// Answers the scrapers whose requests are complete, with the figures
+    /// read now.
+    fn serve_metrics(&mut self, events: &[Option<PollFlags>], now: Instant) {
+        let Some(mut metrics) = self.metrics.take() else {
+            return;
+        };
+        let mut render = || {
+            let status = self.status(now);
+            let children = self.supervisor.processes();
+            let resources = crate::metrics::Resources {
+                queues: children
+                    .listeners
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(index, l)| {
+                        let (queued, limit) = crate::metrics::accept_queue(l.fd())?;
+                        Some((3 + index as i32, l.spec.name.clone(), queued, limit))
+                    })
+                    .collect(),
+                worker_rss: self
+                    .supervisor
+                    .generations()
+                    .iter()
+                    .flat_map(|g| g.workers.iter().map(move |w| (g.number, w)))
+                    .filter_map(|(number, w)| {
+                        let bytes = crate::metrics::resident_bytes(&w.pid.to_string())?;
+                        Some((number, w.index, bytes))
+                    })
+                    .collect(),
+                own_rss: crate::metrics::resident_bytes("self").unwrap_or_default(),
+                own_fds: crate::metrics::open_descriptors(),
+            };
+            crate::metrics::render(&status, &resources)
+        };
+        metrics.handle(events, now, &mut render);
+        self.metrics = Some(metrics);
     }
 
     fn status(&self, now: Instant) -> serde_json::Value {

@@ -15,6 +15,7 @@ use crate::credentials::RunAs;
 use crate::event_loop::EventLoop;
 use crate::init::{self, ReaperRole};
 use crate::listen::{BindError, ListenSpec, SpecError, bind_all, take_inherited};
+use crate::metrics::MetricsServer;
 use crate::paths::{self, NotifyDir};
 use crate::pidfile::PidFile;
 use crate::reexec;
@@ -109,6 +110,10 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
         )));
     }
     let control = ControlServer::bind(&control_path).map_err(RunError::Setup)?;
+    let metrics = match args.metrics {
+        Some(address) => Some(MetricsServer::bind(address).map_err(RunError::Setup)?),
+        None => None,
+    };
     // Sockets from a service manager (systemd socket activation) come
     // first, at fds 3.., then the ones bound here.
     let mut listeners = take_inherited().map_err(RunError::Setup)?;
@@ -231,6 +236,7 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
     Ok(EventLoop::new(supervisor, signals, control, service)
         .with_pidfile(pidfile)
         .with_watcher(watcher)
+        .with_metrics(metrics)
         .run())
 }
 
@@ -299,9 +305,18 @@ pub fn resume(inherited: reexec::Inherited) -> Result<i32, RunError> {
             .map_err(|why| tracing::warn!("after the re-exec: {why}"))
             .ok()
     };
+    let metrics = match state.metrics_fd {
+        Some(fd) => Some(
+            crate::reexec::exec::adopt_fd(fd)
+                .and_then(MetricsServer::adopt)
+                .map_err(RunError::Setup)?,
+        ),
+        None => None,
+    };
     let event_loop = EventLoop::new(restored.supervisor, signals, restored.control, service)
         .with_pidfile(restored.pidfile)
-        .with_watcher(watcher);
+        .with_watcher(watcher)
+        .with_metrics(metrics);
     let last_reexec = (reexecs > state.reexecs).then_some(now);
     Ok(event_loop
         .resumed(reexecs, last_reexec, restored.requester, result, now)

@@ -25,6 +25,7 @@ use crate::deadline;
 use crate::duration::format_duration;
 use crate::listen::bind_unix;
 use crate::socket_file::{self, BoundFile, Occupied};
+use crate::spare_fd::SpareDescriptor;
 use crate::supervisor::{Notice, UpgradeId};
 
 /// Connections served at once; more are answered "busy" and closed.
@@ -274,7 +275,10 @@ impl ControlServer {
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
                     // The connection stays queued and the listener readable:
                     // without taking it off the queue the loop would spin.
-                    if !self.spare.refuse_one(&self.listener) {
+                    if !self
+                        .spare
+                        .refuse_one(|| self.listener.accept().is_ok(), "control clients")
+                    {
                         self.paused_until = Some(deadline::after(now, ACCEPT_BACKOFF));
                         return;
                     }
@@ -282,7 +286,7 @@ impl ControlServer {
                 }
                 Err(_) => return,
             };
-            self.spare.recovered();
+            self.spare.recovered("control clients");
             if stream.set_nonblocking(true).is_err() {
                 continue;
             }
@@ -561,60 +565,6 @@ impl Connection {
             }
         }
     }
-}
-
-/// A descriptor held in reserve for the moment the process runs out: it is
-/// closed to accept one queued connection, which is then closed at once
-/// (the client sees the connection end), and opened again. Without it a
-/// full descriptor table leaves the connection queued and the listener
-/// readable, and the loop spins.
-struct SpareDescriptor {
-    fd: Option<OwnedFd>,
-    /// Said once per episode, not once per refused client.
-    warned: bool,
-}
-
-impl SpareDescriptor {
-    fn reserve() -> SpareDescriptor {
-        SpareDescriptor {
-            fd: open_spare(),
-            warned: false,
-        }
-    }
-
-    /// Takes one connection off `listener`'s queue and closes it. False when
-    /// even that was impossible (nothing queued, or no spare to give up).
-    fn refuse_one(&mut self, listener: &UnixListener) -> bool {
-        if !self.warned {
-            tracing::warn!(
-                "out of file descriptors: control clients are disconnected until some are free (raise `ulimit -n`)"
-            );
-            self.warned = true;
-        }
-        if self.fd.take().is_none() {
-            // No spare could be opened again: nothing to trade for the
-            // connection. The poll loop backs off the listener instead.
-            return false;
-        }
-        let refused = listener.accept().is_ok();
-        self.fd = open_spare();
-        refused && self.fd.is_some()
-    }
-
-    /// A connection was accepted: descriptors are available again.
-    fn recovered(&mut self) {
-        if self.warned {
-            tracing::info!("file descriptors are available again: control clients are served");
-            self.warned = false;
-        }
-        if self.fd.is_none() {
-            self.fd = open_spare();
-        }
-    }
-}
-
-fn open_spare() -> Option<OwnedFd> {
-    std::fs::File::open("/dev/null").ok().map(OwnedFd::from)
 }
 
 /// Only sockvisor's own user and root may control it.

@@ -125,6 +125,7 @@ pub fn capture(
         run_as: children.run_as.clone(),
         signal_group: children.signal_group,
         env_files: children.env_files.clone(),
+        metrics_fd: None,
         fdstore: children
             .fdstore
             .entries()

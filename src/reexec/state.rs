@@ -53,6 +53,9 @@ pub struct State {
     /// `--env-file`s, read again for every worker.
     #[serde(default)]
     pub env_files: Vec<crate::env_file::EnvFile>,
+    /// `--metrics`: the endpoint's listening descriptor.
+    #[serde(default)]
+    pub metrics_fd: Option<i32>,
     /// `--watch`: the paths, ignore globs and settle delay.
     #[serde(default)]
     pub watch: Vec<PathBuf>,
@@ -133,6 +136,7 @@ impl State {
         fds.push(self.notify_dir.lock_fd);
         fds.extend(self.notify_sockets.iter().map(|n| n.fd));
         fds.extend(self.fdstore.iter().map(|s| s.fd));
+        fds.extend(self.metrics_fd);
         fds
     }
 

@@ -34,6 +34,8 @@ pub struct SupervisorState {
     pub watchdog_restarts: u32,
     #[serde(default)]
     pub ready_hint_logged: bool,
+    #[serde(default)]
+    pub counters: super::status::Counters,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,6 +103,8 @@ pub struct OutcomeRecord {
     pub ok: bool,
     pub message: String,
     pub ago: Duration,
+    #[serde(default)]
+    pub duration: Option<Duration>,
 }
 
 /// Why a state cannot be restored.
@@ -298,12 +302,14 @@ impl<P: ProcessControl> Supervisor<P> {
             exit_status: self.exit_status,
             last_upgrade_id: self.last_upgrade_id,
             watchdog_restarts: self.watchdog_restarts,
+            counters: self.counters,
             ready_hint_logged: self.ready_hint_logged,
             last_outcome: self.last_outcome.as_ref().map(|o| OutcomeRecord {
                 generation: o.generation,
                 ok: o.ok,
                 message: o.message.clone(),
                 ago: now.saturating_duration_since(o.finished),
+                duration: o.duration,
             }),
         }
     }
@@ -364,12 +370,14 @@ impl<P: ProcessControl> Supervisor<P> {
         supervisor.exit_status = state.exit_status;
         supervisor.last_upgrade_id = state.last_upgrade_id;
         supervisor.watchdog_restarts = state.watchdog_restarts;
+        supervisor.counters = state.counters;
         supervisor.ready_hint_logged = state.ready_hint_logged;
         supervisor.last_outcome = state.last_outcome.as_ref().map(|o| Outcome {
             generation: o.generation,
             ok: o.ok,
             message: o.message.clone(),
             finished: ago(o.ago),
+            duration: o.duration,
         });
         Ok(supervisor)
     }

@@ -179,6 +179,7 @@ pub struct Supervisor<P: ProcessControl> {
     scale: Option<scale::Scale>,
     /// Replacements started because a worker missed its watchdog.
     watchdog_restarts: u32,
+    counters: status::Counters,
     /// The hint about `--ready` for a command that never sends READY=1
     /// has been logged (it is logged once in sockvisor's life).
     ready_hint_logged: bool,
@@ -204,6 +205,7 @@ impl<P: ProcessControl> Supervisor<P> {
             rollout: None,
             scale: None,
             watchdog_restarts: 0,
+            counters: status::Counters::default(),
             ready_hint_logged: false,
         }
     }
@@ -355,6 +357,7 @@ impl<P: ProcessControl> Supervisor<P> {
     pub fn on_tick(&mut self, now: Instant) {
         if self.restart_at.is_some_and(|at| at <= now) {
             self.restart_at = None;
+            self.counters.restarts += 1;
             if let Err(err) = self.spawn_generation(None, now) {
                 tracing::error!("restart failed: {err}");
                 self.schedule_restart(Duration::ZERO, now);

@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::generation::WorkerState;
 use super::{Phase, ProcessControl, Supervisor};
@@ -19,6 +19,19 @@ pub struct StatusSnapshot {
     pub watchdog_restarts: u32,
     pub generations: Vec<GenerationStatus>,
     pub last_upgrade: Option<UpgradeStatus>,
+    pub counters: Counters,
+}
+
+/// What happened since sockvisor started (carried over re-execs), for
+/// `status --json` and the metrics endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Upgrades (and rollouts) whose new generation took over.
+    pub upgrades: u64,
+    /// Upgrades that failed, the old generation serving on.
+    pub rollbacks: u64,
+    /// Generations restarted and workers started again in their slot.
+    pub restarts: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -56,6 +69,8 @@ pub struct UpgradeStatus {
     pub message: String,
     /// Milliseconds since it finished.
     pub ago_ms: u64,
+    /// Milliseconds from its new generation's start to its result.
+    pub duration_ms: Option<u64>,
 }
 
 impl<P: ProcessControl> Supervisor<P> {
@@ -99,7 +114,9 @@ impl<P: ProcessControl> Supervisor<P> {
                 ok: o.ok,
                 message: o.message.clone(),
                 ago_ms: age(o.finished),
+                duration_ms: o.duration.map(as_millis),
             }),
+            counters: self.counters,
         }
     }
 

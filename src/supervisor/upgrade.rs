@@ -3,7 +3,7 @@
 //! sees of it: an identifier, progress notices, one final result, and the
 //! outcome remembered for `status`.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
@@ -67,6 +67,8 @@ pub struct Outcome {
     pub ok: bool,
     pub message: String,
     pub finished: Instant,
+    /// From its new generation's start to its result.
+    pub duration: Option<Duration>,
 }
 
 impl<P: ProcessControl> Supervisor<P> {
@@ -289,11 +291,20 @@ impl<P: ProcessControl> Supervisor<P> {
     }
 
     fn remember_outcome(&mut self, generation: u32, ok: bool, message: &str, now: Instant) {
+        let duration = self
+            .generation(generation)
+            .map(|g| now.saturating_duration_since(g.started));
+        if ok {
+            self.counters.upgrades += 1;
+        } else {
+            self.counters.rollbacks += 1;
+        }
         self.last_outcome = Some(Outcome {
             generation,
             ok,
             message: message.to_string(),
             finished: now,
+            duration,
         });
     }
 

@@ -408,6 +408,7 @@ impl<P: ProcessControl> Supervisor<P> {
         let slot = &mut generation.slots[index as usize];
         slot.restart_at = None;
         slot.restarts += 1;
+        self.counters.restarts += 1;
         let foreground = self.config.terminal && foreground;
         match self.processes.spawn(number, index, foreground) {
             Ok(pid) => {

@@ -1,0 +1,62 @@
+//! The last-resort descriptor of a listening socket's owner: when the
+//! process is out of descriptors, a connection stays queued and the
+//! listener readable, and a poll loop would spin on it. Giving up the spare
+//! for a moment takes the connection off the queue (it is closed at once).
+//! Used by every listener sockvisor accepts on itself: the control socket
+//! and the metrics endpoint.
+
+use std::os::fd::OwnedFd;
+
+/// A descriptor held in reserve for the moment the process runs out: it is
+/// closed to accept one queued connection, which is then closed at once
+/// (the client sees the connection end), and opened again. Without it a
+/// full descriptor table leaves the connection queued and the listener
+/// readable, and the loop spins.
+pub struct SpareDescriptor {
+    fd: Option<OwnedFd>,
+    /// Said once per episode, not once per refused client.
+    warned: bool,
+}
+
+impl SpareDescriptor {
+    pub fn reserve() -> SpareDescriptor {
+        SpareDescriptor {
+            fd: open_spare(),
+            warned: false,
+        }
+    }
+
+    /// Takes one connection off `listener`'s queue and closes it. False when
+    /// even that was impossible (nothing queued, or no spare to give up).
+    pub fn refuse_one(&mut self, accept: impl FnOnce() -> bool, what: &str) -> bool {
+        if !self.warned {
+            tracing::warn!(
+                "out of file descriptors: {what} are disconnected until some are free (raise `ulimit -n`)"
+            );
+            self.warned = true;
+        }
+        if self.fd.take().is_none() {
+            // No spare could be opened again: nothing to trade for the
+            // connection. The poll loop backs off the listener instead.
+            return false;
+        }
+        let refused = accept();
+        self.fd = open_spare();
+        refused && self.fd.is_some()
+    }
+
+    /// A connection was accepted: descriptors are available again.
+    pub fn recovered(&mut self, what: &str) {
+        if self.warned {
+            tracing::info!("file descriptors are available again: {what} are served");
+            self.warned = false;
+        }
+        if self.fd.is_none() {
+            self.fd = open_spare();
+        }
+    }
+}
+
+fn open_spare() -> Option<OwnedFd> {
+    std::fs::File::open("/dev/null").ok().map(OwnedFd::from)
+}

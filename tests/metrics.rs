@@ -1,0 +1,167 @@
+//! `--metrics ADDR`: the Prometheus endpoint, read with a real parser
+//! (the official Python client's OpenMetrics parser, Debian's
+//! python3-prometheus-client, which `.ci/run` installs), across an upgrade
+//! and a re-exec; and a hostile scraper never stalls sockvisor.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+
+use common::*;
+use serde_json::Value;
+
+/// A free loopback port: bound, then released for sockvisor to take.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn scrape(port: u16) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap()
+}
+
+/// Every sample, as the Prometheus client's OpenMetrics parser reads the
+/// exposition: `{"name{labels}": value}`. The parser refuses anything
+/// that is not valid OpenMetrics.
+fn parsed(text: &str) -> Value {
+    let script = r#"
+import json, sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+samples = {}
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for sample in family.samples:
+        labels = ",".join("%s=%s" % kv for kv in sorted(sample.labels.items()))
+        samples["%s{%s}" % (sample.name, labels)] = sample.value
+print(json.dumps(samples))
+"#;
+    let mut python = Command::new("/usr/bin/python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 is needed");
+    python
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let output = python.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "the Prometheus parser refused the exposition ({}; python3-prometheus-client is needed, .ci/run installs it):\n{text}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn run_with_metrics(name: &str, port: u16) -> Sockvisor {
+    let dir = TestDir::new(name);
+    let mut command = Command::new(sockvisor_bin());
+    command
+        .args(["run", "--listen", "127.0.0.1:0,name=http", "--workers", "2"])
+        .args(["--metrics", &format!("127.0.0.1:{port}"), "--"])
+        .args(Sockvisor::probe_args(&dir.path));
+    let sockvisor = Sockvisor::spawn(dir, command);
+    sockvisor.worker_report(1, 1);
+    sockvisor.wait_for("generation 1 to serve", || {
+        (status_json(&sockvisor)["current"] == 1).then_some(())
+    });
+    sockvisor
+}
+
+#[test]
+fn the_endpoint_reads_as_openmetrics_and_follows_upgrades_and_reexecs() {
+    let port = free_port();
+    let sockvisor = run_with_metrics("metrics", port);
+    let first = parsed(&scrape(port));
+    assert_eq!(first["sockvisor_current_generation{}"], 1.0, "{first}");
+    assert_eq!(first["sockvisor_workers{state=ready}"], 2.0, "{first}");
+    assert_eq!(first["sockvisor_upgrades_total{}"], 0.0, "{first}");
+    assert!(first["sockvisor_resident_memory_bytes{}"].as_f64().unwrap() > 0.0);
+    assert!(
+        first["sockvisor_worker_resident_memory_bytes{generation=1,worker=0}"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    assert_eq!(
+        first["sockvisor_listener_queue_length{fd=3,name=http}"], 0.0,
+        "{first}"
+    );
+    assert!(
+        first["sockvisor_listener_queue_limit{fd=3,name=http}"]
+            .as_f64()
+            .unwrap()
+            >= 1.0
+    );
+
+    assert!(sockvisor.client(&["upgrade"]).status.success());
+    let output = sockvisor.client(&["reexec", "--timeout", "20s"]);
+    assert!(output.status.success(), "{output:?}");
+    // The same endpoint, served by the re-executed program, with the
+    // counters carried over.
+    let after = parsed(&scrape(port));
+    assert_eq!(after["sockvisor_current_generation{}"], 2.0, "{after}");
+    assert_eq!(after["sockvisor_upgrades_total{}"], 1.0, "{after}");
+    assert_eq!(after["sockvisor_reexecs_total{}"], 1.0, "{after}");
+    assert!(
+        after["sockvisor_last_upgrade_duration_seconds{}"]
+            .as_f64()
+            .is_some(),
+        "{after}"
+    );
+}
+
+#[test]
+fn a_silent_or_hostile_scraper_does_not_stall_sockvisor() {
+    let port = free_port();
+    let sockvisor = run_with_metrics("metrics-hostile", port);
+    // Connections that never send, and one that sends an endless header.
+    let idle: Vec<TcpStream> = (0..40)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    let mut endless = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let _ = endless.write_all(b"GET /metrics HTTP/1.1\r\nX: ");
+    let _ = endless.write_all(&[b'a'; 16 * 1024]);
+    // The control socket answers meanwhile, and a real scrape is served.
+    assert!(sockvisor.client(&["status"]).status.success());
+    let samples = parsed(&scrape(port));
+    assert_eq!(samples["sockvisor_current_generation{}"], 1.0);
+    let mut answer = String::new();
+    endless.set_read_timeout(Some(DEADLINE)).unwrap();
+    let _ = endless.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    drop(idle);
+}
+
+#[test]
+fn status_json_counts_upgrades_and_rollbacks() {
+    let port = free_port();
+    let sockvisor = run_with_metrics("metrics-counters", port);
+    assert!(sockvisor.client(&["upgrade"]).status.success());
+    let status = status_json(&sockvisor);
+    assert_eq!(status["counters"]["upgrades"], 1, "{status}");
+    assert_eq!(status["counters"]["rollbacks"], 0, "{status}");
+    assert!(
+        status["last_upgrade"]["duration_ms"].as_u64().is_some(),
+        "{status}"
+    );
+}
