@@ -12,15 +12,6 @@ use std::process::{Command, Stdio};
 use common::*;
 use serde_json::Value;
 
-/// A free loopback port: bound, then released for sockvisor to take.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn scrape(port: u16) -> String {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream.set_read_timeout(Some(DEADLINE)).unwrap();

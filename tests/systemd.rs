@@ -8,14 +8,6 @@ use std::process::Command;
 
 use common::*;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn sockets_from_socket_activation_are_passed_on_with_their_names() {
     let dir = TestDir::new("activation");

@@ -50,6 +50,15 @@ pub fn probe_bin() -> PathBuf {
     profile_dir.join("examples").join("probe_server")
 }
 
+/// A free loopback port: bound, then released for the test to hand out.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Polls `condition` until it returns `Some`, failing the test with
 /// `what` after [`DEADLINE`].
 pub fn wait_for<T>(what: &str, mut condition: impl FnMut() -> Option<T>) -> T {
