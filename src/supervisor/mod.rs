@@ -310,15 +310,22 @@ impl<P: ProcessControl> Supervisor<P> {
             .unwrap_or_default()
     }
 
-    /// The generation and worker a process belongs to: a worker's pid is
-    /// also its process group.
-    pub fn worker_of(&self, pid: Pid, pgid: Option<Pid>) -> Option<(u32, u32)> {
+    /// The generation and slot of the worker whose pid is `pid`; `None`
+    /// for any other process (whose parent chain the caller may follow, see
+    /// `notify::sender`).
+    pub fn worker_of(&self, pid: Pid) -> Option<(u32, u32)> {
         self.generations.iter().find_map(|g| {
             g.workers
                 .iter()
-                .find(|w| w.pid == pid || Some(w.pid) == pgid)
+                .find(|w| w.pid == pid)
                 .map(|w| (g.number, w.index))
         })
+    }
+
+    /// How log lines name worker `index` of generation `number`.
+    pub fn describe_worker(&self, number: u32, index: u32) -> Option<String> {
+        self.worker_view(number, index)
+            .map(|(_, _, describe)| describe)
     }
 
     // ----- events -----

@@ -1085,12 +1085,15 @@ fn a_signal_reaches_every_worker_of_the_current_generation() {
 }
 
 #[test]
-fn worker_ack_and_pids_map_to_their_worker() {
+fn a_workers_pid_maps_to_its_generation_and_slot_and_no_other_pid_does() {
     let (s, _) = with_workers(3, RestartPolicy::OnFailure);
     let pid = Pid::from_raw(worker_pid(1, 2));
-    assert_eq!(s.worker_of(pid, None), Some((1, 2)));
-    assert_eq!(s.worker_of(Pid::from_raw(99), Some(pid)), Some((1, 2)));
-    assert_eq!(s.worker_of(Pid::from_raw(99), None), None);
+    assert_eq!(s.worker_of(pid), Some((1, 2)));
+    assert_eq!(s.worker_of(Pid::from_raw(99)), None);
+    assert_eq!(
+        s.describe_worker(1, 2),
+        Some(format!("generation 1 worker 2 (pid {pid})"))
+    );
 }
 
 #[test]
