@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use nix::sys::signal::Signal;
 
-use super::generation::{Phase, ReadyMode, WorkerState};
+use super::generation::{Phase, ReadyMode, Worker, WorkerState};
 use super::{PROBE_INTERVAL, ProcessControl, Supervisor, ask_to_stop};
 use crate::duration::format_duration;
 use crate::notify::NotifyMessage;
@@ -17,17 +17,21 @@ impl<P: ProcessControl> Supervisor<P> {
     /// Handles one sd_notify message from worker `index` of generation
     /// `number` (the sender was attributed to it).
     pub fn on_notify(&mut self, number: u32, index: u32, message: &NotifyMessage, now: Instant) {
+        self.apply_notify(number, index, message, now);
+        #[cfg(test)]
+        self.check_indexes();
+    }
+
+    fn apply_notify(&mut self, number: u32, index: u32, message: &NotifyMessage, now: Instant) {
         let ready_mode = self.config.ready.clone();
-        let Some((_, _, describe)) = self.worker_view(number, index) else {
+        let Some(describe) = self.describe_worker(number, index) else {
             return;
         };
-        let Some(worker) = self
-            .generation_mut(number)
-            .and_then(|g| g.worker_mut(index))
-        else {
-            return;
-        };
-        if let Some(text) = &message.status {
+        if let Some(text) = &message.status
+            && let Some(mut worker) = self
+                .generation_mut(number)
+                .and_then(|g| g.worker_mut(index))
+        {
             worker.status_text = Some(text.clone());
         }
         if message.watchdog_ping || message.watchdog_trigger || message.watchdog_timeout.is_some() {
@@ -40,12 +44,6 @@ impl<P: ProcessControl> Supervisor<P> {
                 now,
             );
         }
-        let Some(worker) = self
-            .generation_mut(number)
-            .and_then(|g| g.worker_mut(index))
-        else {
-            return;
-        };
         if let Some(errno) = message.errno {
             tracing::warn!("{describe} reports ERRNO={errno}");
         }
@@ -60,12 +58,19 @@ impl<P: ProcessControl> Supervisor<P> {
                 }
             );
         }
+        let Some(mut worker) = self
+            .generation_mut(number)
+            .and_then(|g| g.worker_mut(index))
+        else {
+            return;
+        };
         if worker.state != WorkerState::Starting {
             return;
         }
         if let (Some(extend), Some(deadline)) = (message.extend_timeout, worker.deadline) {
             worker.deadline = Some(deadline.max(now + extend));
         }
+        drop(worker);
         if message.ready && ready_mode == ReadyMode::Notify {
             self.mark_worker_ready(number, index, now);
         }
@@ -91,9 +96,8 @@ impl<P: ProcessControl> Supervisor<P> {
     pub(super) fn on_probe_exit(&mut self, exit: Exit, now: Instant) -> bool {
         let Some((number, index)) = self.generations.iter().find_map(|g| {
             g.workers
-                .iter()
-                .find(|w| w.probe_pid == Some(exit.pid))
-                .map(|w| (g.number, w.index))
+                .index_of_probe(exit.pid)
+                .map(|index| (g.number, index))
         }) else {
             return false;
         };
@@ -102,7 +106,7 @@ impl<P: ProcessControl> Supervisor<P> {
         };
         let phase = generation.phase;
         let describe = generation.describe();
-        let Some(worker) = generation.worker_mut(index) else {
+        let Some(mut worker) = generation.worker_mut(index) else {
             return true;
         };
         worker.probe_pid = None;
@@ -111,6 +115,7 @@ impl<P: ProcessControl> Supervisor<P> {
             return true;
         }
         if exit.status.success() {
+            drop(worker);
             self.mark_worker_ready(number, index, now);
         } else {
             tracing::debug!("{describe} readiness probe {}", exit.status);
@@ -145,7 +150,7 @@ impl<P: ProcessControl> Supervisor<P> {
                     "{describe} was not ready within {}; stopping it",
                     format_duration(ready_timeout)
                 );
-                let Some(worker) = self
+                let Some(mut worker) = self
                     .generation_mut(number)
                     .and_then(|g| g.worker_mut(index))
                 else {
@@ -156,13 +161,14 @@ impl<P: ProcessControl> Supervisor<P> {
                 worker.probe_at = None;
                 let probe = worker.probe_pid.take();
                 let pid = worker.pid;
+                drop(worker);
                 if let Some(probe) = probe {
                     self.processes.signal_group(probe, Signal::SIGKILL);
                 }
                 ask_to_stop(&mut self.processes, pid, stop_signal);
             }
             (WorkerState::Starting, _) => {
-                let Some(worker) = self
+                let Some(mut worker) = self
                     .generation_mut(number)
                     .and_then(|g| g.worker_mut(index))
                 else {
@@ -170,12 +176,13 @@ impl<P: ProcessControl> Supervisor<P> {
                 };
                 worker.probe_at = None;
                 let pid = worker.pid;
+                drop(worker);
                 match ready_mode {
                     ReadyMode::Delay(_) => self.mark_worker_ready(number, index, now),
                     ReadyMode::Exec(command) => {
                         match self.processes.spawn_probe(&command, number, pid) {
                             Ok(probe) => {
-                                if let Some(worker) = self
+                                if let Some(mut worker) = self
                                     .generation_mut(number)
                                     .and_then(|g| g.worker_mut(index))
                                 {
@@ -198,7 +205,7 @@ impl<P: ProcessControl> Supervisor<P> {
                     "{describe} did not exit within {}; killing its process group",
                     format_duration(stop_timeout)
                 );
-                if let Some(worker) = self
+                if let Some(mut worker) = self
                     .generation_mut(number)
                     .and_then(|g| g.worker_mut(index))
                 {
@@ -220,15 +227,17 @@ impl<P: ProcessControl> Supervisor<P> {
         }
         tracing::warn!("generation {number} worker {index}: {reason}");
         let (stop_timeout, stop_signal) = (self.config.stop_timeout, self.config.stop_signal);
-        if let Some(worker) = self
+        let Some(mut worker) = self
             .generation_mut(number)
             .and_then(|g| g.worker_mut(index))
-        {
-            worker.state = WorkerState::Stopping;
-            worker.deadline = Some(now + stop_timeout);
-            let pid = worker.pid;
-            ask_to_stop(&mut self.processes, pid, stop_signal);
-        }
+        else {
+            return;
+        };
+        worker.state = WorkerState::Stopping;
+        worker.deadline = Some(now + stop_timeout);
+        let pid = worker.pid;
+        drop(worker);
+        ask_to_stop(&mut self.processes, pid, stop_signal);
     }
 
     /// Worker `index` is ready. Its generation becomes ready once all are.
@@ -237,21 +246,19 @@ impl<P: ProcessControl> Supervisor<P> {
             return;
         };
         let phase = generation.phase;
-        let Some(worker) = generation.worker_mut(index) else {
-            return;
+        let (worker, probe) = {
+            let Some(mut worker) = generation.worker_mut(index) else {
+                return;
+            };
+            worker.state = WorkerState::Ready;
+            worker.deadline = None;
+            worker.probe_at = None;
+            let probe = worker.probe_pid.take();
+            (Worker::clone(&worker), probe)
         };
-        worker.state = WorkerState::Ready;
-        worker.deadline = None;
-        worker.probe_at = None;
-        let probe = worker.probe_pid.take();
-        let worker = worker.clone();
         let all_ready = generation.all_ready();
         let describe = generation.describe_worker(&worker);
-        let ready_count = generation
-            .workers
-            .iter()
-            .filter(|w| w.state == WorkerState::Ready)
-            .count();
+        let ready_count = generation.serving_count();
         let size = generation.size();
         if let Some(probe) = probe {
             self.processes.signal_group(probe, Signal::SIGKILL);

@@ -9,11 +9,12 @@
 //! rollout that stopped part-way leaves several generations serving (run
 //! `upgrade` first), and while another scale is in progress.
 
+use std::collections::{BTreeSet, HashSet};
 use std::time::Instant;
 
 use nix::unistd::Pid;
 
-use super::generation::{Phase, ReadyMode, Slot, WorkerState};
+use super::generation::{Phase, ReadyMode, Worker, WorkerState};
 use super::upgrade::{UpgradeId, UpgradeRejection};
 use super::{ProcessControl, Supervisor, ask_to_stop};
 use crate::duration::format_duration;
@@ -25,9 +26,9 @@ pub(super) struct Scale {
     pub generation: u32,
     pub workers: u32,
     /// Indexes of new workers not yet ready.
-    pub starting: Vec<u32>,
+    pub starting: BTreeSet<u32>,
     /// Removed workers not yet exited.
-    pub draining: Vec<Pid>,
+    pub draining: HashSet<Pid>,
 }
 
 impl<P: ProcessControl> Supervisor<P> {
@@ -67,8 +68,8 @@ impl<P: ProcessControl> Supervisor<P> {
             id,
             generation: number,
             workers,
-            starting: Vec::new(),
-            draining: Vec::new(),
+            starting: BTreeSet::new(),
+            draining: HashSet::new(),
         });
         self.progress(
             Some(id),
@@ -80,6 +81,8 @@ impl<P: ProcessControl> Supervisor<P> {
             self.remove_workers(number, workers, now);
         }
         self.finish_scale_if_done(now);
+        #[cfg(test)]
+        self.check_indexes();
         Ok(id)
     }
 
@@ -87,7 +90,7 @@ impl<P: ProcessControl> Supervisor<P> {
         let Some(generation) = self.generation_mut(number) else {
             return;
         };
-        generation.slots.resize(to as usize, Slot::default());
+        generation.slots.resize(to as usize);
         for index in from..to {
             match self.processes.spawn(number, index, false) {
                 Ok(pid) => {
@@ -96,9 +99,9 @@ impl<P: ProcessControl> Supervisor<P> {
                         return;
                     };
                     let message = format!("{} started", generation.describe_worker(&worker));
-                    generation.workers.push(worker);
+                    generation.workers.insert(worker);
                     if let Some(scale) = &mut self.scale {
-                        scale.starting.push(index);
+                        scale.starting.insert(index);
                     }
                     tracing::info!("{message}");
                     self.progress(self.scale.as_ref().map(|s| s.id), message);
@@ -119,32 +122,38 @@ impl<P: ProcessControl> Supervisor<P> {
         let Some(generation) = self.generation_mut(number) else {
             return;
         };
-        generation.slots.truncate(to as usize);
+        generation.slots.resize(to as usize);
         let mut removed = Vec::new();
-        for worker in &mut generation.workers {
+        generation.workers.for_each_mut(|worker| {
             if worker.index >= to && worker.state != WorkerState::Draining {
                 worker.state = WorkerState::Draining;
                 worker.deadline = Some(now + drain_timeout);
                 worker.probe_at = None;
-                removed.push((worker.clone(), worker.probe_pid.take()));
+                let probe = worker.probe_pid.take();
+                removed.push((worker.clone(), probe));
             }
-        }
-        let generation = generation.clone();
-        for (worker, probe) in removed {
+        });
+        let removed: Vec<(Worker, Option<Pid>, String)> = removed
+            .into_iter()
+            .map(|(worker, probe)| {
+                let describe = generation.describe_worker(&worker);
+                (worker, probe, describe)
+            })
+            .collect();
+        for (worker, probe, describe) in removed {
             if let Some(probe) = probe {
                 self.processes
                     .signal_group(probe, nix::sys::signal::Signal::SIGKILL);
             }
             ask_to_stop(&mut self.processes, worker.pid, stop_signal);
             let message = format!(
-                "{} sent {}; draining for up to {}",
-                generation.describe_worker(&worker),
+                "{describe} sent {}; draining for up to {}",
                 stop_signal.as_str(),
                 format_duration(drain_timeout)
             );
             tracing::info!("{message}");
             if let Some(scale) = &mut self.scale {
-                scale.draining.push(worker.pid);
+                scale.draining.insert(worker.pid);
             }
             self.progress(self.scale.as_ref().map(|s| s.id), message);
         }
@@ -155,7 +164,7 @@ impl<P: ProcessControl> Supervisor<P> {
         if let Some(scale) = &mut self.scale
             && scale.generation == number
         {
-            scale.starting.retain(|i| *i != index);
+            scale.starting.remove(&index);
         }
         self.finish_scale_if_done(now);
     }
@@ -176,8 +185,7 @@ impl<P: ProcessControl> Supervisor<P> {
         if scale.generation != number {
             return false;
         }
-        if scale.draining.contains(&pid) {
-            scale.draining.retain(|p| *p != pid);
+        if scale.draining.remove(&pid) {
             self.finish_scale_if_done(now);
             return false;
         }
@@ -191,9 +199,9 @@ impl<P: ProcessControl> Supervisor<P> {
     /// A worker the scale added cannot become ready: its slot is given up
     /// and the scale reports the failure with what serves.
     fn fail_scale_worker(&mut self, number: u32, index: u32, reason: String, now: Instant) {
-        if let Some(slot) = self
+        if let Some(mut slot) = self
             .generation_mut(number)
-            .and_then(|g| g.slots.get_mut(index as usize))
+            .and_then(|g| g.slots.get_mut(index))
         {
             slot.vacant = true;
             slot.restart_at = None;

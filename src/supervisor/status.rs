@@ -77,7 +77,7 @@ impl<P: ProcessControl> Supervisor<P> {
                             index: w.index,
                             pid: w.pid.as_raw(),
                             state: w.state,
-                            restarts: g.slots.get(w.index as usize).map_or(0, |s| s.restarts),
+                            restarts: g.slots.get(w.index).map_or(0, |s| s.restarts),
                             age_ms: age(w.started),
                             status: w.status_text.clone(),
                         })
