@@ -70,7 +70,8 @@ impl<P: ProcessControl> Supervisor<P> {
                 .generations
                 .iter()
                 .map(|g| {
-                    let mut workers: Vec<WorkerStatus> = g
+                    // In index order: workers are kept by slot.
+                    let workers: Vec<WorkerStatus> = g
                         .workers
                         .iter()
                         .map(|w| WorkerStatus {
@@ -82,7 +83,6 @@ impl<P: ProcessControl> Supervisor<P> {
                             status: w.status_text.clone(),
                         })
                         .collect();
-                    workers.sort_by_key(|w| w.index);
                     GenerationStatus {
                         generation: g.number,
                         pid: g.worker(0).map_or(0, |w| w.pid.as_raw()),
