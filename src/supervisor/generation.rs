@@ -10,7 +10,7 @@
 //! a guard ([`WorkerMut`], [`SlotMut`]) that brings the indexes up to date
 //! when it is dropped, so they cannot drift from what they index.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::{Deref, DerefMut};
 use std::time::{Duration, Instant};
 
@@ -195,8 +195,10 @@ impl WorkerKeys {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct WorkerIndex {
-    by_pid: HashMap<Pid, u32>,
-    by_probe: HashMap<Pid, u32>,
+    // Ordered maps rather than hash maps: O(log N) as well, and no random
+    // seed to draw from the system.
+    by_pid: BTreeMap<Pid, u32>,
+    by_probe: BTreeMap<Pid, u32>,
     timers: BTreeSet<(Instant, u32, WorkerTimer)>,
     /// Starting and ready workers, by (starting, index): the last is the
     /// one a rollout retires first.

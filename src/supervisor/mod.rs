@@ -15,6 +15,12 @@
 //! The concerns live in submodules: `workers` (spawning and exits),
 //! `readiness`, `upgrade`, `restart` and `stop`.
 //!
+//! Cost: handling one event (a notify message, an exit, a tick, finding
+//! the next deadline) is O(log N) in the number of workers, never a scan of
+//! them; `generation` keeps the indexes that make it so. What is about
+//! every worker by nature (starting a generation, stopping one, `status`)
+//! costs O(N) once, not per worker.
+//!
 //! Rules that users rely on:
 //! - at most one generation is `starting` at a time; a second upgrade request
 //!   meanwhile is refused with the reason;

@@ -9,7 +9,7 @@
 //! rollout that stopped part-way leaves several generations serving (run
 //! `upgrade` first), and while another scale is in progress.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 use nix::unistd::Pid;
@@ -28,7 +28,7 @@ pub(super) struct Scale {
     /// Indexes of new workers not yet ready.
     pub starting: BTreeSet<u32>,
     /// Removed workers not yet exited.
-    pub draining: HashSet<Pid>,
+    pub draining: BTreeSet<Pid>,
 }
 
 impl<P: ProcessControl> Supervisor<P> {
@@ -69,7 +69,7 @@ impl<P: ProcessControl> Supervisor<P> {
             generation: number,
             workers,
             starting: BTreeSet::new(),
-            draining: HashSet::new(),
+            draining: BTreeSet::new(),
         });
         self.progress(
             Some(id),
