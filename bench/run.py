@@ -702,30 +702,37 @@ def median(values):
 
 def scenario_many_workers(bins, scale):
     """9. Many workers: start, all-at-once upgrade, status, stop, memory,
-    watchdog pings and idle, against a fork/exec floor of the same C child."""
-    results = {"sizes": [], "upgrades": scale["many_upgrades"]}
+    watchdog pings and idle, against a fork/exec floor of the same C child.
+    For each N the floor and sockvisor take turns, `many_rounds` times (one
+    start and one upgrade each), so that a burst of other work on the
+    machine falls on both sides; medians are kept."""
+    results = {"sizes": [], "rounds": scale["many_rounds"]}
     with tempfile.TemporaryDirectory() as workdir:
         programs = compile_c(workdir)
         for workers in scale["many_sizes"]:
-            floor = floor_run(programs, workers, scale["many_upgrades"])
-            with tempfile.TemporaryDirectory() as rundir:
-                sv = sockvisor_workers(bins, programs, rundir, workers, scale["many_upgrades"])
+            floors, runs = [], []
+            for _ in range(scale["many_rounds"]):
+                floors.append(floor_run(programs, workers, 1))
+                with tempfile.TemporaryDirectory() as rundir:
+                    runs.append(sockvisor_workers(bins, programs, rundir, workers, 1))
+            statuses = [status for run in runs for status in run["status"]]
             results["sizes"].append({
                 "workers": workers,
-                "floor_start_s": floor["start_s"],
-                "floor_upgrade_ready_s": median(r for r, _ in floor["upgrades"]),
-                "floor_upgrade_done_s": median(d for _, d in floor["upgrades"]),
-                "floor_stop_s": floor["stop_s"],
-                "start_s": sv["start_s"],
-                "upgrade_ready_s": median(r["ready_s"] for r in sv["upgrades"]),
-                "upgrade_done_s": median(r["done_s"] for r in sv["upgrades"]),
-                "upgrade_cpu_s": median(r["cpu_s"] for r in sv["upgrades"]),
-                "status_s": median(t for t, _ in sv["status"]),
-                "status_max_s": max(t for t, _ in sv["status"]),
-                "status_bytes": sv["status"][-1][1],
-                "rss_kib": sv["rss_kib"],
-                "peak_rss_kib": sv["peak_rss_kib"],
-                "stop_s": sv["stop_s"],
+                "floor_start_s": median(f["start_s"] for f in floors),
+                "floor_upgrade_ready_s": median(f["upgrades"][0][0] for f in floors),
+                "floor_upgrade_done_s": median(f["upgrades"][0][1] for f in floors),
+                "floor_stop_s": median(f["stop_s"] for f in floors),
+                "start_s": median(r["start_s"] for r in runs),
+                "upgrade_ready_s": median(r["upgrades"][0]["ready_s"] for r in runs),
+                "upgrade_done_s": median(r["upgrades"][0]["done_s"] for r in runs),
+                "upgrade_cpu_s": median(r["upgrades"][0]["cpu_s"] for r in runs),
+                "status_s": median(t for t, _ in statuses),
+                "status_max_s": max(t for t, _ in statuses),
+                "status_bytes": statuses[-1][1],
+                "rss_kib": max(r["rss_kib"] for r in runs),
+                "peak_rss_kib": max(r["peak_rss_kib"] for r in runs),
+                "stop_s": median(r["stop_s"] for r in runs),
+                "stop_max_s": max(r["stop_s"] for r in runs),
             })
         largest = max(scale["many_sizes"])
         with tempfile.TemporaryDirectory() as rundir:
@@ -902,9 +909,12 @@ def report_many_workers(m, smoke):
     add("execs the same child N times and reads its N datagrams, with no supervision at all; an")
     add("upgrade of the floor starts N new copies, waits for their N READY=1, then sends SIGQUIT to the")
     add("N old ones and reaps them. Both are compiled with `gcc -O2` at run time. sockvisor runs")
-    add(f"`sockvisor run --listen 127.0.0.1:0 --workers N -- worker_child` and is upgraded over the control")
-    add(f"socket, {m['upgrades']} upgrade(s) per N (medians shown); \"ready\" is the new generation's \"is ready\"")
-    add("progress line, \"done\" the result, sent once the old generation has exited.")
+    add("`sockvisor run --listen 127.0.0.1:0 --workers N -- worker_child` and is upgraded once over the")
+    add("control socket; \"ready\" is the new generation's \"is ready\" progress line, \"done\" the result,")
+    add(f"sent once the old generation has exited. For each N the floor and sockvisor take {m['rounds']} turns")
+    add("each (start, one upgrade, stop); the tables show medians, and the largest RSS and status time.")
+    add("Start is timed from launching the program to its line saying all are ready; the rest from the")
+    add("request written on the control socket (or the line written to the floor) to each answer.")
     add("")
     sizes = {r["workers"]: r for r in m["sizes"]}
     rest_n = m["rest_workers"]
@@ -922,9 +932,9 @@ def report_many_workers(m, smoke):
     n = top["workers"]
     per_worker = top["upgrade_cpu_s"] / n * 1e6
     add(f"| sockvisor CPU ≤ 100 µs per worker per upgrade, {n} workers | {per_worker:.0f} µs ({top['upgrade_cpu_s'] * 1000:.0f} ms per upgrade) | {check(per_worker <= 100)} |")
-    add(f"| stop ≤ 2 s, {n} workers | {top['stop_s'] * 1000:.0f} ms | {check(top['stop_s'] <= 2)} |")
-    add(f"| status answers within 50 ms, {n} workers | {top['status_max_s'] * 1000:.1f} ms max of 5 ({top['status_bytes']} bytes) | {check(top['status_max_s'] <= 0.05)} |")
-    add(f"| RSS ≤ 8 MiB, {n} workers | {top['rss_kib']} KiB after the upgrades, peak {top['peak_rss_kib']} KiB | {check(top['peak_rss_kib'] <= 8192)} |")
+    add(f"| stop ≤ 2 s, {n} workers | {top['stop_s'] * 1000:.0f} ms median, {top['stop_max_s'] * 1000:.0f} ms max | {check(top['stop_max_s'] <= 2)} |")
+    add(f"| status answers within 50 ms, {n} workers | {top['status_max_s'] * 1000:.1f} ms max of {5 * m['rounds']} ({top['status_bytes']} bytes) | {check(top['status_max_s'] <= 0.05)} |")
+    add(f"| RSS ≤ 8 MiB, {n} workers | {top['rss_kib']} KiB after the upgrade, peak {top['peak_rss_kib']} KiB | {check(top['peak_rss_kib'] <= 8192)} |")
     wd, idle = m["watchdog"], m["idle"]
     add(f"| watchdog pings cost < 2% of a core, {rest_n} workers (`--watchdog 5s`, WATCHDOG=1 every second) | {wd['cpu_share'] * 100:.2f} % over {wd['seconds']:.0f} s ({wd['wakeups']} wake-ups) | {check(wd['cpu_share'] < 0.02)} |")
     add(f"| no idle wake-ups, {rest_n} workers serving | {idle['wakeups']} in {idle['seconds']:.0f} s, {idle['cpu_share'] * 100:.3f} % CPU | {check(idle['wakeups'] == 0)} |")
@@ -990,13 +1000,13 @@ def main():
                      idle_seconds=0.5, sockets=20, leak_upgrades=3,
                      worker_start_ms=50, worker_seconds=2.5, worker_steady=0.4, worker_upgrades=2,
                      reexec_timing=3, reexec_under_load=3, reexec_load_seconds=1.5, reexec_pause=0.1,
-                     many_sizes=[4, 16], many_upgrades=1, many_rest_seconds=0.5)
+                     many_sizes=[4, 16], many_rounds=1, many_rest_seconds=0.5)
     else:
         scale = dict(rounds=2, seconds=5, upgrades=10, pause=0.3, slow_ms=1500, timing_upgrades=21,
                      idle_seconds=10, sockets=1000, leak_upgrades=100,
                      worker_start_ms=300, worker_seconds=11, worker_steady=1.2, worker_upgrades=3,
                      reexec_timing=21, reexec_under_load=20, reexec_load_seconds=8, reexec_pause=0.3,
-                     many_sizes=[16, 64, 256, 512, 1024], many_upgrades=3, many_rest_seconds=10)
+                     many_sizes=[16, 64, 256, 512, 1024], many_rounds=3, many_rest_seconds=10)
     if args.sizes:
         scale["many_sizes"] = [int(n) for n in args.sizes.split(",")]
     if args.sockvisor and args.write:
