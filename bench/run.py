@@ -901,6 +901,9 @@ def report_many_workers(m, smoke):
     out = []
     add = out.append
     load_before, load_after = m["load"]
+    command = " ".join(["python3", os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
+    add(f"Measured by `{command}`.")
+    add("")
     add(f"Machine: {machine()}. Load average (1 min) {load_before:.2f} when the scenario began, {load_after:.2f} when it ended")
     add("(the machine's two cores are shared: other work running meanwhile shows in these figures).")
     add("")
