@@ -322,8 +322,8 @@ impl<P: ProcessControl> Supervisor<P> {
 
     /// How log lines name worker `index` of generation `number`.
     pub fn describe_worker(&self, number: u32, index: u32) -> Option<String> {
-        self.worker_view(number, index)
-            .map(|(_, _, describe)| describe)
+        let generation = self.generation(number)?;
+        Some(generation.describe_worker(generation.worker(index)?))
     }
 
     /// Tests only: every generation's indexes agree with what they index

@@ -23,10 +23,13 @@ impl<P: ProcessControl> Supervisor<P> {
     }
 
     fn apply_notify(&mut self, number: u32, index: u32, message: &NotifyMessage, now: Instant) {
-        let ready_mode = self.config.ready.clone();
-        let Some(describe) = self.describe_worker(number, index) else {
+        if self
+            .generation(number)
+            .and_then(|g| g.worker(index))
+            .is_none()
+        {
             return;
-        };
+        }
         if let Some(text) = &message.status
             && let Some(mut worker) = self
                 .generation_mut(number)
@@ -44,12 +47,16 @@ impl<P: ProcessControl> Supervisor<P> {
                 now,
             );
         }
+        // Named only when there is something to log: a watchdog ping, the
+        // most frequent message, needs no text.
+        let describe = || self.describe_worker(number, index).unwrap_or_default();
         if let Some(errno) = message.errno {
-            tracing::warn!("{describe} reports ERRNO={errno}");
+            tracing::warn!("{} reports ERRNO={errno}", describe());
         }
         if message.stopping || message.reloading {
             tracing::debug!(
-                "{describe} reports{}{}",
+                "{} reports{}{}",
+                describe(),
                 if message.stopping { " STOPPING=1" } else { "" },
                 if message.reloading {
                     " RELOADING=1"
@@ -71,7 +78,7 @@ impl<P: ProcessControl> Supervisor<P> {
             worker.deadline = Some(deadline.max(now + extend));
         }
         drop(worker);
-        if message.ready && ready_mode == ReadyMode::Notify {
+        if message.ready && self.config.ready == ReadyMode::Notify {
             self.mark_worker_ready(number, index, now);
         }
     }
