@@ -1,14 +1,20 @@
 #!/usr/bin/env python3
 """sockvisor's benchmark suite: one command runs every scenario.
 
-    python3 bench/run.py [--smoke] [--write docs/BENCHMARKS.md]
+    python3 bench/run.py [--smoke] [--write docs/BENCHMARKS.md] [--only NAME,...]
 
 It builds the release binaries (sockvisor, the probe server, the load
 generator), runs each scenario with its comparison side by side, prints the
 results as Markdown, checks them against the targets, and with --write
 stores the report. --smoke runs every scenario for a moment with debug
 binaries, to prove the instruments work (used by CI); its figures mean
-nothing. All traffic goes to 127.0.0.1. Every process it starts is stopped
+nothing. It does not need matplotlib; like every run it needs gcc, for the
+C worker and floor of the many-workers scenario (bench/*.c, compiled into a
+temporary directory). --only runs the named scenarios (e.g. --only
+many_workers); with --write, the "Many workers" section is replaced on its
+own, the "Results" section only when all of its scenarios ran. With
+matplotlib installed, --write also draws docs/many_workers.svg, shown in the
+report. All traffic goes to 127.0.0.1. Every process it starts is stopped
 before it returns, also on failure.
 """
 
@@ -22,6 +28,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,7 +40,7 @@ def build(profile):
     if profile == "release":
         args.append("--release")
     subprocess.run(args, cwd=ROOT, check=True)
-    target = os.path.join(ROOT, "target", profile)
+    target = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), profile)
     return {
         "sockvisor": os.path.join(target, "sockvisor"),
         "probe": os.path.join(target, "examples", "probe_server"),
@@ -510,6 +517,266 @@ def scenario_reexec(bins, scale):
     }
 
 
+# ----- many workers -----
+
+def compile_c(workdir):
+    """Builds the C worker and the fork/exec floor (bench/*.c) into workdir."""
+    programs = {}
+    for name in ("worker_child", "spawn_floor"):
+        path = os.path.join(workdir, name)
+        subprocess.run(["gcc", "-O2", "-o", path, os.path.join(ROOT, "bench", f"{name}.c")],
+                       check=True)
+        programs[name] = path
+    return programs
+
+
+def cpu_seconds(pid):
+    """CPU time `pid` has used: nanoseconds from schedstat where the kernel
+    keeps it, clock ticks otherwise."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            return int(f.read().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read().rsplit(")", 1)[1].split()
+        return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def memory_kib(pid):
+    fields = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            fields[key] = value.strip()
+    return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0]), \
+        int(fields["voluntary_ctxt_switches"]) + int(fields["nonvoluntary_ctxt_switches"])
+
+
+def floor_run(programs, workers, upgrades):
+    """The fork/exec floor: seconds to start `workers` and hear them all,
+    then per upgrade seconds to the new ones' READY=1 and to the old ones
+    reaped."""
+    began = time.monotonic()
+    process = subprocess.Popen([programs["spawn_floor"], str(workers), programs["worker_child"]],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    STARTED.append(process)
+
+    def expect(line):
+        got = process.stdout.readline().strip()
+        if got != line:
+            raise RuntimeError(f"spawn_floor said {got!r}, expected {line!r}")
+        return time.monotonic()
+
+    start = expect("ready") - began
+    rounds = []
+    for _ in range(upgrades):
+        asked = time.monotonic()
+        process.stdin.write("upgrade\n")
+        process.stdin.flush()
+        ready = expect("upgrade ready") - asked
+        done = expect("upgrade done") - asked
+        rounds.append((ready, done))
+    asked = time.monotonic()
+    process.stdin.write("stop\n")
+    process.stdin.flush()
+    stop = expect("stopped") - asked
+    process.wait(timeout=60)
+    return {"start_s": start, "upgrades": rounds, "stop_s": stop}
+
+
+class LogLines:
+    """sockvisor's stderr, read as it comes, each line with its arrival time."""
+
+    def __init__(self, stream):
+        self.lines = []
+        self.changed = threading.Condition()
+        self.thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self.thread.start()
+
+    def _read(self, stream):
+        for line in stream:
+            with self.changed:
+                self.lines.append((time.monotonic(), line))
+                self.changed.notify_all()
+
+    def wait_for(self, pattern, timeout=120.0):
+        """The arrival time of the first line matching `pattern`."""
+        pattern = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        seen = 0
+        with self.changed:
+            while True:
+                for at, line in self.lines[seen:]:
+                    if pattern.search(line):
+                        return at
+                seen = len(self.lines)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise RuntimeError(f"timed out waiting for a log line matching {pattern.pattern}")
+                self.changed.wait(left)
+
+
+def control_request(control, command):
+    """One request on the control socket: returns (seconds from sending it to
+    each reply, the replies, the bytes of the final one)."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(control)
+        reader = s.makefile("rb")
+        began = time.monotonic()
+        s.sendall(json.dumps(dict(version=1, command=command)).encode() + b"\n")
+        replies = []
+        for line in reader:
+            reply = json.loads(line)
+            replies.append((time.monotonic() - began, reply))
+            if reply["type"] == "result":
+                return replies, len(line)
+    raise RuntimeError(f"{command}: the control socket closed without a result")
+
+
+def sockvisor_workers(bins, programs, workdir, workers, upgrades, run_args=()):
+    """sockvisor running `workers` C workers: start → all ready, then
+    `upgrades` all-at-once upgrades, each with sockvisor's CPU time, status
+    latency and size, memory, and the stop."""
+    control = os.path.join(workdir, "control.sock")
+    env = dict(os.environ, SOCKVISOR_CONTROL=control)
+    args = [bins["sockvisor"], "run", "--listen", "127.0.0.1:0", "--workers", str(workers),
+            *run_args, "--", programs["worker_child"]]
+    began = time.monotonic()
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               env=env)
+    STARTED.append(process)
+    log = LogLines(process.stderr)
+    start = log.wait_for(r"generation 1 \(\d+ workers\) is ready after") - began
+    rounds = []
+    for _ in range(upgrades):
+        cpu = cpu_seconds(process.pid)
+        replies, _ = control_request(control, "upgrade")
+        cpu = cpu_seconds(process.pid) - cpu
+        ready = next(at for at, r in replies if re.search(r"\(\d+ workers\) is ready after", r["message"]))
+        done, result = replies[-1]
+        if not result["ok"]:
+            raise RuntimeError(f"upgrade failed: {result['message']}")
+        rounds.append({"ready_s": ready, "done_s": done, "cpu_s": cpu})
+    statuses = []
+    for _ in range(5):
+        replies, size = control_request(control, "status")
+        statuses.append((replies[-1][0], size))
+    rss, peak, _ = memory_kib(process.pid)
+    asked = time.monotonic()
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(control)
+        s.sendall(b'{"version":1,"command":"stop"}\n')
+        process.wait(timeout=60)
+    stop = time.monotonic() - asked
+    return {"start_s": start, "upgrades": rounds, "status": statuses, "rss_kib": rss,
+            "peak_rss_kib": peak, "stop_s": stop}
+
+
+def sockvisor_at_rest(bins, programs, workdir, workers, seconds, run_args=()):
+    """sockvisor's CPU share and wake-ups while `workers` workers serve,
+    over `seconds` (after they are all ready and a moment's settling)."""
+    control = os.path.join(workdir, "control.sock")
+    env = dict(os.environ, SOCKVISOR_CONTROL=control)
+    args = [bins["sockvisor"], "run", "--listen", "127.0.0.1:0", "--workers", str(workers),
+            *run_args, "--", programs["worker_child"]]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               env=env)
+    STARTED.append(process)
+    log = LogLines(process.stderr)
+    log.wait_for(r"generation 1 \(\d+ workers\) is ready after")
+    time.sleep(min(2.0, seconds))
+    cpu, (_, _, switches) = cpu_seconds(process.pid), memory_kib(process.pid)
+    time.sleep(seconds)
+    cpu, (_, _, after) = cpu_seconds(process.pid) - cpu, memory_kib(process.pid)
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(control)
+        s.sendall(b'{"version":1,"command":"stop"}\n')
+        process.wait(timeout=60)
+    return {"seconds": seconds, "cpu_share": cpu / seconds, "wakeups": after - switches}
+
+
+def median(values):
+    values = sorted(values)
+    return values[len(values) // 2]
+
+
+def scenario_many_workers(bins, scale):
+    """9. Many workers: start, all-at-once upgrade, status, stop, memory,
+    watchdog pings and idle, against a fork/exec floor of the same C child.
+    For each N the floor and sockvisor take turns, `many_rounds` times (one
+    start and one upgrade each), so that a burst of other work on the
+    machine falls on both sides; medians are kept."""
+    results = {"sizes": [], "rounds": scale["many_rounds"]}
+    with tempfile.TemporaryDirectory() as workdir:
+        programs = compile_c(workdir)
+        for workers in scale["many_sizes"]:
+            floors, runs = [], []
+            for _ in range(scale["many_rounds"]):
+                floors.append(floor_run(programs, workers, 1))
+                with tempfile.TemporaryDirectory() as rundir:
+                    runs.append(sockvisor_workers(bins, programs, rundir, workers, 1))
+            statuses = [status for run in runs for status in run["status"]]
+            results["sizes"].append({
+                "workers": workers,
+                "floor_start_s": median(f["start_s"] for f in floors),
+                "floor_upgrade_ready_s": median(f["upgrades"][0][0] for f in floors),
+                "floor_upgrade_done_s": median(f["upgrades"][0][1] for f in floors),
+                "floor_stop_s": median(f["stop_s"] for f in floors),
+                "start_s": median(r["start_s"] for r in runs),
+                "upgrade_ready_s": median(r["upgrades"][0]["ready_s"] for r in runs),
+                "upgrade_done_s": median(r["upgrades"][0]["done_s"] for r in runs),
+                "upgrade_cpu_s": median(r["upgrades"][0]["cpu_s"] for r in runs),
+                "status_s": median(t for t, _ in statuses),
+                "status_max_s": max(t for t, _ in statuses),
+                "status_bytes": statuses[-1][1],
+                "rss_kib": max(r["rss_kib"] for r in runs),
+                "peak_rss_kib": max(r["peak_rss_kib"] for r in runs),
+                "stop_s": median(r["stop_s"] for r in runs),
+                "stop_max_s": max(r["stop_s"] for r in runs),
+            })
+        largest = max(scale["many_sizes"])
+        with tempfile.TemporaryDirectory() as rundir:
+            results["watchdog"] = sockvisor_at_rest(bins, programs, rundir, largest,
+                                                    scale["many_rest_seconds"], ["--watchdog", "5s"])
+        with tempfile.TemporaryDirectory() as rundir:
+            results["idle"] = sockvisor_at_rest(bins, programs, rundir, largest,
+                                                scale["many_rest_seconds"])
+        results["rest_workers"] = largest
+    return results
+
+
+def plot_many_workers(results, path):
+    """Draws time against workers, log-log, sockvisor against the floor.
+    Returns False when matplotlib is not installed."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    sizes = results["sizes"]
+    n = [r["workers"] for r in sizes]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    series = (("start_s", "sockvisor: start → all ready", "C0", "-"),
+              ("floor_start_s", "floor: fork/exec N, N × READY=1", "C0", ":"),
+              ("upgrade_done_s", "sockvisor: all-at-once upgrade (request → result)", "C1", "-"),
+              ("floor_upgrade_done_s", "floor: N new ready, N old reaped", "C1", ":"),
+              ("upgrade_cpu_s", "sockvisor CPU in one upgrade", "C2", "-"))
+    for key, label, color, style in series:
+        ax.plot(n, [r[key] * 1000 for r in sizes], style, marker="o", color=color, label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("workers (N)")
+    ax.set_ylabel("milliseconds")
+    ax.set_title("sockvisor with N workers, against a fork/exec floor")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, metadata={"Date": None})
+    plt.close(fig)
+    return True
+
+
 # ----- report -----
 
 def machine():
@@ -629,61 +896,166 @@ def report(results, smoke):
     return "\n".join(out)
 
 
-def write_results(path, text):
-    """Replaces the "## Results" section of the report at `path`, keeping
-    the prose before and after it; writes just the results to a new file."""
-    head, tail = "", ""
+def report_many_workers(m, smoke):
+    """The many-workers section: targets, one row per N, and the plot."""
+    out = []
+    add = out.append
+    load_before, load_after = m["load"]
+    command = " ".join(["python3", os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
+    add(f"Measured by `{command}`.")
+    add("")
+    add(f"Machine: {machine()}. Load average (1 min) {load_before:.2f} when the scenario began, {load_after:.2f} when it ended")
+    add("(the machine's two cores are shared: other work running meanwhile shows in these figures).")
+    add("")
+    add("Every worker is `bench/worker_child.c`: READY=1 at once, WATCHDOG=1 every second when")
+    add("WATCHDOG_USEC is set, exit 0 on SIGQUIT. The floor is `bench/spawn_floor.c`, which forks and")
+    add("execs the same child N times and reads its N datagrams, with no supervision at all; an")
+    add("upgrade of the floor starts N new copies, waits for their N READY=1, then sends SIGQUIT to the")
+    add("N old ones and reaps them. Both are compiled with `gcc -O2` at run time. sockvisor runs")
+    add("`sockvisor run --listen 127.0.0.1:0 --workers N -- worker_child` and is upgraded once over the")
+    add("control socket; \"ready\" is the new generation's \"is ready\" progress line, \"done\" the result,")
+    add(f"sent once the old generation has exited. For each N the floor and sockvisor take {m['rounds']} turns")
+    add("each (start, one upgrade, stop); the tables show medians, and the largest RSS and status time.")
+    add("Start is timed from launching the program to its line saying all are ready; the rest from the")
+    add("request written on the control socket (or the line written to the floor) to each answer.")
+    add("")
+    sizes = {r["workers"]: r for r in m["sizes"]}
+    rest_n = m["rest_workers"]
+    add("| target | measured | |")
+    add("| --- | --- | --- |")
+    for n in (512, 1024):
+        if n not in sizes:
+            continue
+        r = sizes[n]
+        ratio = r["start_s"] / r["floor_start_s"]
+        add(f"| start → all ready ≤ 2 × floor, {n} workers | {r['start_s'] * 1000:.0f} ms, floor {r['floor_start_s'] * 1000:.0f} ms ({ratio:.2f} ×) | {check(ratio <= 2)} |")
+        ratio = r["upgrade_done_s"] / r["floor_upgrade_done_s"]
+        add(f"| all-at-once upgrade ≤ 2 × floor, {n} workers | {r['upgrade_done_s'] * 1000:.0f} ms, floor {r['floor_upgrade_done_s'] * 1000:.0f} ms ({ratio:.2f} ×) | {check(ratio <= 2)} |")
+    top = sizes[max(sizes)]
+    n = top["workers"]
+    per_worker = top["upgrade_cpu_s"] / n * 1e6
+    add(f"| sockvisor CPU ≤ 100 µs per worker per upgrade, {n} workers | {per_worker:.0f} µs ({top['upgrade_cpu_s'] * 1000:.0f} ms per upgrade) | {check(per_worker <= 100)} |")
+    add(f"| stop ≤ 2 s, {n} workers | {top['stop_s'] * 1000:.0f} ms median, {top['stop_max_s'] * 1000:.0f} ms max | {check(top['stop_max_s'] <= 2)} |")
+    add(f"| status answers within 50 ms, {n} workers | {top['status_max_s'] * 1000:.1f} ms max of {5 * m['rounds']} ({top['status_bytes']} bytes) | {check(top['status_max_s'] <= 0.05)} |")
+    add(f"| RSS ≤ 8 MiB, {n} workers | {top['rss_kib']} KiB after the upgrade, peak {top['peak_rss_kib']} KiB | {check(top['peak_rss_kib'] <= 8192)} |")
+    wd, idle = m["watchdog"], m["idle"]
+    add(f"| watchdog pings cost < 2% of a core, {rest_n} workers (`--watchdog 5s`, WATCHDOG=1 every second) | {wd['cpu_share'] * 100:.2f} % over {wd['seconds']:.0f} s ({wd['wakeups']} wake-ups) | {check(wd['cpu_share'] < 0.02)} |")
+    add(f"| no idle wake-ups, {rest_n} workers serving | {idle['wakeups']} in {idle['seconds']:.0f} s, {idle['cpu_share'] * 100:.3f} % CPU | {check(idle['wakeups'] == 0)} |")
+    add("")
+    add("| N | floor start | sockvisor start | floor upgrade ready / done | sockvisor upgrade ready / done | sockvisor CPU per upgrade (per worker) | status median / max, size | RSS after / peak | stop (floor) |")
+    add("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in m["sizes"]:
+        ms = lambda key: r[key] * 1000
+        add(f"| {r['workers']} | {ms('floor_start_s'):.1f} ms | {ms('start_s'):.1f} ms | {ms('floor_upgrade_ready_s'):.1f} / {ms('floor_upgrade_done_s'):.1f} ms | {ms('upgrade_ready_s'):.1f} / {ms('upgrade_done_s'):.1f} ms | {ms('upgrade_cpu_s'):.1f} ms ({r['upgrade_cpu_s'] / r['workers'] * 1e6:.0f} µs) | {ms('status_s'):.2f} / {ms('status_max_s'):.2f} ms, {r['status_bytes']} B | {r['rss_kib']} / {r['peak_rss_kib']} KiB | {ms('stop_s'):.0f} ms ({ms('floor_stop_s'):.0f} ms) |")
+    if m.get("plot"):
+        add("")
+        add(f"![time against N, log-log: sockvisor and the fork/exec floor]({m['plot']})")
+    if smoke:
+        add("")
+        add("(smoke run: debug binaries and tiny sizes; these figures mean nothing)")
+    return "\n".join(out)
+
+
+def write_section(path, heading, text):
+    """Replaces the section `## heading` of the report at `path` (up to the
+    next `## `), keeping everything else; appends it when it is missing."""
+    old = ""
     if os.path.exists(path):
         with open(path) as f:
             old = f.read()
-        at = old.find("## Results\n")
-        if at != -1:
-            head = old[:at]
-            after = old.find("\n## ", at + 1)
-            tail = old[after + 1:] if after != -1 else ""
+    start = old.find(f"## {heading}\n")
+    if start == -1:
+        new = (old.rstrip("\n") + "\n\n" if old else "") + f"## {heading}\n\n{text}\n"
+    else:
+        after = old.find("\n## ", start + 1)
+        tail = old[after + 1:] if after != -1 else ""
+        new = f"{old[:start]}## {heading}\n\n{text}\n" + (f"\n{tail}" if tail else "")
     with open(path, "w") as f:
-        f.write(f"{head}## Results\n\n{text}\n" + (f"\n{tail}" if tail else ""))
+        f.write(new)
+
+
+SCENARIOS = (("data_path", scenario_data_path), ("upgrades", scenario_upgrades),
+             ("slow_start", scenario_slow_start), ("timing", scenario_timing),
+             ("footprint", scenario_footprint), ("scale", scenario_scale),
+             ("workers", scenario_workers), ("reexec", scenario_reexec),
+             ("many_workers", scenario_many_workers))
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="run every scenario briefly (CI)")
     parser.add_argument("--write", metavar="PATH", help="write the Markdown report here")
+    parser.add_argument("--only", metavar="NAMES",
+                        help="comma-separated scenarios to run: " + ", ".join(n for n, _ in SCENARIOS))
+    parser.add_argument("--sizes", metavar="N,...",
+                        help="worker counts for the many-workers scenario (default 16,64,256,512,1024)")
+    parser.add_argument("--sockvisor", metavar="PATH",
+                        help="measure this sockvisor binary instead of the one built (e.g. an older "
+                             "build, to compare); its report is printed, not written")
     args = parser.parse_args()
+    names = [n for n, _ in SCENARIOS]
+    chosen = args.only.split(",") if args.only else names
+    unknown = [n for n in chosen if n not in names]
+    if unknown:
+        parser.error(f"unknown scenario {', '.join(unknown)} (choose from {', '.join(names)})")
     if args.smoke:
         scale = dict(rounds=1, seconds=0.3, upgrades=2, pause=0.1, slow_ms=300, timing_upgrades=3,
                      idle_seconds=0.5, sockets=20, leak_upgrades=3,
                      worker_start_ms=50, worker_seconds=2.5, worker_steady=0.4, worker_upgrades=2,
-                     reexec_timing=3, reexec_under_load=3, reexec_load_seconds=1.5, reexec_pause=0.1)
+                     reexec_timing=3, reexec_under_load=3, reexec_load_seconds=1.5, reexec_pause=0.1,
+                     many_sizes=[4, 16], many_rounds=1, many_rest_seconds=0.5)
     else:
         scale = dict(rounds=2, seconds=5, upgrades=10, pause=0.3, slow_ms=1500, timing_upgrades=21,
                      idle_seconds=10, sockets=1000, leak_upgrades=100,
                      worker_start_ms=300, worker_seconds=11, worker_steady=1.2, worker_upgrades=3,
-                     reexec_timing=21, reexec_under_load=20, reexec_load_seconds=8, reexec_pause=0.3)
+                     reexec_timing=21, reexec_under_load=20, reexec_load_seconds=8, reexec_pause=0.3,
+                     many_sizes=[16, 64, 256, 512, 1024], many_rounds=3, many_rest_seconds=10)
+    if args.sizes:
+        scale["many_sizes"] = [int(n) for n in args.sizes.split(",")]
+    if args.sockvisor and args.write:
+        parser.error("--sockvisor measures another binary: its figures are not written")
     bins = build("debug" if args.smoke else "release")
+    if args.sockvisor:
+        bins["sockvisor"] = os.path.abspath(args.sockvisor)
     results = {}
     try:
-        for name, scenario in (("data_path", scenario_data_path), ("upgrades", scenario_upgrades),
-                               ("slow_start", scenario_slow_start), ("timing", scenario_timing),
-                               ("footprint", scenario_footprint), ("scale", scenario_scale),
-                               ("workers", scenario_workers), ("reexec", scenario_reexec)):
+        for name, scenario in SCENARIOS:
+            if name not in chosen:
+                continue
             print(f"running {name} …", file=sys.stderr, flush=True)
+            load_before = os.getloadavg()[0]
             results[name] = scenario(bins, scale)
+            if name == "many_workers":
+                results[name]["load"] = (load_before, os.getloadavg()[0])
     finally:
         stop_all()
-    text = report(results, args.smoke)
-    print(text)
-    if args.write:
-        write_results(args.write, text)
+    sections = []
+    if all(n in results for n in names if n != "many_workers"):
+        sections.append(("Results", report(results, args.smoke)))
+    if "many_workers" in results:
+        m = results["many_workers"]
+        if args.write and not args.smoke:
+            plot = os.path.join(os.path.dirname(os.path.abspath(args.write)), "many_workers.svg")
+            if plot_many_workers(m, plot):
+                m["plot"] = os.path.basename(plot)
+            else:
+                print("matplotlib is not installed: no plot drawn (pip install matplotlib)",
+                      file=sys.stderr)
+        sections.append(("Many workers", report_many_workers(m, args.smoke)))
+    for heading, text in sections:
+        print(f"## {heading}\n\n{text}\n")
+        if args.write:
+            write_section(args.write, heading, text)
     if args.smoke:
         problems = []
-        if results["upgrades"]["sockvisor"]["failed"]:
-            problems.append("requests failed during upgrades")
-        if results["upgrades"]["upgrades_ok"] != results["upgrades"]["upgrades"]:
-            problems.append("an upgrade failed")
-        if results["reexec"]["failed"] or results["reexec"]["reexecs_failed"]:
+        if "upgrades" in results:
+            if results["upgrades"]["sockvisor"]["failed"]:
+                problems.append("requests failed during upgrades")
+            if results["upgrades"]["upgrades_ok"] != results["upgrades"]["upgrades"]:
+                problems.append("an upgrade failed")
+        if "reexec" in results and (results["reexec"]["failed"] or results["reexec"]["reexecs_failed"]):
             problems.append("requests or re-execs failed during re-execs")
-        for name, mode in results["workers"]["modes"].items():
+        for name, mode in results.get("workers", {}).get("modes", {}).items():
             if mode["failed"] or not mode["upgrade_ok"]:
                 problems.append(f"4-worker upgrade {name}: {mode['failed']} failed requests")
         if problems:

@@ -12,6 +12,16 @@
 //! After READY=1 it writes `REPORT_DIR/<generation>.ready`: microseconds from
 //! `main` to READY=1, its own start-up time.
 //!
+//! `--forge-ready-for G` and `--forge-ack-for G` play an attacker inside
+//! this generation, for the tests of who may speak for a worker: once
+//! generation G's report exists, it starts a process of its own that joins
+//! G's process group (`setpgid`, allowed because every generation shares
+//! sockvisor's session) and then claims readiness for G: `READY=1` on G's
+//! notify socket, or einhorn's `worker:ack` naming G's pid on the control
+//! socket. That process writes `REPORT_DIR/<generation>.forged` (its pid,
+//! parent, process group, and the control reply if any) and stays alive
+//! until it is killed, so that sockvisor can look at it.
+//!
 //! Files are named after the generation (`<generation>`), or for worker W > 0
 //! of a generation run with `--workers` after both (`<generation>-<W>`).
 //!
@@ -32,7 +42,7 @@
 //!              [--no-ready] [--status TEXT] [--faults-from G] [--faults-until G]
 //!              [--crash-after-ready-ms N] [--crash-exit-code N] [--drain-delay-ms N] [--drain-exit-code N]
 //!              [--flood N] [--ready-from-worker] [--gen G <knob>]...
-//!              [--watchdog-stop-after-ms N]
+//!              [--watchdog-stop-after-ms N] [--forge-ready-for G] [--forge-ack-for G]
 //!              [--worker W <knob>]... [--gen G --worker W <knob>]...
 //! ```
 
@@ -81,6 +91,18 @@ struct Options {
     /// Bind this TCP address itself instead of taking LISTEN_FDS (the
     /// "server bound directly" baseline of the benchmarks).
     bind: Option<String>,
+    /// After READY=1, claim readiness for this generation from a process
+    /// that joined its process group.
+    forge: Option<(Forgery, u32)>,
+}
+
+/// How the attacker claims readiness for another generation.
+#[derive(Clone, Copy)]
+enum Forgery {
+    /// `READY=1` on its notify socket.
+    Ready,
+    /// einhorn's `worker:ack` naming its pid, on the control socket.
+    Ack,
 }
 
 /// When `main` began, to report the server's own start-up time.
@@ -88,6 +110,10 @@ static MAIN_STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLo
 
 fn main() {
     MAIN_STARTED.get_or_init(std::time::Instant::now);
+    if std::env::args().nth(1).as_deref() == Some("--forger") {
+        forger();
+        return;
+    }
     // Facts first: nothing may be opened before the descriptors are listed.
     // listenfd removes LISTEN_* from the environment: read it first.
     let env = protocol_env();
@@ -156,6 +182,7 @@ fn parse_options(generation: u32) -> Options {
         flood: 0,
         ready_from_worker: false,
         bind: None,
+        forge: None,
     };
     let mut args = std::env::args().skip(1);
     let mut scope: Option<u32> = None;
@@ -215,6 +242,8 @@ fn parse_options(generation: u32) -> Options {
             "--flood" => options.flood = value().parse().unwrap(),
             "--ready-from-worker" => options.ready_from_worker = true,
             "--bind" => options.bind = Some(value()),
+            "--forge-ready-for" => options.forge = Some((Forgery::Ready, value().parse().unwrap())),
+            "--forge-ack-for" => options.forge = Some((Forgery::Ack, value().parse().unwrap())),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -440,6 +469,11 @@ fn serve(options: &Options, generation: &str, sockets: Vec<Socket>, stop_read: U
         write_atomically(&path, format!("{startup}\n").as_bytes());
         notify("READY=1");
     }
+    if let Some((forgery, target)) = options.forge {
+        let dir = options.report_dir.clone();
+        let generation = generation.to_string();
+        thread::spawn(move || start_forger(forgery, target, &dir, &generation));
+    }
     if let Some(after) = options.crash_after_ready {
         let code = options.crash_exit_code;
         thread::spawn(move || {
@@ -546,6 +580,68 @@ fn accept_one(socket: &Socket, body: &str, delay: Duration) -> Option<thread::Jo
             }
             None
         }
+    }
+}
+
+/// Waits for generation `target`'s report, then starts this program as the
+/// forger (see `forger`) inside `target`'s process group.
+fn start_forger(forgery: Forgery, target: u32, dir: &Path, generation: &str) {
+    let report = dir.join(format!("{target}.json"));
+    let report: Value = loop {
+        if let Some(report) = fs::read(&report)
+            .ok()
+            .and_then(|text| serde_json::from_slice(&text).ok())
+        {
+            break report;
+        }
+        thread::sleep(Duration::from_millis(5));
+    };
+    let pid = report["pid"].as_i64().unwrap_or(0) as i32;
+    let (kind, path) = match forgery {
+        Forgery::Ready => ("ready", report["env"]["NOTIFY_SOCKET"].as_str()),
+        Forgery::Ack => ("ack", report["env"]["SOCKVISOR_CONTROL"].as_str()),
+    };
+    let out = dir.join(format!("{generation}.forged"));
+    use std::os::unix::process::CommandExt;
+    let started = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--forger", kind, &pid.to_string(), path.unwrap_or_default()])
+        .arg(&out)
+        // setpgid(0, pid): into the other generation's group.
+        .process_group(pid)
+        .spawn();
+    if let Err(err) = started {
+        let failed = json!({"error": format!("cannot join process group {pid}: {err}")});
+        write_atomically(&out, &serde_json::to_vec(&failed).unwrap());
+    }
+}
+
+/// `--forger ready|ack PID PATH OUT`: claims readiness for the generation
+/// whose worker is PID, reports what it did in OUT, and waits to be killed.
+fn forger() {
+    let args: Vec<String> = std::env::args().skip(2).collect();
+    let [kind, pid, path, out] = args.as_slice() else {
+        panic!("--forger needs: ready|ack PID PATH OUT");
+    };
+    let mut reply = Value::Null;
+    if kind == "ready" {
+        let socket = std::os::unix::net::UnixDatagram::unbound().unwrap();
+        socket.send_to(b"READY=1", path).unwrap();
+    } else {
+        let mut control = UnixStream::connect(path).unwrap();
+        writeln!(control, r#"{{"command":"worker:ack","pid":{pid}}}"#).unwrap();
+        let mut line = String::new();
+        BufReader::new(control).read_line(&mut line).unwrap();
+        reply = serde_json::from_str(&line).unwrap_or(Value::String(line));
+    }
+    let report = json!({
+        "pid": std::process::id(),
+        "ppid": nix::unistd::getppid().as_raw(),
+        "pgid": nix::unistd::getpgrp().as_raw(),
+        "reply": reply,
+    });
+    write_atomically(Path::new(out), &serde_json::to_vec(&report).unwrap());
+    loop {
+        thread::sleep(Duration::from_secs(3600));
     }
 }
 

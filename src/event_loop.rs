@@ -18,12 +18,13 @@ use nix::unistd::Pid;
 use serde_json::json;
 
 use crate::children::Children;
+use crate::cli::FdEnv;
 use crate::control::server::ConnectionId;
 use crate::control::{Command, ControlServer, ErrorKind, Incoming, Reply};
 use crate::deadline;
 use crate::metrics::MetricsServer;
 use crate::notify::NotifyMessage;
-use crate::notify::sender;
+use crate::notify::sender::{self, AckRefusal};
 use crate::pidfile::PidFile;
 use crate::reaper;
 use crate::reexec;
@@ -358,20 +359,28 @@ impl EventLoop {
         let Some(socket) = self.supervisor.processes().notify_socket(generation) else {
             return;
         };
-        let workers = self.supervisor.workers_of(generation);
+        let sockvisor = self.supervisor.processes().sockvisor_pid;
         // Each `Received` is dropped (closing what was passed with it) only
         // after its sender has been checked.
         for received in socket.receive(NOTIFY_BUDGET) {
             let sender = Pid::from_raw(received.sender.unwrap_or(0));
-            let Some(index) = workers
-                .iter()
-                .find(|(_, pid)| sender::speaks_for(sender, *pid, &sender::ProcFs))
-                .map(|(index, _)| *index)
-            else {
-                tracing::debug!(
-                    "notify datagram for generation {generation} dropped: sender pid {sender} is not a process of it"
-                );
-                continue;
+            let owner = sender::attribute(sender, sockvisor, &sender::ProcFs, |pid| {
+                self.supervisor.worker_of(pid)
+            });
+            let index = match owner {
+                Some((owner, index)) if owner == generation => index,
+                Some((owner, _)) => {
+                    tracing::debug!(
+                        "notify datagram for generation {generation} dropped: sender pid {sender} is not a process of it (it is generation {owner}'s)"
+                    );
+                    continue;
+                }
+                None => {
+                    tracing::debug!(
+                        "notify datagram for generation {generation} dropped: sender pid {sender} is not a process of it"
+                    );
+                    continue;
+                }
             };
             match received.message {
                 Ok(message) => {
@@ -415,7 +424,7 @@ impl EventLoop {
                 Ok(scale) => self.control.follow_upgrade(connection, scale),
                 Err(why) => self.refuse(connection, why),
             },
-            Command::WorkerAck { pid } => self.worker_ack(connection, pid, now),
+            Command::WorkerAck { pid } => self.worker_ack(connection, incoming.peer, pid, now),
         }
     }
 
@@ -652,15 +661,16 @@ impl EventLoop {
             .reply(connection, Reply::failure(kind, why.to_string()));
     }
 
-    fn worker_ack(&mut self, connection: ConnectionId, pid: i32, now: Instant) {
-        let pid = nix::unistd::Pid::from_raw(pid);
-        let group = nix::unistd::getpgid(Some(pid)).ok();
-        let reply = match self.supervisor.worker_of(pid, group) {
-            None => Reply::failure(
-                ErrorKind::Failed,
-                format!("pid {pid} is not in any generation"),
-            ),
-            Some((generation, index)) => {
+    /// einhorn's `worker:ack`: counts like READY=1 for the worker it names,
+    /// when it comes from that worker (see [`Self::ack_origin`]).
+    fn worker_ack(&mut self, connection: ConnectionId, peer: Option<Pid>, pid: i32, now: Instant) {
+        let reply = match self.ack_origin(peer, Pid::from_raw(pid)) {
+            Err((kind, why)) => {
+                let why = format!("worker:ack for pid {pid} refused: {why}");
+                tracing::warn!("{why}");
+                Reply::failure(kind, why)
+            }
+            Ok((generation, index)) => {
                 match self.supervisor.on_worker_ack(generation, index, now) {
                     Ok(()) => Reply::success(format!("generation {generation} acknowledged")),
                     Err(why) => Reply::failure(ErrorKind::Failed, why),
@@ -668,6 +678,54 @@ impl EventLoop {
             }
         };
         self.control.reply(connection, reply);
+    }
+
+    /// The worker (generation, index) a `worker:ack` naming `named` counts
+    /// for. It counts only with `--fd-env einhorn`, and only when the
+    /// process that connected, `peer`, is the worker that `named` belongs
+    /// to or a descendant of it: naming a pid proves nothing.
+    fn ack_origin(&self, peer: Option<Pid>, named: Pid) -> Result<(u32, u32), (ErrorKind, String)> {
+        let children = self.supervisor.processes();
+        if !children.fd_env.contains(&FdEnv::Einhorn) {
+            return Err((
+                ErrorKind::BadRequest,
+                "it counts only with --fd-env einhorn (it is einhorn's readiness message; \
+                 without that option a worker reports readiness with READY=1 on NOTIFY_SOCKET)"
+                    .to_string(),
+            ));
+        }
+        let origin = sender::ack_counts_for(
+            named,
+            peer,
+            children.sockvisor_pid,
+            &sender::ProcFs,
+            |pid| self.supervisor.worker_of(pid),
+        );
+        let describe = |(generation, index): (u32, u32)| {
+            self.supervisor
+                .describe_worker(generation, index)
+                .unwrap_or_else(|| format!("generation {generation} worker {index}"))
+        };
+        origin.map_err(|refusal| match refusal {
+            AckRefusal::NotAWorker => (
+                ErrorKind::Failed,
+                "that pid is not a process of any generation".to_string(),
+            ),
+            AckRefusal::UnknownPeer { worker } => (
+                ErrorKind::PermissionDenied,
+                format!(
+                    "the kernel could not name the process that connected, so it cannot be shown to be {}",
+                    describe(worker)
+                ),
+            ),
+            AckRefusal::NotFromWorker { worker, peer } => (
+                ErrorKind::PermissionDenied,
+                format!(
+                    "the connection comes from pid {peer}, which is not {} or a descendant of it; a worker acknowledges only its own start",
+                    describe(worker)
+                ),
+            ),
+        })
     }
 
     fn signal_request(&mut self, connection: ConnectionId, signal: &str) {

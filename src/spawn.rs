@@ -7,9 +7,9 @@
 //!   descriptors of the fd store (`fdstore`), and nothing else
 //!   above stdio survives `exec` (everything else is close-on-exec);
 //! - `LISTEN_FDS`, `LISTEN_FDNAMES`, and `LISTEN_PID` equal to the child's own
-//!   pid. The environment is built before `fork`, with a fixed-size slot for
-//!   `LISTEN_PID` that the child fills in with its pid before `exec`: no
-//!   allocation after `fork`, no trampoline process;
+//!   pid. The environment is built before the child is created, with a
+//!   fixed-size slot for `LISTEN_PID` that the child fills in with its pid
+//!   before `exec`: no allocation in the child, no trampoline process;
 //! - variables sockvisor itself inherited (`LISTEN_*`, `NOTIFY_SOCKET`,
 //!   `WATCHDOG_*`, and einhorn's and Server::Starter's) are not passed on;
 //! - empty signal mask and default dispositions (`SIGPIPE` included);
@@ -21,18 +21,24 @@
 //!   sockvisor and the ports are free for the next one. It is armed after
 //!   the identity changes, which would clear it.
 //!
-//! It never waits for a child: exits are the reaper's business.
+//! The child is created the way `posix_spawn` creates one, `vfork`-style
+//! (`clone` with `CLONE_VM | CLONE_VFORK`, on a stack of its own): it borrows
+//! sockvisor's memory until it execs, so nothing is copied and sockvisor's
+//! pages are not made copy-on-write. A `fork` of sockvisor would cost page
+//! tables and copy-on-write faults proportional to sockvisor's memory, for
+//! each of N workers. sockvisor waits (suspended by the kernel) only until
+//! the child has exec'd; it never waits for a child to exit: exits are the
+//! reaper's business.
 
 use std::ffi::{CString, OsStr, OsString};
 use std::fmt;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::OFlag;
 use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
-use nix::unistd::{AccessFlags, Pid, access, pipe2, setpgid};
+use nix::unistd::{AccessFlags, Pid, access};
 
 use crate::credentials::RunAs;
 use crate::listen::Listener;
@@ -191,11 +197,10 @@ pub struct SpawnRequest<'a> {
 pub fn spawn(request: &SpawnRequest<'_>) -> Result<Pid, SpawnError> {
     let path = resolve(&request.command.program)?;
     let mut plan = ExecPlan::new(&path, request);
-    let (error_read, error_write) = pipe2(OFlag::O_CLOEXEC).map_err(SpawnError::Fork)?;
-    plan.error_fd = error_write.as_raw_fd();
 
-    // Block every signal across fork so that sockvisor's handlers never run
-    // in the child; the child resets dispositions, then unblocks.
+    // Block every signal while the child exists without having exec'd, so
+    // that sockvisor's handlers never run in it; the child resets
+    // dispositions, then unblocks.
     let mut saved_mask = SigSet::empty();
     sigprocmask(
         SigmaskHow::SIG_SETMASK,
@@ -203,43 +208,123 @@ pub fn spawn(request: &SpawnRequest<'_>) -> Result<Pid, SpawnError> {
         Some(&mut saved_mask),
     )
     .map_err(SpawnError::Fork)?;
-    // SAFETY: sockvisor is single-threaded, and the child branch only makes
-    // async-signal-safe calls on memory prepared before the fork.
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
-        plan.exec_in_child();
-    }
-    let fork_errno = Errno::last();
-    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&saved_mask), None);
-    if pid < 0 {
-        return Err(SpawnError::Fork(fork_errno));
-    }
-    let pid = Pid::from_raw(pid);
-    // Also set the group from this side, so it is in place whichever of the
-    // two runs first. EACCES after the child's exec is harmless.
-    let _ = setpgid(pid, pid);
-    drop(error_write);
-    match read_exec_errno(&error_read) {
-        None => Ok(pid),
-        Some(errno) => Err(SpawnError::Exec { path, errno }),
-    }
-}
-
-/// Reads the child's report of a failed `exec`: end-of-file means `exec`
-/// succeeded (the close-on-exec pipe closed).
-fn read_exec_errno(pipe: &impl AsFd) -> Option<Errno> {
-    let mut buf = [0u8; 4];
-    loop {
-        match nix::unistd::read(pipe, &mut buf) {
-            Ok(4) => return Some(Errno::from_raw(i32::from_ne_bytes(buf))),
-            Ok(_) => return None,
-            Err(Errno::EINTR) => continue,
-            Err(_) => return None,
+    let pid = CHILD_STACK.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if cell.is_none() {
+            *cell = Some(ChildStack::new()?);
         }
+        let Some(stack) = cell.as_ref() else {
+            return Err(Errno::ENOMEM);
+        };
+        let plan_ptr: *mut ExecPlan = &mut plan;
+        // SAFETY: sockvisor is single-threaded. The child shares this
+        // memory (CLONE_VM) and runs `run_child` on `stack`, making only
+        // async-signal-safe calls on the plan prepared above, which it
+        // alone uses until it execs or exits: CLONE_VFORK suspends this
+        // thread until then, so the plan and the stack outlive its use.
+        let pid = unsafe {
+            libc::clone(
+                run_child,
+                stack.top(),
+                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                plan_ptr.cast(),
+            )
+        };
+        if pid < 0 { Err(Errno::last()) } else { Ok(pid) }
+    });
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&saved_mask), None);
+    let pid = Pid::from_raw(pid.map_err(SpawnError::Fork)?);
+    // `clone` returned, so the child has exec'd, or failed and exited
+    // leaving the reason in the plan it shared. (It also made its own
+    // process group before either.)
+    // SAFETY: a plain read of a field of `plan`, which the child no longer
+    // uses; volatile because the child wrote it behind the compiler's back.
+    let errno = unsafe { std::ptr::read_volatile(&plan.exec_errno) };
+    if errno == 0 {
+        Ok(pid)
+    } else {
+        Err(SpawnError::Exec {
+            path,
+            errno: Errno::from_raw(errno),
+        })
     }
 }
 
-/// Everything the child needs after `fork`, prepared before it so the child
+thread_local! {
+    /// One stack serves every child: only one at a time runs on it, and
+    /// sockvisor is suspended meanwhile. Mapped at the first spawn.
+    static CHILD_STACK: std::cell::RefCell<Option<ChildStack>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Where the child runs between `clone` and `exec`. It shares sockvisor's
+/// memory, so it cannot use sockvisor's stack; a page below the stack is
+/// left inaccessible so that an overflow faults instead of writing over
+/// sockvisor's memory.
+struct ChildStack {
+    base: *mut libc::c_void,
+    len: usize,
+}
+
+impl ChildStack {
+    /// Far more than the few calls before `exec` need, in any build.
+    const SIZE: usize = 256 * 1024;
+
+    fn new() -> Result<ChildStack, Errno> {
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let len = Self::SIZE + page;
+        // SAFETY: an anonymous private mapping of `len` bytes, owned by the
+        // returned value and unmapped when it drops.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(Errno::last());
+        }
+        let stack = ChildStack { base, len };
+        // The stack grows down: its lowest page is the guard.
+        // SAFETY: the first page of the mapping just made.
+        if unsafe { libc::mprotect(base, page, libc::PROT_NONE) } != 0 {
+            return Err(Errno::last());
+        }
+        Ok(stack)
+    }
+
+    /// The initial stack pointer: the top of the mapping (page-aligned, so
+    /// aligned as every ABI wants).
+    fn top(&self) -> *mut libc::c_void {
+        // SAFETY: one past the end of the mapping, which is where a
+        // downward-growing stack starts.
+        unsafe { self.base.cast::<u8>().add(self.len).cast() }
+    }
+}
+
+impl Drop for ChildStack {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, no longer used: the child that
+        // ran on it has exec'd or exited before `clone` returned.
+        unsafe { libc::munmap(self.base, self.len) };
+    }
+}
+
+/// The child's entry point, on its own stack.
+extern "C" fn run_child(plan: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `plan` is the `ExecPlan` that `spawn` passed to `clone`;
+    // sockvisor's thread is suspended until this child execs or exits, so
+    // this is the only reference in use.
+    let plan = unsafe { &mut *plan.cast::<ExecPlan>() };
+    plan.exec_in_child()
+}
+
+/// Everything the child needs before `exec`, prepared in advance so the child
 /// allocates nothing.
 struct ExecPlan {
     path: CString,
@@ -258,7 +343,8 @@ struct ExecPlan {
     listener_fds: Vec<RawFd>,
     /// Scratch space for the listeners' temporary copies.
     moved_fds: Vec<RawFd>,
-    error_fd: RawFd,
+    /// Written by the child when it cannot exec: why (0 until then).
+    exec_errno: i32,
     /// The terminal to take as foreground group, or -1.
     terminal_fd: RawFd,
     /// uid, gid and supplementary groups to take, with `--user`.
@@ -283,6 +369,24 @@ fn is_inherited_protocol_variable(key: &[u8]) -> bool {
     PREFIXES.iter().any(|p| key.starts_with(p)) || key == b"NOTIFY_SOCKET"
 }
 
+/// sockvisor's own environment minus the variables above, as every child
+/// gets it. sockvisor never changes its environment, so it is built once
+/// rather than for each of N workers.
+fn passed_environment() -> &'static [CString] {
+    static PASSED: std::sync::OnceLock<Vec<CString>> = std::sync::OnceLock::new();
+    PASSED.get_or_init(|| {
+        std::env::vars_os()
+            .filter(|(key, _)| !is_inherited_protocol_variable(key.as_bytes()))
+            .map(|(key, value)| {
+                let mut entry = key.into_vec();
+                entry.push(b'=');
+                entry.extend(value.into_vec());
+                cstring(entry)
+            })
+            .collect()
+    })
+}
+
 fn cstring(bytes: Vec<u8>) -> CString {
     // Arguments and environment strings from the OS cannot contain NUL.
     CString::new(bytes).unwrap_or_default()
@@ -294,23 +398,18 @@ impl ExecPlan {
             .chain(&request.command.args)
             .map(|a| cstring(a.as_bytes().to_vec()))
             .collect();
-        let login_variable = |key: &[u8]| matches!(key, b"HOME" | b"USER" | b"LOGNAME");
-        let mut envp: Vec<CString> = std::env::vars_os()
-            .filter(|(key, _)| !is_inherited_protocol_variable(key.as_bytes()))
-            .filter(|(key, _)| request.run_as.is_none() || !login_variable(key.as_bytes()))
-            .filter(|(key, _)| {
-                !request
+        // sockvisor's own variables that a child gets a value of its own
+        // for: the login ones with `--user`, and those of an --env-file.
+        let replaced = |entry: &CString| {
+            let bytes = entry.as_bytes();
+            let key = &bytes[..bytes.iter().position(|b| *b == b'=').unwrap_or(bytes.len())];
+            (request.run_as.is_some() && matches!(key, b"HOME" | b"USER" | b"LOGNAME"))
+                || request
                     .env_overrides
                     .iter()
-                    .any(|(k, _)| k.as_bytes() == key.as_bytes())
-            })
-            .map(|(key, value)| {
-                let mut entry = key.into_vec();
-                entry.push(b'=');
-                entry.extend(value.into_vec());
-                cstring(entry)
-            })
-            .collect();
+                    .any(|(k, _)| k.as_bytes() == key)
+        };
+        let mut envp: Vec<CString> = Vec::new();
         for (key, value) in request.env_overrides {
             envp.push(cstring(format!("{key}={value}").into_bytes()));
         }
@@ -352,7 +451,12 @@ impl ExecPlan {
                 }
             }
         }
-        let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|s| s.as_ptr()).collect();
+        let mut envp_ptrs: Vec<*const libc::c_char> = passed_environment()
+            .iter()
+            .filter(|entry| !replaced(entry))
+            .chain(&envp)
+            .map(|s| s.as_ptr())
+            .collect();
         let pid_slots: Vec<(*mut u8, usize)> = own_pid_slots
             .iter_mut()
             .map(|slot| {
@@ -379,7 +483,7 @@ impl ExecPlan {
             pid_slots,
             moved_fds: vec![-1; listener_fds.len()],
             listener_fds,
-            error_fd: -1,
+            exec_errno: 0,
             terminal_fd: request.terminal.unwrap_or(-1),
             identity: request.run_as.map(|r| (r.uid, r.gid, r.groups.clone())),
             // SAFETY: getpid has no preconditions.
@@ -387,8 +491,10 @@ impl ExecPlan {
         }
     }
 
-    /// Runs in the child between `fork` and `exec`. Only async-signal-safe
-    /// calls, no allocation. Never returns.
+    /// Runs in the child between `clone` and `exec`, in sockvisor's memory
+    /// (see `spawn`). Only async-signal-safe calls and no allocation; it
+    /// writes nothing but this plan, its own stack and `errno`. Never
+    /// returns.
     fn exec_in_child(&mut self) -> ! {
         // SAFETY: every call below is an async-signal-safe system call on
         // descriptors and memory this process owns; the pointers come from
@@ -405,10 +511,12 @@ impl ExecPlan {
                 // Groups while still root, then the gid, then the uid: in
                 // this order no step needs a privilege an earlier one gave
                 // up, and a failure leaves the child exiting, not running
-                // half-dropped.
-                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
-                    || libc::setresgid(*gid, *gid, *gid) != 0
-                    || libc::setresuid(*uid, *uid, *uid) != 0
+                // half-dropped. Raw system calls: the C library's wrappers
+                // would apply the change to every thread of the process
+                // whose memory this child shares until it execs.
+                if libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) != 0
+                    || libc::syscall(libc::SYS_setresgid, *gid, *gid, *gid) != 0
+                    || libc::syscall(libc::SYS_setresuid, *uid, *uid, *uid) != 0
                 {
                     self.fail(Errno::last_raw());
                 }
@@ -421,14 +529,9 @@ impl ExecPlan {
             let first_free = (3 + self.listener_fds.len()) as RawFd;
             // Move everything we still need above the target range first, so
             // that placing fd 3.. never overwrites a descriptor still to be
-            // placed (or the error pipe).
+            // placed.
             // A failed move (EMFILE under a tight `ulimit -n`) is reported
             // as what it is, not as the EBADF of a later dup2(-1).
-            let moved = libc::fcntl(self.error_fd, libc::F_DUPFD_CLOEXEC, first_free);
-            if moved < 0 {
-                self.fail(Errno::last_raw());
-            }
-            self.error_fd = moved;
             for (slot, fd) in self.moved_fds.iter_mut().zip(&self.listener_fds) {
                 *slot = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, first_free);
                 if *slot < 0 {
@@ -457,14 +560,13 @@ impl ExecPlan {
         }
     }
 
-    /// Reports `errno` to the parent through the error pipe and exits.
-    fn fail(&self, errno: i32) -> ! {
-        let bytes = errno.to_ne_bytes();
-        // SAFETY: write and _exit are async-signal-safe; `bytes` is valid.
-        unsafe {
-            libc::write(self.error_fd, bytes.as_ptr().cast(), bytes.len());
-            libc::_exit(127);
-        }
+    /// Leaves `errno` in the plan for sockvisor (whose memory this is) and
+    /// exits.
+    fn fail(&mut self, errno: i32) -> ! {
+        // A reason sockvisor can tell from success even if errno were 0.
+        self.exec_errno = if errno == 0 { libc::EIO } else { errno };
+        // SAFETY: _exit is async-signal-safe and ends only this child.
+        unsafe { libc::_exit(127) }
     }
 }
 
@@ -472,7 +574,7 @@ impl ExecPlan {
 /// the listeners survive `exec`.
 ///
 /// # Safety
-/// Call only in the child after `fork`.
+/// Call only in the child before `exec`.
 unsafe fn mark_close_on_exec_from(first: RawFd) {
     // SAFETY: close_range only changes flags of this process's descriptors.
     let done = unsafe {
@@ -506,7 +608,7 @@ unsafe fn mark_close_on_exec_from(first: RawFd) {
 /// would otherwise survive `exec`.
 ///
 /// # Safety
-/// Call only in the child after `fork`, with all signals blocked.
+/// Call only in the child before `exec`, with all signals blocked.
 unsafe fn reset_signals() {
     // The kernel's struct sigaction: handler, flags, restorer, mask. All
     // zero is SIG_DFL with no flags and an empty mask on every layout.

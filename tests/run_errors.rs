@@ -190,6 +190,23 @@ fn a_command_that_is_not_executable_exits_126() {
 }
 
 #[test]
+fn a_command_the_kernel_refuses_to_execute_is_reported_with_the_kernels_reason() {
+    // Executable, but neither a binary nor a script: only execve itself,
+    // in the child, can tell.
+    let dir = TestDir::new("badformat");
+    let program = dir.join("server");
+    std::fs::write(&program, [0x7f, b'E', b'L', b'F', 0, 0, 0, 0]).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let program = program.display().to_string();
+    let output = run_command_to_failure(&dir, &[], &[&program]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(126), "{stderr}");
+    let expected = format!("sockvisor: cannot execute '{program}': exec format error");
+    assert!(stderr.lines().any(|l| l == expected), "{stderr}");
+}
+
+#[test]
 fn a_failing_second_listener_removes_the_first_ones_socket_file() {
     let dir = TestDir::new("rollback");
     let path = dir.join("first.sock");

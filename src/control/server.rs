@@ -7,8 +7,11 @@
 //! (by the command line's own rules, see [`super::protocol`]) gets an error
 //! reply and the connection is closed before the supervisor sees it; a
 //! client that sends nothing in time is closed; a client that does not read
-//! its replies is dropped once too much is queued for it. A client that goes away mid-upgrade does not cancel the
-//! upgrade. Only the owner's user and root may connect.
+//! its replies is dropped once too much is queued for it. A client that goes
+//! away mid-upgrade does not cancel the upgrade. Only the owner's user and
+//! root may connect. The peer's pid, read from its credentials when it
+//! connects, goes with its request: einhorn's `worker:ack` counts only when
+//! it comes from the worker it names.
 
 use std::io::{ErrorKind as IoErrorKind, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -18,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use nix::poll::PollFlags;
 use nix::sys::socket::{UnixAddr, getsockopt, sockopt};
-use nix::unistd::Uid;
+use nix::unistd::{Pid, Uid};
 
 use super::protocol::{ErrorKind, MAX_REQUEST_LINE, Reply, Request, decode_request};
 use crate::deadline;
@@ -44,6 +47,9 @@ pub type ConnectionId = u64;
 pub struct Incoming {
     pub connection: ConnectionId,
     pub request: Request,
+    /// The process that connected (`SO_PEERCRED`), if the kernel could
+    /// name it in sockvisor's pid namespace.
+    pub peer: Option<Pid>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -62,6 +68,8 @@ enum State {
 struct Connection {
     id: ConnectionId,
     stream: UnixStream,
+    /// Who connected, as the kernel recorded it at `connect`.
+    peer: Option<Pid>,
     input: Vec<u8>,
     output: Vec<u8>,
     accepted: Instant,
@@ -181,9 +189,11 @@ impl ControlServer {
     pub fn adopt_client(&mut self, stream: UnixStream, now: Instant) -> ConnectionId {
         let _ = stream.set_nonblocking(true);
         self.last_id += 1;
+        let peer = peer_credentials(&stream).ok().and_then(peer_pid);
         self.connections.push(Connection {
             id: self.last_id,
             stream,
+            peer,
             input: Vec::new(),
             output: Vec::new(),
             accepted: now,
@@ -239,6 +249,7 @@ impl ControlServer {
                 incoming.push(Incoming {
                     connection: connection.id,
                     request,
+                    peer: connection.peer,
                 });
             }
             if events.intersects(PollFlags::POLLHUP | PollFlags::POLLERR) {
@@ -259,6 +270,7 @@ impl ControlServer {
                     incoming.push(Incoming {
                         connection: connection.id,
                         request,
+                        peer: connection.peer,
                     });
                 }
             }
@@ -291,9 +303,11 @@ impl ControlServer {
                 continue;
             }
             self.last_id += 1;
+            let credentials = peer_credentials(&stream);
             let mut connection = Connection {
                 id: self.last_id,
                 stream,
+                peer: credentials.as_ref().ok().copied().and_then(peer_pid),
                 input: Vec::new(),
                 output: Vec::new(),
                 accepted: now,
@@ -301,7 +315,7 @@ impl ControlServer {
                 read_closed: false,
                 dead: false,
             };
-            if let Err(why) = peer_allowed(&connection.stream) {
+            if let Err(why) = credentials.and_then(peer_allowed) {
                 tracing::warn!("control connection refused: {why}");
                 connection.finish(Reply::failure(ErrorKind::PermissionDenied, why));
             } else if self.connections.len() >= MAX_CONNECTIONS && !self.evict_idle() {
@@ -567,10 +581,19 @@ impl Connection {
     }
 }
 
+fn peer_credentials(stream: &UnixStream) -> Result<nix::sys::socket::UnixCredentials, String> {
+    getsockopt(stream, sockopt::PeerCredentials)
+        .map_err(|e| format!("cannot read peer credentials: {e}"))
+}
+
+/// The peer's pid; the kernel reports 0 for a process it cannot name in
+/// sockvisor's pid namespace.
+fn peer_pid(credentials: nix::sys::socket::UnixCredentials) -> Option<Pid> {
+    (credentials.pid() > 0).then(|| Pid::from_raw(credentials.pid()))
+}
+
 /// Only sockvisor's own user and root may control it.
-fn peer_allowed(stream: &UnixStream) -> Result<(), String> {
-    let credentials = getsockopt(stream, sockopt::PeerCredentials)
-        .map_err(|e| format!("cannot read peer credentials: {e}"))?;
+fn peer_allowed(credentials: nix::sys::socket::UnixCredentials) -> Result<(), String> {
     let own = Uid::effective().as_raw();
     let peer = credentials.uid();
     if peer == own || peer == 0 {

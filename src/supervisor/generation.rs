@@ -1,7 +1,17 @@
 //! One generation: a launch of the command, its readiness, and its place in
 //! the lifecycle `starting → ready → draining → gone` (or
 //! `starting → failed → gone`).
+//!
+//! A generation's workers and slots are kept with the indexes that make
+//! every per-event question O(log N) in the number of workers: which worker
+//! has this pid or runs this probe, which timers are due and which is next,
+//! how many workers are ready, which worker a rollout retires next, which
+//! slot waits for a replacement. A worker or a slot is changed only through
+//! a guard ([`WorkerMut`], [`SlotMut`]) that brings the indexes up to date
+//! when it is dropped, so they cannot drift from what they index.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::{Deref, DerefMut};
 use std::time::{Duration, Instant};
 
 use nix::unistd::Pid;
@@ -130,6 +140,485 @@ pub struct Slot {
     pub restart_at: Option<Instant>,
 }
 
+/// One of a worker's timers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum WorkerTimer {
+    /// [`Worker::deadline`].
+    Deadline,
+    /// [`Worker::probe_at`].
+    Probe,
+    /// [`Worker::watchdog_at`].
+    Watchdog,
+}
+
+/// What the worker indexes hold of one worker, to take it out again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct WorkerKeys {
+    pid: Pid,
+    state: WorkerState,
+    deadline: Option<Instant>,
+    probe_at: Option<Instant>,
+    watchdog_at: Option<Instant>,
+    probe_pid: Option<Pid>,
+}
+
+impl WorkerKeys {
+    fn of(worker: &Worker) -> WorkerKeys {
+        WorkerKeys {
+            pid: worker.pid,
+            state: worker.state,
+            deadline: worker.deadline,
+            probe_at: worker.probe_at,
+            watchdog_at: worker.watchdog_at,
+            probe_pid: worker.probe_pid,
+        }
+    }
+
+    fn timers(&self) -> impl Iterator<Item = (Instant, WorkerTimer)> {
+        [
+            (self.deadline, WorkerTimer::Deadline),
+            (self.probe_at, WorkerTimer::Probe),
+            (self.watchdog_at, WorkerTimer::Watchdog),
+        ]
+        .into_iter()
+        .filter_map(|(at, timer)| at.map(|at| (at, timer)))
+    }
+
+    /// A rollout retires starting workers before ready ones.
+    fn retirable(&self) -> Option<bool> {
+        match self.state {
+            WorkerState::Starting => Some(true),
+            WorkerState::Ready => Some(false),
+            WorkerState::Stopping | WorkerState::Draining => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct WorkerIndex {
+    // Ordered maps rather than hash maps: O(log N) as well, and no random
+    // seed to draw from the system.
+    by_pid: BTreeMap<Pid, u32>,
+    by_probe: BTreeMap<Pid, u32>,
+    timers: BTreeSet<(Instant, u32, WorkerTimer)>,
+    /// Starting and ready workers, by (starting, index): the last is the
+    /// one a rollout retires first.
+    retirable: BTreeSet<(bool, u32)>,
+    ready: usize,
+}
+
+impl WorkerIndex {
+    fn add(&mut self, index: u32, keys: &WorkerKeys) {
+        self.by_pid.insert(keys.pid, index);
+        if let Some(probe) = keys.probe_pid {
+            self.by_probe.insert(probe, index);
+        }
+        for (at, timer) in keys.timers() {
+            self.timers.insert((at, index, timer));
+        }
+        if let Some(starting) = keys.retirable() {
+            self.retirable.insert((starting, index));
+        }
+        if keys.state == WorkerState::Ready {
+            self.ready += 1;
+        }
+    }
+
+    fn remove(&mut self, index: u32, keys: &WorkerKeys) {
+        if self.by_pid.get(&keys.pid) == Some(&index) {
+            self.by_pid.remove(&keys.pid);
+        }
+        if let Some(probe) = keys.probe_pid
+            && self.by_probe.get(&probe) == Some(&index)
+        {
+            self.by_probe.remove(&probe);
+        }
+        for (at, timer) in keys.timers() {
+            self.timers.remove(&(at, index, timer));
+        }
+        if let Some(starting) = keys.retirable() {
+            self.retirable.remove(&(starting, index));
+        }
+        if keys.state == WorkerState::Ready {
+            self.ready = self.ready.saturating_sub(1);
+        }
+    }
+
+    fn update(&mut self, index: u32, before: &WorkerKeys, after: &WorkerKeys) {
+        if before != after {
+            self.remove(index, before);
+            self.add(index, after);
+        }
+    }
+}
+
+/// A generation's live workers, one per slot index, in index order.
+#[derive(Debug, Clone, Default)]
+pub struct Workers {
+    by_index: BTreeMap<u32, Worker>,
+    index: WorkerIndex,
+}
+
+impl Workers {
+    pub fn len(&self) -> usize {
+        self.by_index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_index.is_empty()
+    }
+
+    /// In index order.
+    pub fn iter(&self) -> std::collections::btree_map::Values<'_, u32, Worker> {
+        self.by_index.values()
+    }
+
+    /// The one with the lowest index.
+    pub fn first(&self) -> Option<&Worker> {
+        self.by_index.values().next()
+    }
+
+    pub fn get(&self, index: u32) -> Option<&Worker> {
+        self.by_index.get(&index)
+    }
+
+    pub fn get_mut(&mut self, index: u32) -> Option<WorkerMut<'_>> {
+        let worker = self.by_index.get_mut(&index)?;
+        let before = WorkerKeys::of(worker);
+        Some(WorkerMut {
+            worker,
+            indexes: &mut self.index,
+            key: index,
+            before,
+        })
+    }
+
+    /// Adds a worker in its slot. A slot holds one worker; one already
+    /// there is displaced and returned.
+    pub fn insert(&mut self, worker: Worker) -> Option<Worker> {
+        let key = worker.index;
+        let displaced = self.remove(key);
+        self.index.add(key, &WorkerKeys::of(&worker));
+        self.by_index.insert(key, worker);
+        displaced
+    }
+
+    pub fn remove(&mut self, index: u32) -> Option<Worker> {
+        let worker = self.by_index.remove(&index)?;
+        self.index.remove(index, &WorkerKeys::of(&worker));
+        Some(worker)
+    }
+
+    /// The slot of the worker whose pid is `pid`.
+    pub fn index_of_pid(&self, pid: Pid) -> Option<u32> {
+        self.index.by_pid.get(&pid).copied()
+    }
+
+    /// The slot of the worker whose readiness probe runs as `pid`.
+    pub fn index_of_probe(&self, pid: Pid) -> Option<u32> {
+        self.index.by_probe.get(&pid).copied()
+    }
+
+    /// Workers in state ready.
+    pub fn ready_count(&self) -> usize {
+        self.index.ready
+    }
+
+    /// The worker a rollout retires next: a starting one before a ready
+    /// one, the highest index first.
+    pub fn retire_candidate(&self) -> Option<u32> {
+        self.index.retirable.last().map(|(_, index)| *index)
+    }
+
+    /// The earliest timer of any worker.
+    pub fn next_timer(&self) -> Option<Instant> {
+        self.index.timers.first().map(|(at, _, _)| *at)
+    }
+
+    /// The workers with one of `timers` due by `now`, each once, in index
+    /// order. Costs the number of due timers, not the number of workers.
+    pub fn due(&self, now: Instant, timers: &[WorkerTimer]) -> Vec<u32> {
+        let mut due: Vec<u32> = self
+            .index
+            .timers
+            .iter()
+            .take_while(|(at, _, _)| *at <= now)
+            .filter(|(_, _, timer)| timers.contains(timer))
+            .map(|(_, index, _)| *index)
+            .collect();
+        due.sort_unstable();
+        due.dedup();
+        due
+    }
+
+    /// Changes every worker (a generation-wide step such as a stop).
+    pub fn for_each_mut(&mut self, mut change: impl FnMut(&mut Worker)) {
+        for (key, worker) in &mut self.by_index {
+            let before = WorkerKeys::of(worker);
+            change(worker);
+            worker.index = *key;
+            self.index.update(*key, &before, &WorkerKeys::of(worker));
+        }
+    }
+}
+
+/// A worker being changed; the indexes follow when it is dropped. Its slot
+/// index is its identity and is kept whatever is written to it.
+pub struct WorkerMut<'a> {
+    worker: &'a mut Worker,
+    indexes: &'a mut WorkerIndex,
+    key: u32,
+    before: WorkerKeys,
+}
+
+impl Deref for WorkerMut<'_> {
+    type Target = Worker;
+    fn deref(&self) -> &Worker {
+        self.worker
+    }
+}
+
+impl DerefMut for WorkerMut<'_> {
+    fn deref_mut(&mut self) -> &mut Worker {
+        self.worker
+    }
+}
+
+impl Drop for WorkerMut<'_> {
+    fn drop(&mut self) {
+        self.worker.index = self.key;
+        let after = WorkerKeys::of(self.worker);
+        self.indexes.update(self.key, &self.before, &after);
+    }
+}
+
+/// What the slot indexes hold of one slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SlotKeys {
+    pending: bool,
+    vacant: bool,
+    restart_at: Option<Instant>,
+}
+
+impl SlotKeys {
+    fn of(slot: &Slot) -> SlotKeys {
+        SlotKeys {
+            pending: slot.pending,
+            vacant: slot.vacant,
+            restart_at: slot.restart_at,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct SlotIndex {
+    /// Every slot with a replacement due at some time.
+    timers: BTreeSet<(Instant, u32)>,
+    /// Pending slots that may start now, and those waiting for a backoff.
+    pending_now: BTreeSet<u32>,
+    pending_later: BTreeSet<(Instant, u32)>,
+    /// Slots not given up whose replacement waits for its backoff.
+    waiting: BTreeSet<u32>,
+    pending: usize,
+    /// Neither pending nor vacant.
+    active: usize,
+}
+
+impl SlotIndex {
+    fn add(&mut self, index: u32, keys: &SlotKeys) {
+        if let Some(at) = keys.restart_at {
+            self.timers.insert((at, index));
+            if !keys.vacant {
+                self.waiting.insert(index);
+            }
+        }
+        if keys.pending {
+            self.pending += 1;
+            match keys.restart_at {
+                Some(at) => self.pending_later.insert((at, index)),
+                None => self.pending_now.insert(index),
+            };
+        } else if !keys.vacant {
+            self.active += 1;
+        }
+    }
+
+    fn remove(&mut self, index: u32, keys: &SlotKeys) {
+        if let Some(at) = keys.restart_at {
+            self.timers.remove(&(at, index));
+            self.waiting.remove(&index);
+        }
+        if keys.pending {
+            self.pending = self.pending.saturating_sub(1);
+            match keys.restart_at {
+                Some(at) => self.pending_later.remove(&(at, index)),
+                None => self.pending_now.remove(&index),
+            };
+        } else if !keys.vacant {
+            self.active = self.active.saturating_sub(1);
+        }
+    }
+
+    fn update(&mut self, index: u32, before: &SlotKeys, after: &SlotKeys) {
+        if before != after {
+            self.remove(index, before);
+            self.add(index, after);
+        }
+    }
+}
+
+/// A generation's slots, one per worker index; their number is its size.
+#[derive(Debug, Clone, Default)]
+pub struct Slots {
+    slots: Vec<Slot>,
+    index: SlotIndex,
+}
+
+impl Slots {
+    /// `count` slots like `template`.
+    pub fn new(count: usize, template: &Slot) -> Slots {
+        Slots::from_vec(vec![template.clone(); count])
+    }
+
+    pub fn from_vec(slots: Vec<Slot>) -> Slots {
+        let mut index = SlotIndex::default();
+        for (at, slot) in slots.iter().enumerate() {
+            index.add(at as u32, &SlotKeys::of(slot));
+        }
+        Slots { slots, index }
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, Slot> {
+        self.slots.iter()
+    }
+
+    pub fn get(&self, index: u32) -> Option<&Slot> {
+        self.slots.get(index as usize)
+    }
+
+    pub fn get_mut(&mut self, index: u32) -> Option<SlotMut<'_>> {
+        let slot = self.slots.get_mut(index as usize)?;
+        let before = SlotKeys::of(slot);
+        Some(SlotMut {
+            slot,
+            indexes: &mut self.index,
+            key: index,
+            before,
+        })
+    }
+
+    /// Changes every slot (a generation-wide step).
+    pub fn for_each_mut(&mut self, mut change: impl FnMut(&mut Slot)) {
+        for (at, slot) in self.slots.iter_mut().enumerate() {
+            let before = SlotKeys::of(slot);
+            change(slot);
+            self.index.update(at as u32, &before, &SlotKeys::of(slot));
+        }
+    }
+
+    /// Grows with empty slots, or drops the highest ones.
+    pub fn resize(&mut self, count: usize) {
+        while self.slots.len() > count {
+            if let Some(slot) = self.slots.pop() {
+                let at = self.slots.len() as u32;
+                self.index.remove(at, &SlotKeys::of(&slot));
+            }
+        }
+        while self.slots.len() < count {
+            let slot = Slot::default();
+            self.index
+                .add(self.slots.len() as u32, &SlotKeys::of(&slot));
+            self.slots.push(slot);
+        }
+    }
+
+    pub fn pending_count(&self) -> usize {
+        self.index.pending
+    }
+
+    /// Slots that should have a worker: neither pending nor vacant.
+    pub fn active_count(&self) -> usize {
+        self.index.active
+    }
+
+    /// The earliest replacement due in any slot.
+    pub fn next_restart(&self) -> Option<Instant> {
+        self.index.timers.first().map(|(at, _)| *at)
+    }
+
+    /// Slots whose replacement is due by `now`, in index order.
+    pub fn due_restarts(&self, now: Instant) -> Vec<u32> {
+        let mut due: Vec<u32> = self
+            .index
+            .timers
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .map(|(_, index)| *index)
+            .collect();
+        due.sort_unstable();
+        due
+    }
+
+    /// The lowest slot not given up that waits for its replacement's
+    /// backoff.
+    pub fn first_waiting(&self) -> Option<u32> {
+        self.index.waiting.first().copied()
+    }
+
+    /// A pending slot that may be started by `now`: the lowest that waits
+    /// for nothing, or the one whose backoff ended first, whichever index
+    /// is lower.
+    pub fn next_pending(&self, now: Instant) -> Option<u32> {
+        let ready = self.index.pending_now.first().copied();
+        let backed_off = self
+            .index
+            .pending_later
+            .first()
+            .filter(|(at, _)| *at <= now)
+            .map(|(_, index)| *index);
+        match (ready, backed_off) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// A slot being changed; the indexes follow when it is dropped.
+pub struct SlotMut<'a> {
+    slot: &'a mut Slot,
+    indexes: &'a mut SlotIndex,
+    key: u32,
+    before: SlotKeys,
+}
+
+impl Deref for SlotMut<'_> {
+    type Target = Slot;
+    fn deref(&self) -> &Slot {
+        self.slot
+    }
+}
+
+impl DerefMut for SlotMut<'_> {
+    fn deref_mut(&mut self) -> &mut Slot {
+        self.slot
+    }
+}
+
+impl Drop for SlotMut<'_> {
+    fn drop(&mut self) {
+        let after = SlotKeys::of(self.slot);
+        self.indexes.update(self.key, &self.before, &after);
+    }
+}
+
 /// One launch of the command: `size` worker processes on the same sockets.
 #[derive(Debug, Clone)]
 pub struct Generation {
@@ -144,10 +633,10 @@ pub struct Generation {
     /// Its worker 0's process group is (or was made) the terminal's
     /// foreground group.
     pub foreground: bool,
-    /// The processes alive, in no particular order.
-    pub workers: Vec<Worker>,
+    /// The processes alive.
+    pub workers: Workers,
     /// One per worker index; their number is the generation's size.
-    pub slots: Vec<Slot>,
+    pub slots: Slots,
     /// The first unplanned exit of one of its workers that counts as a
     /// failure, for sockvisor's exit status.
     pub failure: Option<ExitStatus>,
@@ -166,10 +655,7 @@ impl Generation {
 
     /// The slots that should have a worker: neither pending nor vacant.
     pub fn active_slots(&self) -> usize {
-        self.slots
-            .iter()
-            .filter(|s| !s.pending && !s.vacant)
-            .count()
+        self.slots.active_count()
     }
 
     /// Its workers that count as serving: ready and not retired.
@@ -178,6 +664,11 @@ impl Generation {
             .iter()
             .filter(|w| w.state == WorkerState::Ready)
             .collect()
+    }
+
+    /// How many of its workers serve.
+    pub fn serving_count(&self) -> usize {
+        self.workers.ready_count()
     }
 
     /// `generation 2 (pid 1234)`, or `generation 2 (4 workers)`.
@@ -217,28 +708,162 @@ impl Generation {
     }
 
     pub fn worker(&self, index: u32) -> Option<&Worker> {
-        self.workers.iter().find(|w| w.index == index)
+        self.workers.get(index)
     }
 
-    pub fn worker_mut(&mut self, index: u32) -> Option<&mut Worker> {
-        self.workers.iter_mut().find(|w| w.index == index)
+    pub fn worker_mut(&mut self, index: u32) -> Option<WorkerMut<'_>> {
+        self.workers.get_mut(index)
     }
 
     /// Every slot that is neither pending nor vacant has a ready worker,
     /// and no slot waits to be started.
     pub fn all_ready(&self) -> bool {
-        !self.slots.iter().any(|s| s.pending) && self.serving().len() == self.active_slots()
+        self.slots.pending_count() == 0 && self.serving_count() == self.active_slots()
     }
 
     /// The pids of its workers.
     pub fn pids(&self) -> Vec<Pid> {
         self.workers.iter().map(|w| w.pid).collect()
     }
+
+    /// The earliest moment one of its timers is due, leaving out its
+    /// slots' restarts (a rolling generation's, while they wait for room).
+    pub fn next_deadline_but_restarts(&self) -> Option<Instant> {
+        [self.deadline, self.workers.next_timer()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// The earliest moment one of its timers is due.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        [
+            self.deadline,
+            self.workers.next_timer(),
+            self.slots.next_restart(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+}
+
+#[cfg(test)]
+impl Generation {
+    /// Rebuilds every index from what it indexes and compares. The
+    /// supervisor's tests run this after every event, so that each rule
+    /// tested there also proves the indexes never drift.
+    pub(super) fn assert_indexes_agree(&self) {
+        let mut rebuilt = Workers::default();
+        for (key, worker) in &self.workers.by_index {
+            assert_eq!(*key, worker.index, "generation {}", self.number);
+            rebuilt.insert(worker.clone());
+        }
+        assert_eq!(
+            rebuilt.index, self.workers.index,
+            "worker indexes of generation {}",
+            self.number
+        );
+        let rebuilt = Slots::from_vec(self.slots.slots.clone());
+        assert_eq!(
+            rebuilt.index, self.slots.index,
+            "slot indexes of generation {}",
+            self.number
+        );
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn worker(index: u32, pid: i32, now: Instant) -> Worker {
+        Worker::new(index, Pid::from_raw(pid), now, Duration::from_secs(10))
+    }
+
+    #[test]
+    fn changing_a_worker_through_its_guard_moves_it_in_every_index() {
+        let now = Instant::now();
+        let mut workers = Workers::default();
+        for index in 0..4 {
+            workers.insert(worker(index, 100 + index as i32, now));
+        }
+        assert_eq!(workers.index_of_pid(Pid::from_raw(102)), Some(2));
+        assert_eq!(workers.next_timer(), Some(now + Duration::from_secs(10)));
+        assert_eq!(workers.retire_candidate(), Some(3));
+        {
+            let mut third = workers.get_mut(3).unwrap();
+            third.state = WorkerState::Ready;
+            third.deadline = None;
+            third.probe_pid = Some(Pid::from_raw(900));
+            third.watchdog_at = Some(now + Duration::from_secs(1));
+        }
+        assert_eq!(workers.ready_count(), 1);
+        assert_eq!(workers.index_of_probe(Pid::from_raw(900)), Some(3));
+        assert_eq!(workers.next_timer(), Some(now + Duration::from_secs(1)));
+        // Starting workers are retired before ready ones.
+        assert_eq!(workers.retire_candidate(), Some(2));
+        let later = now + Duration::from_secs(10);
+        assert_eq!(workers.due(later, &[WorkerTimer::Watchdog]), [3]);
+        assert_eq!(workers.due(later, &[WorkerTimer::Deadline]), [0, 1, 2]);
+        assert!(workers.due(now, &[WorkerTimer::Deadline]).is_empty());
+        let removed = workers.remove(3).unwrap();
+        assert_eq!(removed.pid, Pid::from_raw(103));
+        assert_eq!(workers.ready_count(), 0);
+        assert_eq!(workers.index_of_probe(Pid::from_raw(900)), None);
+        assert_eq!(workers.index_of_pid(Pid::from_raw(103)), None);
+        workers.for_each_mut(|w| w.deadline = None);
+        assert_eq!(workers.next_timer(), None);
+    }
+
+    #[test]
+    fn a_worker_keeps_its_slot_whatever_is_written_to_its_index() {
+        let now = Instant::now();
+        let mut workers = Workers::default();
+        workers.insert(worker(1, 101, now));
+        workers.get_mut(1).unwrap().index = 7;
+        assert_eq!(workers.get(1).map(|w| w.index), Some(1));
+        assert!(workers.get(7).is_none());
+        // A slot holds one worker: a second one displaces the first.
+        let displaced = workers.insert(worker(1, 201, now)).unwrap();
+        assert_eq!(displaced.pid, Pid::from_raw(101));
+        assert_eq!(workers.index_of_pid(Pid::from_raw(101)), None);
+        assert_eq!(workers.len(), 1);
+    }
+
+    #[test]
+    fn slots_answer_pending_waiting_and_due_questions_from_their_indexes() {
+        let now = Instant::now();
+        let later = now + Duration::from_secs(1);
+        let pending = Slot {
+            pending: true,
+            ..Slot::default()
+        };
+        let mut slots = Slots::new(4, &pending);
+        assert_eq!((slots.pending_count(), slots.active_count()), (4, 0));
+        assert_eq!(slots.next_pending(now), Some(0));
+        slots.get_mut(0).unwrap().pending = false;
+        {
+            let mut second = slots.get_mut(1).unwrap();
+            second.restart_at = Some(later);
+        }
+        // Slot 1 waits for its backoff: slot 2 is next until it is over.
+        assert_eq!(slots.next_pending(now), Some(2));
+        assert_eq!(slots.next_pending(later), Some(1));
+        assert_eq!(slots.next_restart(), Some(later));
+        assert_eq!(slots.first_waiting(), Some(1));
+        assert_eq!(slots.due_restarts(later), [1]);
+        slots.get_mut(1).unwrap().vacant = true;
+        assert_eq!(slots.first_waiting(), None);
+        assert_eq!((slots.pending_count(), slots.active_count()), (3, 1));
+        slots.resize(1);
+        assert_eq!((slots.len(), slots.pending_count()), (1, 0));
+        assert_eq!(slots.next_restart(), None);
+        slots.resize(3);
+        assert_eq!((slots.len(), slots.active_count()), (3, 3));
+        slots.for_each_mut(|s| s.vacant = true);
+        assert_eq!(slots.active_count(), 0);
+    }
 
     #[test]
     fn ready_modes_parse() {

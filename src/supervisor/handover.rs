@@ -14,7 +14,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
-use super::generation::{Generation, Phase, ReadyMode, Slot, Worker, WorkerState};
+use super::generation::{Generation, Phase, ReadyMode, Slot, Slots, Worker, WorkerState, Workers};
 use super::upgrade::Outcome;
 use super::{Config, ProcessControl, RestartPolicy, Supervisor};
 use crate::deadline;
@@ -324,9 +324,9 @@ impl<P: ProcessControl> Supervisor<P> {
         let ago = |d: Duration| now.checked_sub(d).unwrap_or(now);
         let mut supervisor = Supervisor::new(state.config.restore()?, processes);
         for g in &state.generations {
-            let mut workers = Vec::new();
+            let mut workers = Workers::default();
             for w in &g.workers {
-                workers.push(Worker {
+                let displaced = workers.insert(Worker {
                     index: w.index,
                     pid: Pid::from_raw(w.pid),
                     started: ago(w.age),
@@ -338,6 +338,12 @@ impl<P: ProcessControl> Supervisor<P> {
                     watchdog: w.watchdog,
                     watchdog_at: at(w.watchdog_in),
                 });
+                if displaced.is_some() {
+                    return Err(format!(
+                        "generation {} has two workers in slot {}",
+                        g.number, w.index
+                    ));
+                }
             }
             supervisor.generations.push(Generation {
                 number: g.number,
@@ -347,17 +353,18 @@ impl<P: ProcessControl> Supervisor<P> {
                 upgrade: None,
                 foreground: g.foreground,
                 workers,
-                slots: g
-                    .slots
-                    .iter()
-                    .map(|s| Slot {
-                        pending: s.pending,
-                        vacant: s.vacant,
-                        restarts: s.restarts,
-                        consecutive_failures: s.consecutive_failures,
-                        restart_at: at(s.restart_in),
-                    })
-                    .collect(),
+                slots: Slots::from_vec(
+                    g.slots
+                        .iter()
+                        .map(|s| Slot {
+                            pending: s.pending,
+                            vacant: s.vacant,
+                            restarts: s.restarts,
+                            consecutive_failures: s.consecutive_failures,
+                            restart_at: at(s.restart_in),
+                        })
+                        .collect(),
+                ),
                 failure: g.failure.map(exit_status_from),
                 hung: g.hung,
                 stop_signal_warned: false,

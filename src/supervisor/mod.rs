@@ -15,6 +15,12 @@
 //! The concerns live in submodules: `workers` (spawning and exits),
 //! `readiness`, `upgrade`, `restart` and `stop`.
 //!
+//! Cost: handling one event (a notify message, an exit, a tick, finding
+//! the next deadline) is O(log N) in the number of workers, never a scan of
+//! them; `generation` keeps the indexes that make it so. What is about
+//! every worker by nature (starting a generation, stopping one, `status`)
+//! costs O(N) once, not per worker.
+//!
 //! Rules that users rely on:
 //! - at most one generation is `starting` at a time; a second upgrade request
 //!   meanwhile is refused with the reason;
@@ -47,7 +53,10 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-pub use generation::{Generation, Phase, ReadyMode, Slot, Worker, WorkerState};
+pub use generation::{
+    Generation, Phase, ReadyMode, Slot, SlotMut, Slots, Worker, WorkerMut, WorkerState,
+    WorkerTimer, Workers,
+};
 pub use handover::{
     ConfigRecord, GenerationRecord, OutcomeRecord, SlotRecord, SupervisorState, WorkerRecord,
 };
@@ -261,24 +270,22 @@ impl<P: ProcessControl> Supervisor<P> {
         std::mem::take(&mut self.notices)
     }
 
-    /// The next moment `on_tick` has something to do.
+    /// The next moment `on_tick` has something to do: O(log N) per
+    /// generation, from each generation's timer indexes.
     pub fn next_deadline(&self) -> Option<Instant> {
         // A rolling worker whose backoff has passed waits for room (an
         // exit), not for a time: its slot's deadline would wake the loop
         // at once, again and again.
-        let rollout_waits_for_room = self.rollout.is_some() && !self.rollout_has_room();
-        let generations = self.generations.iter().flat_map(move |g| {
-            let workers = g
-                .workers
-                .iter()
-                .flat_map(|w| [w.deadline, w.probe_at, w.watchdog_at]);
-            let waits = rollout_waits_for_room && self.rollout == Some(g.number);
-            let slots = g.slots.iter().map(move |s| s.restart_at.filter(|_| !waits));
-            std::iter::once(g.deadline).chain(workers).chain(slots)
-        });
+        let waits_for_room = self.rollout.filter(|_| !self.rollout_has_room());
         [self.restart_at, self.stop.and_then(|s| s.deadline)]
             .into_iter()
-            .chain(generations)
+            .chain(self.generations.iter().map(|g| {
+                if waits_for_room == Some(g.number) {
+                    g.next_deadline_but_restarts()
+                } else {
+                    g.next_deadline()
+                }
+            }))
             .flatten()
             .min()
     }
@@ -286,21 +293,21 @@ impl<P: ProcessControl> Supervisor<P> {
     /// Sends `signal` to every worker of the serving generation (of each,
     /// after a rollout that stopped part-way).
     pub fn signal_current(&mut self, signal: Signal) -> Result<String, String> {
-        let serving: Vec<Generation> = self
+        let serving: Vec<(String, Vec<Pid>)> = self
             .generations
             .iter()
             .filter(|g| g.phase == Phase::Ready)
-            .cloned()
+            .map(|g| (g.describe(), g.pids()))
             .collect();
         if serving.is_empty() {
             return Err("no generation is serving".into());
         }
-        for generation in &serving {
-            for pid in generation.pids() {
-                self.processes.signal(pid, signal);
+        for (_, pids) in &serving {
+            for pid in pids {
+                self.processes.signal(*pid, signal);
             }
         }
-        let names: Vec<String> = serving.iter().map(Generation::describe).collect();
+        let names: Vec<&str> = serving.iter().map(|(name, _)| name.as_str()).collect();
         Ok(format!(
             "sent {} to {}",
             signal.as_str(),
@@ -318,39 +325,52 @@ impl<P: ProcessControl> Supervisor<P> {
             .collect()
     }
 
-    /// The workers of generation `number` (index and pid), for attributing
-    /// notify messages.
+    /// The workers of generation `number` (index and pid), in index order.
     pub fn workers_of(&self, number: u32) -> Vec<(u32, Pid)> {
         self.generation(number)
             .map(|g| g.workers.iter().map(|w| (w.index, w.pid)).collect())
             .unwrap_or_default()
     }
 
-    /// The generation and worker a process belongs to: a worker's pid is
-    /// also its process group.
-    pub fn worker_of(&self, pid: Pid, pgid: Option<Pid>) -> Option<(u32, u32)> {
-        self.generations.iter().find_map(|g| {
-            g.workers
-                .iter()
-                .find(|w| w.pid == pid || Some(w.pid) == pgid)
-                .map(|w| (g.number, w.index))
-        })
+    /// The generation and slot of the worker whose pid is `pid`; `None`
+    /// for any other process (whose parent chain the caller may follow, see
+    /// `notify::sender`).
+    pub fn worker_of(&self, pid: Pid) -> Option<(u32, u32)> {
+        self.generations
+            .iter()
+            .find_map(|g| g.workers.index_of_pid(pid).map(|index| (g.number, index)))
+    }
+
+    /// How log lines name worker `index` of generation `number`.
+    pub fn describe_worker(&self, number: u32, index: u32) -> Option<String> {
+        let generation = self.generation(number)?;
+        Some(generation.describe_worker(generation.worker(index)?))
+    }
+
+    /// Tests only: every generation's indexes agree with what they index
+    /// (see `Generation::assert_indexes_agree`). Called after each event.
+    #[cfg(test)]
+    fn check_indexes(&self) {
+        for generation in &self.generations {
+            generation.assert_indexes_agree();
+        }
     }
 
     // ----- events -----
 
     /// Handles one exit reported by the reaper.
     pub fn on_exit(&mut self, exit: Exit, now: Instant) {
-        if self.on_probe_exit(exit, now) {
-            return;
+        if !self.on_probe_exit(exit, now) {
+            self.warn_if_stop_signal_unhandled(exit);
+            if !self.on_worker_exit(exit, now) {
+                tracing::debug!("reaped orphan pid {}: {}", exit.pid, exit.status);
+            }
+            // An exit may have made room for the next worker of a rollout.
+            self.advance_rollout_or_stop(now);
+            self.finish_if_stopped();
         }
-        self.warn_if_stop_signal_unhandled(exit);
-        if !self.on_worker_exit(exit, now) {
-            tracing::debug!("reaped orphan pid {}: {}", exit.pid, exit.status);
-        }
-        // An exit may have made room for the next worker of a rollout.
-        self.advance_rollout_or_stop(now);
-        self.finish_if_stopped();
+        #[cfg(test)]
+        self.check_indexes();
     }
 
     /// Acts on every deadline that has passed by `now`.
@@ -378,11 +398,9 @@ impl<P: ProcessControl> Supervisor<P> {
             .iter()
             .flat_map(|g| {
                 g.workers
-                    .iter()
-                    .filter(|w| {
-                        w.deadline.is_some_and(|d| d <= now) || w.probe_at.is_some_and(|p| p <= now)
-                    })
-                    .map(move |w| (g.number, w.index))
+                    .due(now, &[WorkerTimer::Deadline, WorkerTimer::Probe])
+                    .into_iter()
+                    .map(move |index| (g.number, index))
             })
             .collect();
         for (number, index) in due {
@@ -395,6 +413,8 @@ impl<P: ProcessControl> Supervisor<P> {
         // tick, so that no deadline is left in the past.
         self.replace_due_workers(now);
         self.check_watchdogs(now);
+        #[cfg(test)]
+        self.check_indexes();
     }
 
     /// A draining or failed generation did not exit in time: kill what is

@@ -319,7 +319,7 @@ impl Run {
             if past(g.deadline) {
                 found.push(format!("generation {} ({:?})", g.number, g.phase));
             }
-            for w in &g.workers {
+            for w in g.workers.iter() {
                 for (what, at) in [
                     ("deadline", w.deadline),
                     ("probe", w.probe_at),

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use nix::sys::signal::Signal;
 
-use super::generation::{Phase, ReadyMode, WorkerState};
+use super::generation::{Phase, ReadyMode, Worker, WorkerState};
 use super::{PROBE_INTERVAL, ProcessControl, Supervisor, ask_to_stop};
 use crate::deadline;
 use crate::duration::format_duration;
@@ -18,17 +18,24 @@ impl<P: ProcessControl> Supervisor<P> {
     /// Handles one sd_notify message from worker `index` of generation
     /// `number` (the sender was attributed to it).
     pub fn on_notify(&mut self, number: u32, index: u32, message: &NotifyMessage, now: Instant) {
-        let ready_mode = self.config.ready.clone();
-        let Some((_, _, describe)) = self.worker_view(number, index) else {
+        self.apply_notify(number, index, message, now);
+        #[cfg(test)]
+        self.check_indexes();
+    }
+
+    fn apply_notify(&mut self, number: u32, index: u32, message: &NotifyMessage, now: Instant) {
+        if self
+            .generation(number)
+            .and_then(|g| g.worker(index))
+            .is_none()
+        {
             return;
-        };
-        let Some(worker) = self
-            .generation_mut(number)
-            .and_then(|g| g.worker_mut(index))
-        else {
-            return;
-        };
-        if let Some(text) = &message.status {
+        }
+        if let Some(text) = &message.status
+            && let Some(mut worker) = self
+                .generation_mut(number)
+                .and_then(|g| g.worker_mut(index))
+        {
             worker.status_text = Some(text.clone());
         }
         if message.watchdog_ping || message.watchdog_trigger || message.watchdog_timeout.is_some() {
@@ -41,18 +48,16 @@ impl<P: ProcessControl> Supervisor<P> {
                 now,
             );
         }
-        let Some(worker) = self
-            .generation_mut(number)
-            .and_then(|g| g.worker_mut(index))
-        else {
-            return;
-        };
+        // Named only when there is something to log: a watchdog ping, the
+        // most frequent message, needs no text.
+        let describe = || self.describe_worker(number, index).unwrap_or_default();
         if let Some(errno) = message.errno {
-            tracing::warn!("{describe} reports ERRNO={errno}");
+            tracing::warn!("{} reports ERRNO={errno}", describe());
         }
         if message.stopping || message.reloading {
             tracing::debug!(
-                "{describe} reports{}{}",
+                "{} reports{}{}",
+                describe(),
                 if message.stopping { " STOPPING=1" } else { "" },
                 if message.reloading {
                     " RELOADING=1"
@@ -61,13 +66,20 @@ impl<P: ProcessControl> Supervisor<P> {
                 }
             );
         }
+        let Some(mut worker) = self
+            .generation_mut(number)
+            .and_then(|g| g.worker_mut(index))
+        else {
+            return;
+        };
         if worker.state != WorkerState::Starting {
             return;
         }
         if let (Some(extend), Some(current)) = (message.extend_timeout, worker.deadline) {
             worker.deadline = Some(current.max(deadline::after(now, extend)));
         }
-        if message.ready && ready_mode == ReadyMode::Notify {
+        drop(worker);
+        if message.ready && self.config.ready == ReadyMode::Notify {
             self.mark_worker_ready(number, index, now);
         }
     }
@@ -92,9 +104,8 @@ impl<P: ProcessControl> Supervisor<P> {
     pub(super) fn on_probe_exit(&mut self, exit: Exit, now: Instant) -> bool {
         let Some((number, index)) = self.generations.iter().find_map(|g| {
             g.workers
-                .iter()
-                .find(|w| w.probe_pid == Some(exit.pid))
-                .map(|w| (g.number, w.index))
+                .index_of_probe(exit.pid)
+                .map(|index| (g.number, index))
         }) else {
             return false;
         };
@@ -103,7 +114,7 @@ impl<P: ProcessControl> Supervisor<P> {
         };
         let phase = generation.phase;
         let describe = generation.describe();
-        let Some(worker) = generation.worker_mut(index) else {
+        let Some(mut worker) = generation.worker_mut(index) else {
             return true;
         };
         worker.probe_pid = None;
@@ -112,6 +123,7 @@ impl<P: ProcessControl> Supervisor<P> {
             return true;
         }
         if exit.status.success() {
+            drop(worker);
             self.mark_worker_ready(number, index, now);
         } else {
             tracing::debug!("{describe} readiness probe {}", exit.status);
@@ -147,7 +159,7 @@ impl<P: ProcessControl> Supervisor<P> {
                     "{describe} was not ready within {}; stopping it",
                     format_duration(ready_timeout)
                 );
-                let Some(worker) = self
+                let Some(mut worker) = self
                     .generation_mut(number)
                     .and_then(|g| g.worker_mut(index))
                 else {
@@ -158,6 +170,7 @@ impl<P: ProcessControl> Supervisor<P> {
                 worker.probe_at = None;
                 let probe = worker.probe_pid.take();
                 let pid = worker.pid;
+                drop(worker);
                 if let Some(probe) = probe {
                     self.processes.signal_group(probe, Signal::SIGKILL);
                 }
@@ -165,7 +178,7 @@ impl<P: ProcessControl> Supervisor<P> {
                 self.hint_at_ready_mode(&describe);
             }
             (WorkerState::Starting, _) => {
-                let Some(worker) = self
+                let Some(mut worker) = self
                     .generation_mut(number)
                     .and_then(|g| g.worker_mut(index))
                 else {
@@ -173,12 +186,13 @@ impl<P: ProcessControl> Supervisor<P> {
                 };
                 worker.probe_at = None;
                 let pid = worker.pid;
+                drop(worker);
                 match ready_mode {
                     ReadyMode::Delay(_) => self.mark_worker_ready(number, index, now),
                     ReadyMode::Exec(command) => {
                         match self.processes.spawn_probe(&command, number, pid) {
                             Ok(probe) => {
-                                if let Some(worker) = self
+                                if let Some(mut worker) = self
                                     .generation_mut(number)
                                     .and_then(|g| g.worker_mut(index))
                                 {
@@ -201,7 +215,7 @@ impl<P: ProcessControl> Supervisor<P> {
                     "{describe} did not exit within {}; killing its process group",
                     format_duration(stop_timeout)
                 );
-                if let Some(worker) = self
+                if let Some(mut worker) = self
                     .generation_mut(number)
                     .and_then(|g| g.worker_mut(index))
                 {
@@ -242,15 +256,17 @@ impl<P: ProcessControl> Supervisor<P> {
         }
         tracing::warn!("generation {number} worker {index}: {reason}");
         let (stop_timeout, stop_signal) = (self.config.stop_timeout, self.config.stop_signal);
-        if let Some(worker) = self
+        let Some(mut worker) = self
             .generation_mut(number)
             .and_then(|g| g.worker_mut(index))
-        {
-            worker.state = WorkerState::Stopping;
-            worker.deadline = Some(deadline::after(now, stop_timeout));
-            let pid = worker.pid;
-            ask_to_stop(&mut self.processes, pid, stop_signal);
-        }
+        else {
+            return;
+        };
+        worker.state = WorkerState::Stopping;
+        worker.deadline = Some(deadline::after(now, stop_timeout));
+        let pid = worker.pid;
+        drop(worker);
+        ask_to_stop(&mut self.processes, pid, stop_signal);
     }
 
     /// Worker `index` is ready. Its generation becomes ready once all are.
@@ -267,21 +283,19 @@ impl<P: ProcessControl> Supervisor<P> {
             );
             return;
         }
-        let Some(worker) = generation.worker_mut(index) else {
-            return;
+        let (worker, probe) = {
+            let Some(mut worker) = generation.worker_mut(index) else {
+                return;
+            };
+            worker.state = WorkerState::Ready;
+            worker.deadline = None;
+            worker.probe_at = None;
+            let probe = worker.probe_pid.take();
+            (Worker::clone(&worker), probe)
         };
-        worker.state = WorkerState::Ready;
-        worker.deadline = None;
-        worker.probe_at = None;
-        let probe = worker.probe_pid.take();
-        let worker = worker.clone();
         let all_ready = generation.all_ready();
         let describe = generation.describe_worker(&worker);
-        let ready_count = generation
-            .workers
-            .iter()
-            .filter(|w| w.state == WorkerState::Ready)
-            .count();
+        let ready_count = generation.serving_count();
         let size = generation.size();
         if let Some(probe) = probe {
             self.processes.signal_group(probe, Signal::SIGKILL);

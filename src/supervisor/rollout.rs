@@ -11,7 +11,7 @@
 
 use std::time::Instant;
 
-use super::generation::{Phase, ReadyMode, WorkerState};
+use super::generation::{Phase, ReadyMode, Worker, WorkerState};
 use super::{ProcessControl, Supervisor, ask_to_stop};
 use crate::deadline;
 use crate::duration::format_duration;
@@ -45,28 +45,24 @@ impl<P: ProcessControl> Supervisor<P> {
             };
             let limit = generation.size() as usize + surge;
             let alive: usize = self.generations.iter().map(|g| g.workers.len()).sum();
-            let Some(index) = generation
-                .slots
-                .iter()
-                .position(|s| s.pending && s.restart_at.is_none_or(|at| at <= now))
-            else {
+            let Some(index) = generation.slots.next_pending(now) else {
                 return Ok(());
             };
             if alive >= limit {
                 return Ok(());
             }
-            let index = index as u32;
             let pid = self.processes.spawn(number, index, false)?;
             let worker = self.new_worker(index, pid, now);
             let Some(generation) = self.generation_mut(number) else {
                 return Ok(());
             };
-            let slot = &mut generation.slots[index as usize];
-            slot.pending = false;
-            if slot.restart_at.take().is_some() {
-                slot.restarts += 1;
+            if let Some(mut slot) = generation.slots.get_mut(index) {
+                slot.pending = false;
+                if slot.restart_at.take().is_some() {
+                    slot.restarts += 1;
+                }
             }
-            generation.workers.push(worker.clone());
+            generation.workers.insert(worker.clone());
             let message = format!("{} started", generation.describe_worker(&worker));
             let upgrade = generation.upgrade;
             tracing::info!("{message}");
@@ -110,33 +106,31 @@ impl<P: ProcessControl> Supervisor<P> {
                 continue;
             };
             // An empty slot waiting for its backoff: give it up instead.
-            if let Some(slot) = generation
+            if let Some(mut slot) = generation
                 .slots
-                .iter_mut()
-                .find(|s| s.restart_at.is_some() && !s.vacant)
+                .first_waiting()
+                .and_then(|index| generation.slots.get_mut(index))
             {
                 slot.restart_at = None;
                 slot.vacant = true;
                 return;
             }
-            let candidate = generation
-                .workers
-                .iter()
-                .filter(|w| matches!(w.state, WorkerState::Starting | WorkerState::Ready))
-                .max_by_key(|w| (w.state == WorkerState::Starting, w.index))
-                .map(|w| w.index);
-            let Some(index) = candidate else {
+            let Some(index) = generation.workers.retire_candidate() else {
                 continue;
             };
-            generation.slots[index as usize].vacant = true;
-            let Some(worker) = generation.worker_mut(index) else {
-                continue;
+            if let Some(mut slot) = generation.slots.get_mut(index) {
+                slot.vacant = true;
+            }
+            let (worker, probe) = {
+                let Some(mut worker) = generation.worker_mut(index) else {
+                    continue;
+                };
+                worker.state = WorkerState::Draining;
+                worker.deadline = Some(deadline::after(now, drain_timeout));
+                worker.probe_at = None;
+                let probe = worker.probe_pid.take();
+                (Worker::clone(&worker), probe)
             };
-            worker.state = WorkerState::Draining;
-            worker.deadline = Some(deadline::after(now, drain_timeout));
-            worker.probe_at = None;
-            let probe = worker.probe_pid.take();
-            let worker = worker.clone();
             let describe = generation.describe_worker(&worker);
             if let Some(probe) = probe {
                 self.processes
@@ -162,33 +156,28 @@ impl<P: ProcessControl> Supervisor<P> {
             return;
         };
         generation.phase = Phase::Ready;
-        for slot in &mut generation.slots {
+        generation.slots.for_each_mut(|slot| {
             if slot.pending {
                 slot.pending = false;
                 slot.vacant = true;
             }
-        }
+        });
         let mut to_stop = Vec::new();
-        for worker in &mut generation.workers {
+        generation.workers.for_each_mut(|worker| {
             if worker.state == WorkerState::Starting {
                 worker.state = WorkerState::Stopping;
                 worker.deadline = Some(deadline::after(now, stop_timeout));
                 worker.probe_at = None;
-                to_stop.push((worker.pid, worker.probe_pid.take()));
+                to_stop.push((worker.index, worker.pid, worker.probe_pid.take()));
             }
-        }
-        for (pid, _) in &to_stop {
-            if let Some(index) = generation
-                .workers
-                .iter()
-                .find(|w| w.pid == *pid)
-                .map(|w| w.index)
-            {
-                generation.slots[index as usize].vacant = true;
+        });
+        for (index, _, _) in &to_stop {
+            if let Some(mut slot) = generation.slots.get_mut(*index) {
+                slot.vacant = true;
             }
         }
         let upgrade = generation.upgrade;
-        for (pid, probe) in to_stop {
+        for (_, pid, probe) in to_stop {
             if let Some(probe) = probe {
                 self.processes
                     .signal_group(probe, nix::sys::signal::Signal::SIGKILL);

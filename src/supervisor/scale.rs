@@ -9,11 +9,12 @@
 //! rollout that stopped part-way leaves several generations serving (run
 //! `upgrade` first), and while another scale is in progress.
 
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 use nix::unistd::Pid;
 
-use super::generation::{Phase, ReadyMode, Slot, WorkerState};
+use super::generation::{Phase, ReadyMode, Worker, WorkerState};
 use super::ids::UpgradeId;
 use super::upgrade::UpgradeRejection;
 use super::{ProcessControl, Supervisor, ask_to_stop};
@@ -27,9 +28,9 @@ pub(super) struct Scale {
     pub generation: u32,
     pub workers: u32,
     /// Indexes of new workers not yet ready.
-    pub starting: Vec<u32>,
+    pub starting: BTreeSet<u32>,
     /// Removed workers not yet exited.
-    pub draining: Vec<Pid>,
+    pub draining: BTreeSet<Pid>,
 }
 
 impl<P: ProcessControl> Supervisor<P> {
@@ -69,8 +70,8 @@ impl<P: ProcessControl> Supervisor<P> {
             id,
             generation: number,
             workers,
-            starting: Vec::new(),
-            draining: Vec::new(),
+            starting: BTreeSet::new(),
+            draining: BTreeSet::new(),
         });
         self.progress(
             Some(id),
@@ -82,6 +83,8 @@ impl<P: ProcessControl> Supervisor<P> {
             self.remove_workers(number, workers, now);
         }
         self.finish_scale_if_done(now);
+        #[cfg(test)]
+        self.check_indexes();
         Ok(id)
     }
 
@@ -89,7 +92,7 @@ impl<P: ProcessControl> Supervisor<P> {
         let Some(generation) = self.generation_mut(number) else {
             return;
         };
-        generation.slots.resize(to as usize, Slot::default());
+        generation.slots.resize(to as usize);
         // Every new worker counts as starting before the first is spawned:
         // with `--ready now` the first one is ready at once, and the scale
         // must not finish before the others have even been tried.
@@ -104,7 +107,7 @@ impl<P: ProcessControl> Supervisor<P> {
                         return;
                     };
                     let message = format!("{} started", generation.describe_worker(&worker));
-                    generation.workers.push(worker);
+                    generation.workers.insert(worker);
                     tracing::info!("{message}");
                     self.progress(self.scale.as_ref().map(|s| s.id), message);
                     if self.config.ready == ReadyMode::Now {
@@ -115,8 +118,10 @@ impl<P: ProcessControl> Supervisor<P> {
                     // The rest would fail the same way (a process limit):
                     // their slots are given up with this one.
                     if let Some(generation) = self.generation_mut(number) {
-                        for slot in &mut generation.slots[index as usize + 1..to as usize] {
-                            slot.vacant = true;
+                        for rest in index + 1..to {
+                            if let Some(mut slot) = generation.slots.get_mut(rest) {
+                                slot.vacant = true;
+                            }
                         }
                     }
                     let reason = format!("cannot start generation {number} worker {index}: {err}");
@@ -132,32 +137,38 @@ impl<P: ProcessControl> Supervisor<P> {
         let Some(generation) = self.generation_mut(number) else {
             return;
         };
-        generation.slots.truncate(to as usize);
+        generation.slots.resize(to as usize);
         let mut removed = Vec::new();
-        for worker in &mut generation.workers {
+        generation.workers.for_each_mut(|worker| {
             if worker.index >= to && worker.state != WorkerState::Draining {
                 worker.state = WorkerState::Draining;
                 worker.deadline = Some(deadline::after(now, drain_timeout));
                 worker.probe_at = None;
-                removed.push((worker.clone(), worker.probe_pid.take()));
+                let probe = worker.probe_pid.take();
+                removed.push((worker.clone(), probe));
             }
-        }
-        let generation = generation.clone();
-        for (worker, probe) in removed {
+        });
+        let removed: Vec<(Worker, Option<Pid>, String)> = removed
+            .into_iter()
+            .map(|(worker, probe)| {
+                let describe = generation.describe_worker(&worker);
+                (worker, probe, describe)
+            })
+            .collect();
+        for (worker, probe, describe) in removed {
             if let Some(probe) = probe {
                 self.processes
                     .signal_group(probe, nix::sys::signal::Signal::SIGKILL);
             }
             ask_to_stop(&mut self.processes, worker.pid, stop_signal);
             let message = format!(
-                "{} sent {}; draining for up to {}",
-                generation.describe_worker(&worker),
+                "{describe} sent {}; draining for up to {}",
                 stop_signal.as_str(),
                 format_duration(drain_timeout)
             );
             tracing::info!("{message}");
             if let Some(scale) = &mut self.scale {
-                scale.draining.push(worker.pid);
+                scale.draining.insert(worker.pid);
             }
             self.progress(self.scale.as_ref().map(|s| s.id), message);
         }
@@ -168,7 +179,7 @@ impl<P: ProcessControl> Supervisor<P> {
         if let Some(scale) = &mut self.scale
             && scale.generation == number
         {
-            scale.starting.retain(|i| *i != index);
+            scale.starting.remove(&index);
         }
         self.finish_scale_if_done(now);
     }
@@ -189,8 +200,7 @@ impl<P: ProcessControl> Supervisor<P> {
         if scale.generation != number {
             return false;
         }
-        if scale.draining.contains(&pid) {
-            scale.draining.retain(|p| *p != pid);
+        if scale.draining.remove(&pid) {
             self.finish_scale_if_done(now);
             return false;
         }
@@ -204,9 +214,9 @@ impl<P: ProcessControl> Supervisor<P> {
     /// A worker the scale added cannot become ready: its slot is given up
     /// and the scale reports the failure with what serves.
     fn fail_scale_worker(&mut self, number: u32, index: u32, reason: String, now: Instant) {
-        if let Some(slot) = self
+        if let Some(mut slot) = self
             .generation_mut(number)
-            .and_then(|g| g.slots.get_mut(index as usize))
+            .and_then(|g| g.slots.get_mut(index))
         {
             slot.vacant = true;
             slot.restart_at = None;

@@ -85,19 +85,19 @@ impl<P: ProcessControl> Supervisor<P> {
                 .generations
                 .iter()
                 .map(|g| {
-                    let mut workers: Vec<WorkerStatus> = g
+                    // In index order: workers are kept by slot.
+                    let workers: Vec<WorkerStatus> = g
                         .workers
                         .iter()
                         .map(|w| WorkerStatus {
                             index: w.index,
                             pid: w.pid.as_raw(),
                             state: w.state,
-                            restarts: g.slots.get(w.index as usize).map_or(0, |s| s.restarts),
+                            restarts: g.slots.get(w.index).map_or(0, |s| s.restarts),
                             age_ms: age(w.started),
                             status: w.status_text.clone(),
                         })
                         .collect();
-                    workers.sort_by_key(|w| w.index);
                     GenerationStatus {
                         generation: g.number,
                         pid: g.worker(0).map_or(0, |w| w.pid.as_raw()),

@@ -30,6 +30,8 @@ impl<P: ProcessControl> Supervisor<P> {
             format_duration(self.config.stop_timeout)
         );
         self.begin_stop(now);
+        #[cfg(test)]
+        self.check_indexes();
     }
 
     /// True once a stop has been requested.
@@ -118,10 +120,10 @@ impl<P: ProcessControl> Supervisor<P> {
         }
         for generation in &mut self.generations {
             generation.deadline = None;
-            for worker in &mut generation.workers {
+            generation.workers.for_each_mut(|worker| {
                 worker.deadline = None;
                 self.processes.signal_group(worker.pid, Signal::SIGKILL);
-            }
+            });
         }
     }
 

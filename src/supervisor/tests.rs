@@ -1157,12 +1157,15 @@ fn a_signal_reaches_every_worker_of_the_current_generation() {
 }
 
 #[test]
-fn worker_ack_and_pids_map_to_their_worker() {
+fn a_workers_pid_maps_to_its_generation_and_slot_and_no_other_pid_does() {
     let (s, _) = with_workers(3, RestartPolicy::OnFailure);
     let pid = Pid::from_raw(worker_pid(1, 2));
-    assert_eq!(s.worker_of(pid, None), Some((1, 2)));
-    assert_eq!(s.worker_of(Pid::from_raw(99), Some(pid)), Some((1, 2)));
-    assert_eq!(s.worker_of(Pid::from_raw(99), None), None);
+    assert_eq!(s.worker_of(pid), Some((1, 2)));
+    assert_eq!(s.worker_of(Pid::from_raw(99)), None);
+    assert_eq!(
+        s.describe_worker(1, 2),
+        Some(format!("generation 1 worker 2 (pid {pid})"))
+    );
 }
 
 #[test]
@@ -1812,7 +1815,7 @@ fn a_rolling_worker_that_crashes_after_retiring_an_old_one_is_replaced_in_its_sl
         Some(Phase::Starting),
         "the rollout goes on"
     );
-    let slot = &s.generations()[1].slots[0];
+    let slot = s.generations()[1].slots.get(0).unwrap();
     assert!(slot.pending && !slot.vacant, "slot 0 is refilled: {slot:?}");
     // Every old worker drains as new ones take over; the refilled slot
     // starts once its backoff has passed and there is room.
@@ -1884,11 +1887,94 @@ fn a_late_ready_from_a_failed_generation_does_not_mark_its_worker_ready() {
     s.on_tick(later);
     assert_eq!(phase_of(&s, 2), Some(Phase::Failed));
     s.on_notify(2, 0, &ready(), later);
-    let state = s.generations()[1].workers[0].state;
+    let state = s.generations()[1].workers.get(0).unwrap().state;
     assert_ne!(
         state,
         WorkerState::Ready,
         "a failed generation's worker is not ready"
     );
     assert_eq!(s.current().map(|g| g.number), Some(1));
+}
+
+// ----- cost per event -----
+
+/// What attributing one notify message costs with `workers` workers: the
+/// sender is a grandchild of worker `index`, placed the way the event loop
+/// places it. Returns where it was placed, the process-table lookups and
+/// the pid → worker lookups.
+fn attribution_cost(
+    s: &Supervisor<FakeProcesses>,
+    index: u32,
+) -> (Option<(u32, u32)>, usize, usize) {
+    use crate::notify::sender::{self, tests::FakeTable};
+    const SOCKVISOR: i32 = 10;
+    let worker = worker_pid(1, index);
+    let (child, grandchild) = (1_000_000 + index as i32, 2_000_000 + index as i32);
+    let table = FakeTable::new([(worker, SOCKVISOR), (child, worker), (grandchild, child)]);
+    let mut worker_lookups = 0;
+    let placed = sender::attribute(
+        Pid::from_raw(grandchild),
+        Pid::from_raw(SOCKVISOR),
+        &table,
+        |pid| {
+            worker_lookups += 1;
+            s.worker_of(pid)
+        },
+    );
+    (placed, table.lookups.get(), worker_lookups)
+}
+
+#[test]
+fn placing_a_notify_message_costs_the_same_lookups_with_16_or_1024_workers() {
+    let mut costs = Vec::new();
+    for workers in [16, 1024] {
+        let (mut s, now) = with_workers(workers, RestartPolicy::OnFailure);
+        for index in [0, workers / 2, workers - 1] {
+            let (placed, proc_reads, worker_lookups) = attribution_cost(&s, index);
+            assert_eq!(placed, Some((1, index)), "{workers} workers");
+            costs.push((workers, proc_reads, worker_lookups));
+        }
+        // The last one's READY=1 counts for its slot only.
+        s.on_notify(1, workers - 1, &ready(), now);
+        let status = s.snapshot(now);
+        let ready: Vec<u32> = status.generations[0]
+            .workers
+            .iter()
+            .filter(|w| w.state == WorkerState::Ready)
+            .map(|w| w.index)
+            .collect();
+        assert_eq!(ready, [workers - 1]);
+    }
+    // Two /proc reads (grandchild → child → worker) and three pid lookups,
+    // wherever the worker is and however many there are.
+    for (workers, proc_reads, worker_lookups) in costs {
+        assert_eq!((proc_reads, worker_lookups), (2, 3), "{workers} workers");
+    }
+}
+
+#[test]
+fn with_many_workers_the_next_deadline_is_the_earliest_of_every_timer() {
+    let (mut s, now) = with_workers(256, RestartPolicy::OnFailure);
+    let ready_timeout = Duration::from_secs(10);
+    // Each worker asks for a little more time than the one before it.
+    for index in 0..256 {
+        let extend = NotifyMessage {
+            extend_timeout: Some(ready_timeout + Duration::from_millis(index as u64)),
+            ..NotifyMessage::default()
+        };
+        s.on_notify(1, index, &extend, now);
+    }
+    assert_eq!(s.next_deadline(), Some(now + ready_timeout));
+    // Every worker but 200 is ready: its deadline alone is left.
+    for index in (0..256).filter(|i| *i != 200) {
+        s.on_notify(1, index, &ready(), now);
+    }
+    let deadline = now + ready_timeout + Duration::from_millis(200);
+    assert_eq!(s.next_deadline(), Some(deadline));
+    s.on_tick(deadline);
+    assert_eq!(phase_of(&s, 1), Some(Phase::Failed));
+    let (mut s, now) = with_workers(256, RestartPolicy::OnFailure);
+    all_notify(&mut s, 1, 256, now);
+    assert_eq!(phase_of(&s, 1), Some(Phase::Ready));
+    assert_eq!(s.next_deadline(), None, "a serving generation sleeps");
 }

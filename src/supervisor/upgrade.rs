@@ -88,7 +88,10 @@ impl<P: ProcessControl> Supervisor<P> {
             new,
             draining: Vec::new(),
         });
-        match self.spawn_generation(Some(id), now) {
+        let spawned = self.spawn_generation(Some(id), now);
+        #[cfg(test)]
+        self.check_indexes();
+        match spawned {
             Ok(_) => Ok(id),
             Err(err) => {
                 let message = self.with_survivor(format!("cannot start generation {new}: {err}"));
@@ -155,7 +158,7 @@ impl<P: ProcessControl> Supervisor<P> {
             self.rollout = None;
             if self
                 .generation(number)
-                .is_some_and(|g| !g.serving().is_empty())
+                .is_some_and(|g| g.serving_count() > 0)
             {
                 self.stop_rollout(number, reason, now);
                 return;
@@ -183,15 +186,13 @@ impl<P: ProcessControl> Supervisor<P> {
     pub(super) fn stop_workers(&mut self, number: u32) -> Option<Generation> {
         let generation = self.generation_mut(number)?;
         let mut probes = Vec::new();
-        for worker in &mut generation.workers {
+        generation.workers.for_each_mut(|worker| {
             worker.deadline = None;
             worker.probe_at = None;
             worker.watchdog_at = None;
             probes.extend(worker.probe_pid.take());
-        }
-        for slot in &mut generation.slots {
-            slot.restart_at = None;
-        }
+        });
+        generation.slots.for_each_mut(|slot| slot.restart_at = None);
         let generation = generation.clone();
         for probe in probes {
             self.processes.signal_group(probe, Signal::SIGKILL);

@@ -14,7 +14,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::generation::{Phase, WorkerState};
+use super::generation::{Phase, Worker, WorkerState, WorkerTimer};
 use super::{ProcessControl, Supervisor};
 use crate::deadline;
 use crate::duration::format_duration;
@@ -25,7 +25,7 @@ pub const HUNG_GRACE: Duration = Duration::from_secs(3);
 impl<P: ProcessControl> Supervisor<P> {
     /// A worker just became ready: its watchdog starts.
     pub(super) fn arm_watchdog(&mut self, number: u32, index: u32, now: Instant) {
-        if let Some(worker) = self
+        if let Some(mut worker) = self
             .generation_mut(number)
             .and_then(|g| g.worker_mut(index))
         {
@@ -43,7 +43,7 @@ impl<P: ProcessControl> Supervisor<P> {
         timeout: Option<Duration>,
         now: Instant,
     ) {
-        let Some(worker) = self
+        let Some(mut worker) = self
             .generation_mut(number)
             .and_then(|g| g.worker_mut(index))
         else {
@@ -60,6 +60,7 @@ impl<P: ProcessControl> Supervisor<P> {
         }
         if trigger {
             worker.watchdog_at = Some(now);
+            drop(worker);
             self.check_watchdogs(now);
         }
     }
@@ -72,9 +73,9 @@ impl<P: ProcessControl> Supervisor<P> {
             .filter(|g| g.phase == Phase::Ready)
             .flat_map(|g| {
                 g.workers
-                    .iter()
-                    .filter(|w| w.watchdog_at.is_some_and(|at| at <= now))
-                    .map(move |w| (g.number, w.index))
+                    .due(now, &[WorkerTimer::Watchdog])
+                    .into_iter()
+                    .map(move |index| (g.number, index))
             })
             .collect();
         for (number, index) in missed {
@@ -88,13 +89,15 @@ impl<P: ProcessControl> Supervisor<P> {
             return;
         };
         generation.hung = true;
-        let Some(worker) = generation.worker_mut(index) else {
-            return;
+        let (worker, timeout) = {
+            let Some(mut worker) = generation.worker_mut(index) else {
+                return;
+            };
+            // Armed again, so that a miss after a failed replacement is noticed.
+            worker.watchdog_at = worker.watchdog.map(|t| deadline::after(now, t));
+            let timeout = worker.watchdog.unwrap_or_default();
+            (Worker::clone(&worker), timeout)
         };
-        // Armed again, so that a miss after a failed replacement is noticed.
-        worker.watchdog_at = worker.watchdog.map(|t| deadline::after(now, t));
-        let timeout = worker.watchdog.unwrap_or_default();
-        let worker = worker.clone();
         let describe = generation.describe_worker(&worker);
         if stopping {
             return;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use super::generation::{Generation, Phase, ReadyMode, Slot, Worker, WorkerState};
+use super::generation::{Generation, Phase, ReadyMode, Slot, Slots, Worker, WorkerState, Workers};
 use super::ids::UpgradeId;
 use super::restart::{backoff, is_keyboard_interrupt};
 use super::{ProcessControl, Supervisor, policy_name};
@@ -63,8 +63,8 @@ impl<P: ProcessControl> Supervisor<P> {
             deadline: None,
             upgrade,
             foreground,
-            workers: Vec::new(),
-            slots: vec![Slot::default(); self.config.workers.max(1) as usize],
+            workers: Workers::default(),
+            slots: Slots::new(self.config.workers.max(1) as usize, &Slot::default()),
             failure: None,
             hung: false,
             stop_signal_warned: false,
@@ -74,17 +74,21 @@ impl<P: ProcessControl> Supervisor<P> {
                 .processes
                 .spawn(number, index, foreground && index == 0)
             {
-                Ok(pid) => generation.workers.push(self.new_worker(index, pid, now)),
+                Ok(pid) => {
+                    generation.workers.insert(self.new_worker(index, pid, now));
+                }
                 Err(err) if generation.workers.is_empty() => return Err(err),
                 Err(err) => {
                     // Half a generation never serves: kill what started and
                     // let its exits be reaped as a failed generation's.
                     self.last_generation = number;
                     generation.phase = Phase::Failed;
-                    for worker in &mut generation.workers {
+                    generation.workers.for_each_mut(|worker| {
                         worker.deadline = None;
                         worker.probe_at = None;
-                        self.processes.signal_group(worker.pid, Signal::SIGKILL);
+                    });
+                    for pid in generation.pids() {
+                        self.processes.signal_group(pid, Signal::SIGKILL);
                     }
                     self.generations.push(generation);
                     return Err(err);
@@ -92,9 +96,12 @@ impl<P: ProcessControl> Supervisor<P> {
             }
         }
         self.last_generation = number;
-        let message = match generation.workers.as_slice() {
-            [only] => format!("generation {number} started: pid {}", only.pid),
-            workers => format!(
+        let workers = &generation.workers;
+        let message = match workers.first() {
+            Some(only) if workers.len() == 1 => {
+                format!("generation {number} started: pid {}", only.pid)
+            }
+            _ => format!(
                 "generation {number} started: {} workers, pids {}",
                 workers.len(),
                 workers
@@ -132,14 +139,14 @@ impl<P: ProcessControl> Supervisor<P> {
             deadline: None,
             upgrade,
             foreground: false,
-            workers: Vec::new(),
-            slots: vec![
-                Slot {
+            workers: Workers::default(),
+            slots: Slots::new(
+                size as usize,
+                &Slot {
                     pending: true,
                     ..Slot::default()
-                };
-                size as usize
-            ],
+                },
+            ),
             failure: None,
             hung: false,
             stop_signal_warned: false,
@@ -184,23 +191,25 @@ impl<P: ProcessControl> Supervisor<P> {
     /// A process exited: if it was a worker, update its generation. Returns
     /// false for a process that is not one (an orphan).
     pub(super) fn on_worker_exit(&mut self, exit: Exit, now: Instant) -> bool {
-        let Some((at, worker_at)) = self.generations.iter().enumerate().find_map(|(at, g)| {
-            g.workers
-                .iter()
-                .position(|w| w.pid == exit.pid)
-                .map(|worker_at| (at, worker_at))
-        }) else {
+        let Some((at, index)) = self
+            .generations
+            .iter()
+            .enumerate()
+            .find_map(|(at, g)| g.workers.index_of_pid(exit.pid).map(|index| (at, index)))
+        else {
             return false;
         };
-        let worker = self.generations[at].workers.remove(worker_at);
+        let Some(worker) = self.generations[at].workers.remove(index) else {
+            return false;
+        };
         // Whatever the worker left behind in its group has lost its parent;
         // nothing may keep running behind sockvisor's back.
         self.processes.signal_group(worker.pid, Signal::SIGKILL);
         if let Some(probe) = worker.probe_pid {
             self.processes.signal_group(probe, Signal::SIGKILL);
         }
-        let generation = self.generations[at].clone();
-        if self.stop.is_some() && generation.phase != Phase::Ready && self.current.is_none() {
+        let (number, phase) = (self.generations[at].number, self.generations[at].phase);
+        if self.stop.is_some() && phase != Phase::Ready && self.current.is_none() {
             // No generation serves: the status of the ones stopped (e.g. a
             // first generation killed before it was ready) is the answer,
             // unless a current generation's exit sets it later.
@@ -210,19 +219,19 @@ impl<P: ProcessControl> Supervisor<P> {
         // A rolling generation whose only process so far was ready and
         // retired an old one is not gone: its slot is refilled, and its
         // pending slots are still to start.
-        let rolls_on = self.rollout == Some(generation.number)
-            && generation.phase == Phase::Starting
+        let rolls_on = self.rollout == Some(number)
+            && phase == Phase::Starting
             && worker.state == WorkerState::Ready
             && self.stop.is_none();
-        if generation.workers.is_empty() && !rolls_on {
-            self.generations.remove(at);
-            self.processes.retire(generation.number);
+        if self.generations[at].workers.is_empty() && !rolls_on {
+            let mut last_seen = self.generations.remove(at);
+            self.processes.retire(number);
             // Described as it was: with the worker that just exited.
-            let mut last_seen = generation;
-            last_seen.workers.push(worker.clone());
+            last_seen.workers.insert(worker.clone());
             self.on_generation_gone(&last_seen, &worker, exit.status, now);
         } else {
-            self.on_worker_gone(&generation, &worker, exit.status, now);
+            let describe = self.generations[at].describe_worker(&worker);
+            self.on_worker_gone(number, phase, &describe, &worker, exit.status, now);
         }
         true
     }
@@ -230,14 +239,14 @@ impl<P: ProcessControl> Supervisor<P> {
     /// One worker of a generation that still has others exited.
     fn on_worker_gone(
         &mut self,
-        generation: &Generation,
+        number: u32,
+        phase: Phase,
+        describe: &str,
         worker: &Worker,
         status: ExitStatus,
         now: Instant,
     ) {
-        let number = generation.number;
-        let describe = generation.describe_worker(worker);
-        match generation.phase {
+        match phase {
             Phase::Starting
                 if self.rollout == Some(number) && worker.state == WorkerState::Ready =>
             {
@@ -245,7 +254,13 @@ impl<P: ProcessControl> Supervisor<P> {
             }
             Phase::Starting => {
                 self.record_failure(number, status);
-                let reason = generation.exit_before_ready(worker, status);
+                let reason = if worker.state == WorkerState::Ready {
+                    format!(
+                        "{describe} {status} after it was ready, before generation {number} was"
+                    )
+                } else {
+                    format!("{describe} {status} before it was ready")
+                };
                 self.fail_start(number, reason, now);
             }
             Phase::Ready if self.stop.is_some() => {
@@ -271,10 +286,11 @@ impl<P: ProcessControl> Supervisor<P> {
         status: ExitStatus,
         now: Instant,
     ) {
-        let Some(generation) = self.generation(number).cloned() else {
+        let Some(generation) = self.generation(number) else {
             return;
         };
         let describe = generation.describe_worker(worker);
+        let vacant = generation.slots.get(worker.index).is_none_or(|s| s.vacant);
         if worker.state != WorkerState::Ready {
             let reason = format!("{describe} {status} before it was ready");
             if self.on_scale_worker_exit(number, worker.index, worker.pid, reason, now) {
@@ -283,10 +299,6 @@ impl<P: ProcessControl> Supervisor<P> {
         } else {
             self.on_scale_worker_exit(number, worker.index, worker.pid, String::new(), now);
         }
-        let vacant = generation
-            .slots
-            .get(worker.index as usize)
-            .is_none_or(|s| s.vacant);
         if worker.state == WorkerState::Draining || vacant {
             // Retired, or a slot given up: its exit was expected.
             tracing::info!("{describe} {status}");
@@ -319,9 +331,9 @@ impl<P: ProcessControl> Supervisor<P> {
         }
         let ran_for = now.saturating_duration_since(worker.started);
         let (first, max) = (self.config.restart_delay, self.config.restart_delay_max);
-        let Some(slot) = self
+        let Some(mut slot) = self
             .generation_mut(number)
-            .and_then(|g| g.slots.get_mut(worker.index as usize))
+            .and_then(|g| g.slots.get_mut(worker.index))
         else {
             return;
         };
@@ -351,20 +363,18 @@ impl<P: ProcessControl> Supervisor<P> {
         now: Instant,
     ) {
         let replace = self.config.restart.restarts_after(status);
+        let policy = policy_name(self.config.restart);
         let (first, max) = (self.config.restart_delay, self.config.restart_delay_max);
         let Some(generation) = self.generation_mut(number) else {
             return;
         };
         let describe = generation.describe_worker(worker);
-        let Some(slot) = generation.slots.get_mut(worker.index as usize) else {
+        let Some(mut slot) = generation.slots.get_mut(worker.index) else {
             return;
         };
         if !replace {
             slot.vacant = true;
-            tracing::info!(
-                "{describe} {status}; not replacing it (--restart {})",
-                policy_name(self.config.restart)
-            );
+            tracing::info!("{describe} {status}; not replacing it (--restart {policy})");
             return;
         }
         let delay = backoff(first, max, slot.consecutive_failures);
@@ -389,10 +399,9 @@ impl<P: ProcessControl> Supervisor<P> {
             .filter(|g| g.phase == Phase::Ready)
             .flat_map(|g| {
                 g.slots
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, s)| s.restart_at.is_some_and(|at| at <= now))
-                    .map(move |(index, _)| (g.number, index as u32))
+                    .due_restarts(now)
+                    .into_iter()
+                    .map(move |index| (g.number, index))
             })
             .collect();
         for (number, index) in due {
@@ -405,9 +414,12 @@ impl<P: ProcessControl> Supervisor<P> {
             return;
         };
         let foreground = generation.foreground && index == 0;
-        let slot = &mut generation.slots[index as usize];
+        let Some(mut slot) = generation.slots.get_mut(index) else {
+            return;
+        };
         slot.restart_at = None;
         slot.restarts += 1;
+        drop(slot);
         self.counters.restarts += 1;
         let foreground = self.config.terminal && foreground;
         match self.processes.spawn(number, index, foreground) {
@@ -415,7 +427,7 @@ impl<P: ProcessControl> Supervisor<P> {
                 let worker = self.new_worker(index, pid, now);
                 tracing::info!("generation {number} worker {index} replaced: pid {pid}");
                 if let Some(generation) = self.generation_mut(number) {
-                    generation.workers.push(worker);
+                    generation.workers.insert(worker);
                 }
                 if self.config.ready == ReadyMode::Now {
                     self.mark_worker_ready(number, index, now);
@@ -424,9 +436,9 @@ impl<P: ProcessControl> Supervisor<P> {
             Err(err) => {
                 tracing::error!("cannot replace generation {number} worker {index}: {err}");
                 let (first, max) = (self.config.restart_delay, self.config.restart_delay_max);
-                if let Some(slot) = self
+                if let Some(mut slot) = self
                     .generation_mut(number)
-                    .and_then(|g| g.slots.get_mut(index as usize))
+                    .and_then(|g| g.slots.get_mut(index))
                 {
                     let delay = backoff(first, max, slot.consecutive_failures);
                     slot.consecutive_failures += 1;
