@@ -1,6 +1,6 @@
 //! A model-based property test of the supervisor: random sequences of
-//! events (upgrade, scale, stop, READY=1, exits with any status, clock
-//! ticks, failed spawns, re-exec round trips) against the real state
+//! events (upgrade, scale, stop, READY=1, WATCHDOG=1, exits with any
+//! status, clock ticks, failed spawns, re-exec round trips) against the real state
 //! machine with a fake process table, checking after every step the rules
 //! users rely on:
 //!
@@ -11,7 +11,7 @@
 //! - nothing is spawned once a stop was requested;
 //! - every process the supervisor counts as a worker is alive, and every
 //!   live process is counted (nothing runs behind its back);
-//! - after a tick, no deadline is in the past;
+//! - after a tick, no deadline is in the past (watchdogs included);
 //! - the re-exec state captured at any step restores to the same state;
 //! - at the end, a stop stops everything and every operation that was
 //!   accepted has had exactly one result.
@@ -91,6 +91,8 @@ enum Event {
     Stop,
     /// READY=1 from the live process chosen by the selector.
     Ready(usize),
+    /// WATCHDOG=1 from the chosen live process.
+    Ping(usize),
     /// The chosen live process exits on its own.
     Exit(usize, Ending),
     /// Processes asked to stop finish draining (exit 0).
@@ -113,6 +115,7 @@ fn event() -> impl Strategy<Value = Event> {
         1 => (1u32..=4).prop_map(Event::Scale),
         1 => Just(Event::Stop),
         6 => any::<usize>().prop_map(Event::Ready),
+        2 => any::<usize>().prop_map(Event::Ping),
         3 => (any::<usize>(), prop_oneof![
             Just(Ending::Clean),
             (1i32..=3).prop_map(Ending::Code),
@@ -135,7 +138,12 @@ struct Run {
 }
 
 impl Run {
-    fn new(workers: u32, max_surge: Option<u32>, restart: RestartPolicy) -> Run {
+    fn new(
+        workers: u32,
+        max_surge: Option<u32>,
+        restart: RestartPolicy,
+        watchdog: Option<Duration>,
+    ) -> Run {
         let config = Config {
             restart,
             restart_delay: Duration::from_millis(100),
@@ -147,7 +155,7 @@ impl Run {
             ready_timeout: Duration::from_secs(10),
             workers,
             max_surge,
-            watchdog: None,
+            watchdog,
             terminal: false,
         };
         let now = Instant::now();
@@ -238,6 +246,15 @@ impl Run {
                 if let Some((_, generation, index)) = self.pick(*which) {
                     let message = NotifyMessage {
                         ready: true,
+                        ..NotifyMessage::default()
+                    };
+                    self.supervisor.on_notify(generation, index, &message, now);
+                }
+            }
+            Event::Ping(which) => {
+                if let Some((_, generation, index)) = self.pick(*which) {
+                    let message = NotifyMessage {
+                        watchdog_ping: true,
                         ..NotifyMessage::default()
                     };
                     self.supervisor.on_notify(generation, index, &message, now);
@@ -411,7 +428,18 @@ impl Run {
 /// Replays one sequence of events, as a failure found by the property
 /// test is kept: as a named test.
 fn replay(workers: u32, max_surge: Option<u32>, restart: RestartPolicy, events: &[Event]) {
-    let mut run = Run::new(workers, max_surge, restart);
+    replay_watched(workers, max_surge, restart, None, events);
+}
+
+/// [`replay`], with `--watchdog`.
+fn replay_watched(
+    workers: u32,
+    max_surge: Option<u32>,
+    restart: RestartPolicy,
+    watchdog: Option<Duration>,
+    events: &[Event],
+) {
+    let mut run = Run::new(workers, max_surge, restart, watchdog);
     run.check_invariants();
     for event in events {
         if run.supervisor.exit_code().is_some() {
@@ -527,8 +555,9 @@ proptest! {
             Just(RestartPolicy::OnFailure),
             Just(RestartPolicy::Never),
         ],
+        watchdog in prop_oneof![Just(None), Just(Some(Duration::from_secs(5)))],
         events in proptest::collection::vec(event(), 1..60),
     ) {
-        replay(workers, max_surge, restart, &events);
+        replay_watched(workers, max_surge, restart, watchdog, &events);
     }
 }

@@ -1978,3 +1978,27 @@ fn with_many_workers_the_next_deadline_is_the_earliest_of_every_timer() {
     assert_eq!(phase_of(&s, 1), Some(Phase::Ready));
     assert_eq!(s.next_deadline(), None, "a serving generation sleeps");
 }
+
+#[test]
+fn a_ready_worker_that_hangs_while_its_siblings_start_fails_the_start_and_the_loop_sleeps() {
+    let now = Instant::now();
+    let mut config = config(RestartPolicy::Always, ReadyMode::Notify);
+    config.workers = 2;
+    config.watchdog = Some(Duration::from_secs(5));
+    let mut s = Supervisor::new(config, FakeProcesses::default());
+    s.start(now).unwrap();
+    // Worker 0 is ready and armed; worker 1 is still starting when worker
+    // 0 stops pinging.
+    s.on_notify(1, 0, &ready(), now);
+    let missed = now + Duration::from_secs(6);
+    let log = logged(|| s.on_tick(missed));
+    assert!(
+        log.contains("is hung (no WATCHDOG=1 within 5s) before its generation was ready"),
+        "{log}"
+    );
+    assert_eq!(phase_of(&s, 1), Some(Phase::Failed));
+    assert!(
+        s.next_deadline().is_none_or(|at| at > missed),
+        "a watchdog left in the past would wake the loop at once, again and again"
+    );
+}

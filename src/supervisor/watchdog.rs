@@ -67,19 +67,65 @@ impl<P: ProcessControl> Supervisor<P> {
 
     /// Acts on every watchdog that has run out by `now`.
     pub(super) fn check_watchdogs(&mut self, now: Instant) {
-        let missed: Vec<(u32, u32)> = self
+        let missed: Vec<(u32, Phase, u32)> = self
             .generations
             .iter()
-            .filter(|g| g.phase == Phase::Ready)
             .flat_map(|g| {
                 g.workers
                     .due(now, &[WorkerTimer::Watchdog])
                     .into_iter()
-                    .map(move |index| (g.number, index))
+                    .map(move |index| (g.number, g.phase, index))
             })
             .collect();
-        for (number, index) in missed {
-            self.on_watchdog_miss(number, index, now);
+        for (number, phase, index) in missed {
+            match phase {
+                Phase::Starting => self.on_watchdog_miss_while_starting(number, index, now),
+                Phase::Ready => self.on_watchdog_miss(number, index, now),
+                // Being stopped already: the watchdog has nothing to add,
+                // and left armed it would keep the loop awake.
+                Phase::Failed | Phase::Draining => {
+                    if let Some(mut worker) = self
+                        .generation_mut(number)
+                        .and_then(|g| g.worker_mut(index))
+                    {
+                        worker.watchdog_at = None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A worker that was ready hangs before its generation serves (its
+    /// siblings are still starting, or it rolls in). Left armed, its
+    /// deadline would stay in the past and wake the loop at once, again and
+    /// again. A rolling worker already serves: it is killed (a hung process
+    /// will not drain) and its slot is filled again, as after a crash. Any
+    /// other starting generation cannot become healthy: its start fails.
+    fn on_watchdog_miss_while_starting(&mut self, number: u32, index: u32, now: Instant) {
+        let rolling = self.rollout == Some(number);
+        let Some(generation) = self.generation_mut(number) else {
+            return;
+        };
+        let Some(mut worker) = generation.worker_mut(index) else {
+            return;
+        };
+        worker.watchdog_at = None;
+        let (pid, timeout) = (worker.pid, worker.watchdog.unwrap_or_default());
+        drop(worker);
+        let reason = format!(
+            "generation {number} worker {index} (pid {pid}) is hung (no WATCHDOG=1 within {})",
+            format_duration(timeout)
+        );
+        if rolling {
+            tracing::warn!("{reason}; killing it, its slot is filled again");
+            self.processes
+                .signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+        } else {
+            self.fail_start(
+                number,
+                format!("{reason} before its generation was ready"),
+                now,
+            );
         }
     }
 
