@@ -1,6 +1,9 @@
 //! Renders sockvisor's man pages and shell completions from the one clap
 //! definition in `src/cli.rs`, plus the sections that are not about flags
-//! (signals, exit statuses, environment, files). Used by the generator
+//! (signals, exit statuses, environment, files), and the generated blocks
+//! of `docs/reference.md`. The signal and exit-status tables come from the
+//! definitions the code acts on (`signals::reference`, `run::EXIT_STATUS`,
+//! `control::client::exit::TABLE`). Used by the generator
 //! (`cargo run --example gen-docs`) and by the test that fails when the
 //! checked-in files are stale.
 
@@ -8,6 +11,8 @@ use clap::CommandFactory;
 use clap_complete::Shell;
 use roff::{Roff, bold, roman};
 use sockvisor::cli::Cli;
+use sockvisor::control::client::exit;
+use sockvisor::{run, signals};
 
 /// `(file name, contents)` of every man page: `sockvisor.1` and one per
 /// subcommand.
@@ -57,13 +62,34 @@ pub fn completions() -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-fn section(roff: &mut Roff, title: &str, items: &[(&str, &str)]) {
+fn section(roff: &mut Roff, title: &str, items: &[(impl AsRef<str>, impl AsRef<str>)]) {
     roff.control("SH", [title]);
     for (term, text) in items {
         roff.control("TP", []);
-        roff.text([bold(*term)]);
-        roff.text([roman(*text)]);
+        roff.text([bold(plain(term.as_ref()))]);
+        roff.text([roman(plain(text.as_ref()))]);
     }
+}
+
+/// The reference's text as a man page shows it: names without backquotes.
+fn plain(text: &str) -> String {
+    text.replace('`', "")
+}
+
+/// `sockvisor run`'s exit statuses, labelled.
+fn run_exit_statuses() -> Vec<(String, String)> {
+    run::EXIT_STATUS
+        .iter()
+        .map(|(status, meaning)| (status.label(), meaning.to_string()))
+        .collect()
+}
+
+/// The control commands' exit statuses.
+fn client_exit_statuses() -> Vec<(String, String)> {
+    exit::TABLE
+        .iter()
+        .map(|(code, meaning)| (code.to_string(), meaning.to_string()))
+        .collect()
 }
 
 fn extra_sections_main(roff: &mut Roff) {
@@ -71,69 +97,8 @@ fn extra_sections_main(roff: &mut Roff) {
 }
 
 fn extra_sections_run(roff: &mut Roff) {
-    section(
-        roff,
-        "SIGNALS",
-        &[
-            (
-                "SIGTERM, SIGINT, SIGQUIT",
-                "Graceful stop: the stop signal (--stop-signal, default SIGQUIT) goes to every generation, followed by SIGCONT to its process group so that a stopped one acts on it; after --stop-timeout the remaining process groups get SIGKILL. A second one of these during the stop kills at once. Sent with kill or docker stop, SIGINT means this with or without a terminal.",
-            ),
-            (
-                "SIGHUP, SIGUSR2",
-                "With sockets, start an upgrade, like sockvisor upgrade; the result is logged. Without sockets (an init), forwarded like the signals below.",
-            ),
-            (
-                "Every other signal",
-                "SIGUSR1, SIGWINCH, SIGALRM, SIGVTALRM, SIGPROF, SIGIO, SIGURG, SIGPWR, SIGXCPU, SIGXFSZ, SIGSTKFLT, SIGCONT, SIGTSTP, SIGTTIN, SIGTTOU and every real-time signal (SIGRTMIN to SIGRTMAX) are forwarded to each worker of the serving generation, or with --signal-group to each worker's process group. None of them kills sockvisor, PID 1 or not. On a terminal, SIGTTIN and SIGTTOU are blocked instead: there they are job control aimed at sockvisor. SIGPIPE stays ignored; the synchronous fault signals (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT, SIGSYS) are not handled.",
-            ),
-            (
-                "Keyboard on a terminal",
-                "When sockvisor runs in the foreground of its controlling terminal (standard input), the serving generation is the terminal's foreground process group: it reads the terminal, and Ctrl-C, Ctrl-\\ and Ctrl-Z go to it, not to sockvisor. A generation killed by Ctrl-C or Ctrl-\\ is not restarted; sockvisor exits 130 or 131. In an upgrade the terminal passes to the new generation once it is ready; at exit it goes back to the group that had it.",
-            ),
-            (
-                "SIGCHLD",
-                "Reap every exited process: generations, readiness probes, and orphans re-parented to sockvisor (as PID 1 or as child subreaper).",
-            ),
-            (
-                "SIGKILL",
-                "Cannot be handled: every generation's main process gets SIGKILL as its parent-death signal, so the ports are released for the next sockvisor.",
-            ),
-        ],
-    );
-    section(
-        roff,
-        "EXIT STATUS",
-        &[
-            (
-                "the child's code",
-                "The current generation exited on its own and was not restarted.",
-            ),
-            (
-                "128 + N",
-                "It was killed by signal N (137 after SIGKILL at a timeout).",
-            ),
-            (
-                "130, 131",
-                "On a terminal, the serving generation was killed by Ctrl-C (SIGINT) or Ctrl-\\ (SIGQUIT) from the keyboard.",
-            ),
-            (
-                "0",
-                "A requested stop in which the current generation (or, with none serving yet, the one starting) exited 0 or died of the stop signal, or a stop while nothing was running.",
-            ),
-            (
-                "1",
-                "Another start-up failure, e.g. another sockvisor runs with the same name.",
-            ),
-            ("2", "Invalid command line or listen spec."),
-            (
-                "3",
-                "A listener cannot be opened (address in use, permission denied, missing directory).",
-            ),
-            ("126", "The command exists but cannot be executed."),
-            ("127", "The command was not found."),
-        ],
-    );
+    section(roff, "SIGNALS", &signals::reference());
+    section(roff, "EXIT STATUS", &run_exit_statuses());
     section(
         roff,
         "ENVIRONMENT",
@@ -185,33 +150,7 @@ fn extra_sections_run(roff: &mut Roff) {
 }
 
 fn extra_sections_client(roff: &mut Roff) {
-    section(
-        roff,
-        "EXIT STATUS",
-        &[
-            ("0", "Done."),
-            (
-                "1",
-                "The operation was carried out and failed; the reason is printed (for upgrade: the old generation keeps serving).",
-            ),
-            (
-                "2",
-                "Invalid command line, or a request sockvisor did not understand.",
-            ),
-            (
-                "3",
-                "No sockvisor reachable at the control socket, or this user may not control it.",
-            ),
-            (
-                "4",
-                "Refused for now: an upgrade is starting, or sockvisor is stopping.",
-            ),
-            (
-                "5",
-                "No result within --timeout; the operation goes on inside sockvisor.",
-            ),
-        ],
-    );
+    section(roff, "EXIT STATUS", &client_exit_statuses());
     section(
         roff,
         "ENVIRONMENT",
@@ -220,4 +159,174 @@ fn extra_sections_client(roff: &mut Roff) {
             "The control socket path, instead of the one derived from --name.",
         )],
     );
+}
+
+/// The file with generated blocks, relative to the repository root.
+pub const REFERENCE: &str = "docs/reference.md";
+
+/// `(name, Markdown)` of every block generated into [`REFERENCE`], each
+/// between `<!-- generated: NAME -->` and the next `<!-- end -->`.
+pub fn reference_blocks() -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "signals",
+            table(["signal to sockvisor", "effect"], &signals::reference()),
+        ),
+        (
+            "exit-status-run",
+            table(["status", "when"], &run_exit_statuses()),
+        ),
+        (
+            "exit-status-commands",
+            table(["status", "when"], &client_exit_statuses()),
+        ),
+        ("run-options", run_options()),
+    ]
+}
+
+/// `text` (the contents of [`REFERENCE`]) with every generated block
+/// written anew. Markers count at the start of a line only. Fails on a
+/// block without its markers, or markers naming no block.
+pub fn fill_reference(text: &str) -> Result<String, String> {
+    let blocks = reference_blocks();
+    let mut out = String::new();
+    let mut seen = Vec::new();
+    let mut lines = text.split_inclusive('\n');
+    while let Some(line) = lines.next() {
+        out.push_str(line);
+        let Some(name) = line
+            .strip_prefix(GENERATED)
+            .and_then(|rest| rest.strip_suffix(" -->\n"))
+        else {
+            continue;
+        };
+        let Some((_, block)) = blocks.iter().find(|(n, _)| *n == name) else {
+            return Err(format!("{REFERENCE}: no generated block is named '{name}'"));
+        };
+        if !lines.any(|line| line.trim_end() == END) {
+            return Err(format!("{REFERENCE}: block '{name}' has no '{END}' line"));
+        }
+        out.push_str(block);
+        out.push_str(END);
+        out.push('\n');
+        seen.push(name.to_string());
+    }
+    for (name, _) in &blocks {
+        if !seen.iter().any(|s| s == name) {
+            return Err(format!(
+                "{REFERENCE}: block '{name}' is missing: add the lines '{GENERATED}{name} -->' and '{END}'"
+            ));
+        }
+    }
+    Ok(out)
+}
+
+const GENERATED: &str = "<!-- generated: ";
+const END: &str = "<!-- end -->";
+
+/// A two-column Markdown table.
+fn table(header: [&str; 2], rows: &[(String, String)]) -> String {
+    let mut out = format!("| {} | {} |\n| --- | --- |\n", header[0], header[1]);
+    for (first, second) in rows {
+        out.push_str(&format!("| {} | {} |\n", cell(first), cell(second)));
+    }
+    out
+}
+
+/// Text as one Markdown table cell: `|` escaped everywhere; outside code
+/// spans, `\\` and `*` escaped, and `_` where it could start or end an
+/// emphasis (`__pycache__`), not inside a word (`LISTEN_PID`).
+fn cell(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::new();
+    let mut in_code = false;
+    for (at, &c) in chars.iter().enumerate() {
+        let word = |i: Option<usize>| {
+            i.and_then(|i| chars.get(i))
+                .is_some_and(|c| c.is_alphanumeric())
+        };
+        let inside_word = word(at.checked_sub(1)) && word(Some(at + 1));
+        match c {
+            '`' => in_code = !in_code,
+            '|' => out.push('\\'),
+            '\\' | '*' if !in_code => out.push('\\'),
+            '_' if !in_code && !inside_word => out.push('\\'),
+            _ => {}
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Every option of `sockvisor run`, from the clap definition: the flag,
+/// its default and its help text, then the options every command takes.
+fn run_options() -> String {
+    let mut command = Cli::command().disable_help_subcommand(true);
+    command.build();
+    let run = command
+        .find_subcommand("run")
+        .expect("the run subcommand exists");
+    let mut options: Vec<&clap::Arg> = run
+        .get_arguments()
+        .filter(|a| !a.is_positional() && !a.is_hide_set())
+        .filter(|a| !matches!(a.get_id().as_str(), "help" | "version"))
+        .collect();
+    options.sort_by_key(|a| a.is_global_set());
+    let mut out = String::from("| option | default | meaning |\n| --- | --- | --- |\n");
+    for arg in options {
+        let mut flag = match (arg.get_short(), arg.get_long()) {
+            (Some(short), Some(long)) => format!("-{short}, --{long}"),
+            (None, Some(long)) => format!("--{long}"),
+            (Some(short), None) => format!("-{short}"),
+            (None, None) => continue,
+        };
+        let takes_value = arg.get_action().takes_values();
+        if takes_value {
+            let possible: Vec<String> = arg
+                .get_possible_values()
+                .iter()
+                .filter(|v| !v.is_hide_set())
+                .map(|v| v.get_name().to_string())
+                .collect();
+            let value = if possible.is_empty() {
+                arg.get_value_names()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            } else {
+                possible.join("|")
+            };
+            flag = format!("{flag} {value}");
+        }
+        let default = if takes_value {
+            arg.get_default_values()
+                .iter()
+                .map(|v| format!("`{}`", v.to_string_lossy()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        } else {
+            String::new()
+        };
+        let help = arg
+            .get_long_help()
+            .or(arg.get_help())
+            .map(|h| h.to_string())
+            .unwrap_or_default();
+        let mut meaning = help.split_whitespace().collect::<Vec<_>>().join(" ");
+        if !meaning.ends_with('.') {
+            meaning.push('.');
+        }
+        if let Some(env) = arg.get_env() {
+            meaning.push_str(&format!(" Also read from `{}`.", env.to_string_lossy()));
+        }
+        out.push_str(&format!(
+            "| `{}` | {} | {} |\n",
+            cell(&flag),
+            default,
+            cell(&meaning)
+        ));
+    }
+    out
 }

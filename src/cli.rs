@@ -182,7 +182,7 @@ pub struct RunArgs {
     /// overrides an earlier one, and both override sockvisor's own
     /// environment), read again for every worker started, so that an
     /// upgrade picks up a changed file. KEY=VALUE lines as systemd's
-    /// EnvironmentFile= reads them (see the README); a leading '-'
+    /// EnvironmentFile= reads them (see docs/guide.md); a leading '-'
     /// (-/etc/app.env) makes the file optional.
     #[arg(long = "env-file", value_name = "PATH", value_parser = EnvFile::parse, allow_hyphen_values = true)]
     pub env_file: Vec<EnvFile>,

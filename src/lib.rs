@@ -5,7 +5,8 @@
 //! `LISTEN_PID`, `LISTEN_FDNAMES`), and acts as a correct init: one reaper,
 //! forwarded signals, graceful stop, the child's exit status.
 //!
-//! One process, one thread, one `poll(2)` loop. See `docs/` and `README.md`.
+//! One process, one thread, one `poll(2)` loop. See `README.md` and `docs/`
+//! (`docs/architecture.md` maps the modules and the supervisor state machine).
 
 pub mod children;
 pub mod cli;

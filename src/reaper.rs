@@ -13,6 +13,9 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
+/// A death by signal N is reported as this plus N, as shells and tini do.
+pub const SIGNAL_BASE: i32 = 128;
+
 /// How a process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitStatus {
@@ -26,7 +29,7 @@ impl ExitStatus {
     pub fn as_code(self) -> i32 {
         match self {
             ExitStatus::Code(code) => code,
-            ExitStatus::Signal(signal) => 128 + signal as i32,
+            ExitStatus::Signal(signal) => SIGNAL_BASE + signal as i32,
         }
     }
 

@@ -1,10 +1,15 @@
 //! The `sockvisor run` command: turn the parsed arguments into a control
 //! socket, bound listeners, a signal source and a supervisor, then hand over
 //! to the event loop.
+//!
+//! It also owns the list of `sockvisor run`'s exit statuses,
+//! [`EXIT_STATUS`]: the numbers are the ones the code returns, and the man
+//! pages and `docs/reference.md` are generated from it.
 
 use std::fmt;
 use std::time::Instant;
 
+use nix::sys::signal::Signal;
 use nix::unistd::{Gid, Uid, getpid};
 
 use crate::children::Children;
@@ -43,6 +48,86 @@ pub const EXIT_USAGE: i32 = 2;
 pub const EXIT_LISTEN: i32 = 3;
 /// Exit status for any other start-up failure.
 pub const EXIT_SETUP: i32 = 1;
+
+/// An exit status as the reference writes it: a number, or the rule that
+/// gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// This number.
+    Code(i32),
+    /// The child's own exit code.
+    ChildCode,
+    /// [`SIGNAL_BASE`](crate::reaper::SIGNAL_BASE) plus the number of the
+    /// signal that killed the child.
+    KilledBy,
+    /// The same, for each of these signals.
+    KilledByOneOf(&'static [Signal]),
+}
+
+impl Status {
+    /// `2`, `the child's exit code`, `128 + N`, `130, 131`.
+    pub fn label(self) -> String {
+        let killed_by = |signal: Signal| crate::reaper::ExitStatus::Signal(signal).as_code();
+        match self {
+            Status::Code(code) => code.to_string(),
+            Status::ChildCode => "the child's exit code".to_string(),
+            Status::KilledBy => format!("{} + N", crate::reaper::SIGNAL_BASE),
+            Status::KilledByOneOf(signals) => signals
+                .iter()
+                .map(|signal| killed_by(*signal).to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    }
+}
+
+/// Every exit status of `sockvisor run` and when it is used, in the order
+/// the reference lists them. Names are in backquotes; the man page drops
+/// them.
+pub const EXIT_STATUS: &[(Status, &str)] = &[
+    (
+        Status::ChildCode,
+        "The child exited on its own and was not restarted.",
+    ),
+    (
+        Status::KilledBy,
+        "The child was killed by signal N (e.g. 137 after `SIGKILL` at the stop timeout).",
+    ),
+    (
+        Status::KilledByOneOf(&crate::supervisor::KEYBOARD_INTERRUPTS),
+        "On a terminal, the serving generation was killed by Ctrl-C (`SIGINT`) or Ctrl-\\ \
+         (`SIGQUIT`) from the keyboard; it is not restarted, whatever `--restart` says.",
+    ),
+    (
+        Status::Code(0),
+        "A requested stop in which the current generation (or, with none serving yet, the one \
+         starting) exited 0 or died of the stop signal; or a stop while no generation was \
+         running.",
+    ),
+    (
+        Status::Code(EXIT_SETUP),
+        "Another start-up failure (e.g. another sockvisor runs with the same name, it cannot \
+         install signal handlers, a path it would create is in the way).",
+    ),
+    (
+        Status::Code(EXIT_USAGE),
+        "Invalid command line: an unknown flag or a bad value, a bad listen spec, a missing \
+         or malformed `--env-file`, an unusable `--user`.",
+    ),
+    (
+        Status::Code(EXIT_LISTEN),
+        "A listener cannot be opened (address in use, permission denied, missing directory, \
+         a unix socket path that is taken, …).",
+    ),
+    (
+        Status::Code(crate::spawn::EXIT_NOT_EXECUTABLE),
+        "The command exists but cannot be executed.",
+    ),
+    (
+        Status::Code(crate::spawn::EXIT_NOT_FOUND),
+        "The command was not found.",
+    ),
+];
 
 impl RunError {
     pub fn exit_code(&self) -> i32 {
@@ -321,4 +406,61 @@ pub fn resume(inherited: reexec::Inherited) -> Result<i32, RunError> {
     Ok(event_loop
         .resumed(reexecs, last_reexec, restored.requester, result, now)
         .run())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(code: i32) -> bool {
+        EXIT_STATUS
+            .iter()
+            .any(|(status, _)| *status == Status::Code(code))
+    }
+
+    #[test]
+    fn every_start_up_error_exits_with_a_listed_status() {
+        let spec = ListenSpec::parse("127.0.0.1:80,nmae=http").unwrap_err();
+        let errors = [
+            RunError::Usage("bad".into()),
+            RunError::Spec(spec),
+            RunError::Bind(BindError {
+                spec: "127.0.0.1:80".into(),
+                reason: "permission denied".into(),
+                hint: None,
+            }),
+            RunError::Spawn(SpawnError::NotFound {
+                program: "x".into(),
+                path_var: String::new(),
+            }),
+            RunError::Spawn(SpawnError::NotExecutable {
+                path: "/x".into(),
+                reason: "not a file".into(),
+            }),
+            RunError::Spawn(SpawnError::Fork(nix::errno::Errno::EAGAIN)),
+            RunError::Setup("bad".into()),
+        ];
+        for error in errors {
+            assert!(listed(error.exit_code()), "{error}: {}", error.exit_code());
+        }
+    }
+
+    #[test]
+    fn statuses_are_labelled_as_the_reference_writes_them() {
+        let labels: Vec<String> = EXIT_STATUS.iter().map(|(s, _)| s.label()).collect();
+        assert_eq!(
+            labels,
+            [
+                "the child's exit code",
+                "128 + N",
+                "130, 131",
+                "0",
+                "1",
+                "2",
+                "3",
+                "126",
+                "127"
+            ]
+        );
+    }
 }

@@ -1,6 +1,7 @@
 //! Signals reaching sockvisor: what each one means to it (one table, the
-//! one the code acts on and the documentation describes), how they reach
-//! the event loop, and how operators name them.
+//! one the code acts on and the one the documentation is generated from:
+//! [`reference`] feeds the man pages' SIGNALS and `docs/reference.md`), how
+//! they reach the event loop, and how operators name them.
 //!
 //! As tini and dumb-init do, every asynchronous signal is handled: the few
 //! with a meaning for sockvisor (stop, upgrade, reap) are acted on, and
@@ -37,12 +38,48 @@ pub enum Meaning {
     Reap,
     /// Passed on to every worker of the serving generation.
     Forward,
-    /// Not handled, for the reason given.
+    /// Not handled, for the reason given (a sentence of the reference).
     Untouched(&'static str),
 }
 
+impl Meaning {
+    /// What sockvisor does on a signal with this meaning, as the reference
+    /// states it. Names are in backquotes; the man page drops them.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Meaning::Stop => {
+                "Graceful stop: the stop signal (`--stop-signal`, default `SIGQUIT`) goes to \
+                 every generation, followed by `SIGCONT` to its process group (as systemd \
+                 does, so that a stopped one acts on it at once); after `--stop-timeout` the \
+                 remaining process groups get `SIGKILL`. A second one of these during the \
+                 stop kills at once. This is what `kill -INT`, `docker stop` and \
+                 `docker stop --signal INT` do, with or without a terminal."
+            }
+            Meaning::Upgrade => {
+                "With sockets: start an upgrade, like `sockvisor upgrade` (the result is \
+                 logged). Without sockets (an init): forwarded like the signals below, so \
+                 `docker kill -s HUP` asks the server to reload its own configuration."
+            }
+            Meaning::Reap => {
+                "Reaps every exited process: workers, readiness probes, and orphans \
+                 re-parented to sockvisor (as PID 1, or as a child subreaper)."
+            }
+            Meaning::Forward => {
+                "Forwarded to each worker of the serving generation (with `--signal-group`, \
+                 to each worker's whole process group, like tini's `-g`). None of them kills \
+                 sockvisor, PID 1 or not: LXC's `SIGPWR` and systemd's `SIGRTMIN+3` reach \
+                 the server. On a terminal, sockvisor blocks `SIGTTIN` and `SIGTTOU` \
+                 instead: there they are job control aimed at sockvisor itself, not \
+                 requests."
+            }
+            Meaning::Untouched(why) => why,
+        }
+    }
+}
+
 const FAULT: Meaning = Meaning::Untouched(
-    "a synchronous fault of sockvisor's own: the default action (a core dump) applies",
+    "Not handled: a synchronous fault of sockvisor's own, never a request; the default \
+     action (a core dump) applies.",
 );
 
 /// sockvisor's signal table, for signals 1 to 31; every real-time signal
@@ -58,7 +95,10 @@ const TABLE: [(Signal, Meaning); 31] = [
     (Signal::SIGFPE, FAULT),
     (
         Signal::SIGKILL,
-        Meaning::Untouched("cannot be caught: sockvisor dies, and its children with it"),
+        Meaning::Untouched(
+            "Cannot be caught: sockvisor dies, and every generation's main process with it \
+             (its parent-death signal), so the ports are free for the next sockvisor.",
+        ),
     ),
     (Signal::SIGUSR1, Meaning::Forward),
     (Signal::SIGSEGV, FAULT),
@@ -66,7 +106,8 @@ const TABLE: [(Signal, Meaning); 31] = [
     (
         Signal::SIGPIPE,
         Meaning::Untouched(
-            "ignored, so that a closed pipe of sockvisor's never reaches the server",
+            "Ignored, so that a closed pipe of sockvisor's own never reaches the server \
+             (tini forwards it).",
         ),
     ),
     (Signal::SIGALRM, Meaning::Forward),
@@ -76,7 +117,7 @@ const TABLE: [(Signal, Meaning); 31] = [
     (Signal::SIGCONT, Meaning::Forward),
     (
         Signal::SIGSTOP,
-        Meaning::Untouched("cannot be caught: sockvisor stops until SIGCONT"),
+        Meaning::Untouched("Cannot be caught: sockvisor stops until `SIGCONT`."),
     ),
     (Signal::SIGTSTP, Meaning::Forward),
     (Signal::SIGTTIN, Meaning::Forward),
@@ -91,6 +132,53 @@ const TABLE: [(Signal, Meaning); 31] = [
     (Signal::SIGPWR, Meaning::Forward),
     (Signal::SIGSYS, FAULT),
 ];
+
+/// Where the keyboard's signals go when sockvisor runs on a terminal: not to
+/// sockvisor, so no row of [`TABLE`] covers them (see `terminal`).
+pub const KEYBOARD_ON_A_TERMINAL: (&str, &str) = (
+    "Ctrl-C, Ctrl-\\, Ctrl-Z on a terminal",
+    "When sockvisor runs in the foreground of its controlling terminal (standard input), \
+     the serving generation is the terminal's foreground process group: it reads the \
+     terminal, and the keyboard's `SIGINT`, `SIGQUIT` and `SIGTSTP` go to it, not to \
+     sockvisor. In an upgrade the terminal passes to the new generation once it is \
+     ready; at exit it goes back to the group that had it.",
+);
+
+/// The signal reference, derived from [`TABLE`]: one row per meaning (the
+/// untouched signals grouped by their reason), each with the signals that
+/// have it and what sockvisor does, in the order stop, upgrade, reap,
+/// forward, untouched; then where the keyboard's signals go on a terminal.
+pub fn reference() -> Vec<(String, String)> {
+    let mut meanings: Vec<Meaning> = vec![
+        Meaning::Stop,
+        Meaning::Upgrade,
+        Meaning::Reap,
+        Meaning::Forward,
+    ];
+    for (_, meaning) in TABLE {
+        if !meanings.contains(&meaning) {
+            meanings.push(meaning);
+        }
+    }
+    let mut rows: Vec<(String, String)> = meanings
+        .into_iter()
+        .map(|meaning| {
+            let mut signals: Vec<String> = TABLE
+                .iter()
+                .filter(|(_, m)| *m == meaning)
+                .map(|(s, _)| format!("`{}`", s.as_str()))
+                .collect();
+            // Every real-time signal is forwarded (see `meaning`).
+            if meaning == Meaning::Forward {
+                signals.push("every real-time signal (`SIGRTMIN` to `SIGRTMAX`)".to_string());
+            }
+            (signals.join(", "), meaning.describe().to_string())
+        })
+        .collect();
+    let (keys, effect) = KEYBOARD_ON_A_TERMINAL;
+    rows.push((keys.to_string(), effect.to_string()));
+    rows
+}
 
 /// What `signal` (a number, real-time ones included) means to sockvisor.
 pub fn meaning(signal: i32) -> Meaning {
@@ -290,6 +378,22 @@ mod tests {
         }
         // The C library's own real-time signals below SIGRTMIN are not ours.
         assert!(!handled().any(|n| (32..libc::SIGRTMIN()).contains(&n)));
+    }
+
+    #[test]
+    fn the_reference_names_every_signal_of_the_table_in_exactly_one_row() {
+        let rows = reference();
+        for (signal, meaning) in TABLE {
+            let name = format!("`{}`", signal.as_str());
+            let rows_naming: Vec<_> = rows
+                .iter()
+                .filter(|(signals, _)| signals.split(", ").any(|s| s == name))
+                .collect();
+            assert_eq!(rows_naming.len(), 1, "{name}");
+            assert_eq!(rows_naming[0].1, meaning.describe(), "{name}");
+        }
+        let (forwarded, _) = &rows[3];
+        assert!(forwarded.contains("SIGRTMIN"), "{forwarded}");
     }
 
     #[test]

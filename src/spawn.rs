@@ -74,18 +74,24 @@ pub enum SpawnError {
     Environment(String),
 }
 
+/// Exit status when the command is not found, as the shell's.
+pub const EXIT_NOT_FOUND: i32 = 127;
+/// Exit status when the command exists but cannot be executed, as the
+/// shell's.
+pub const EXIT_NOT_EXECUTABLE: i32 = 126;
+
 impl SpawnError {
     /// Exit status sockvisor uses for this error, following the shell's
-    /// convention: 127 not found, 126 found but not executable.
+    /// convention (see `run::EXIT_STATUS`).
     pub fn exit_code(&self) -> i32 {
         match self {
-            SpawnError::NotFound { .. } | SpawnError::NoSuchFile { .. } => 127,
+            SpawnError::NotFound { .. } | SpawnError::NoSuchFile { .. } => EXIT_NOT_FOUND,
             SpawnError::Exec {
                 errno: Errno::ENOENT,
                 ..
-            } => 127,
-            SpawnError::NotExecutable { .. } | SpawnError::Exec { .. } => 126,
-            SpawnError::Fork(_) | SpawnError::Environment(_) => 1,
+            } => EXIT_NOT_FOUND,
+            SpawnError::NotExecutable { .. } | SpawnError::Exec { .. } => EXIT_NOT_EXECUTABLE,
+            SpawnError::Fork(_) | SpawnError::Environment(_) => crate::run::EXIT_SETUP,
         }
     }
 }

@@ -1096,7 +1096,7 @@ fn a_shell_replacing_the_apps_cmd_is_never_ready_but_under_entrypoint_sockvisor_
     trapped.wait_for_log("shell started");
     let check = trapped.exec(&["sockvisor", "status", "--check"]);
     assert_eq!(check.status.code(), Some(1), "{check:?}");
-    // As README says: `--entrypoint sockvisor myapp run -- sh`, sockvisor
+    // As docs/recipes.md says: `--entrypoint sockvisor myapp run -- sh`, sockvisor
     // as a plain init, ready as soon as the shell runs.
     let shell = Container::start(
         "shell",

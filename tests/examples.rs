@@ -1,5 +1,5 @@
 //! The example servers in `examples/` (Python, Node.js, Go, Rust, and a
-//! server that cannot notify) work under sockvisor as the README says:
+//! server that cannot notify) work under sockvisor as docs/recipes.md says:
 //! each serves on the inherited socket, becomes ready, and goes through
 //! upgrades under load with zero failed requests.
 

@@ -16,20 +16,44 @@ use crate::deadline;
 use crate::duration::format_duration;
 use crate::output::printable;
 
-/// Exit statuses of the client commands.
+/// Exit statuses of the client commands: the numbers, and in [`exit::TABLE`]
+/// what each means (the man pages and `docs/reference.md` are generated
+/// from it).
 pub mod exit {
     pub const OK: i32 = 0;
-    /// The operation was carried out and failed (e.g. the new generation
-    /// crashed; the old one keeps serving).
     pub const FAILED: i32 = 1;
-    /// Invalid command line or a request sockvisor did not understand.
     pub const USAGE: i32 = 2;
-    /// No sockvisor could be reached, or it refused this user.
     pub const UNREACHABLE: i32 = 3;
-    /// Refused for now: another upgrade is starting, or sockvisor stops.
     pub const BUSY: i32 = 4;
-    /// No result within `--timeout`; the operation goes on in sockvisor.
     pub const TIMEOUT: i32 = 5;
+
+    /// Every status and when it is used, in the order the reference lists
+    /// them. Names are in backquotes; the man page drops them.
+    pub const TABLE: [(i32, &str); 6] = [
+        (OK, "Done."),
+        (
+            FAILED,
+            "The operation was carried out and failed; the reason is printed (e.g. the new \
+             generation of an `upgrade` crashed: the old one keeps serving).",
+        ),
+        (
+            USAGE,
+            "Invalid command line, or a request sockvisor did not understand.",
+        ),
+        (
+            UNREACHABLE,
+            "No sockvisor reachable at the control socket, or this user may not control it.",
+        ),
+        (
+            BUSY,
+            "Refused for now: an upgrade is starting a generation, a scale is in progress, or \
+             sockvisor is stopping.",
+        ),
+        (
+            TIMEOUT,
+            "No result within `--timeout`; the operation goes on inside sockvisor.",
+        ),
+    ];
 }
 
 pub struct Call<'a> {
@@ -409,4 +433,25 @@ fn fetch_status(path: &Path, timeout: Duration) -> Result<serde_json::Value, Fet
         });
     }
     Ok(reply["status"].clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exit;
+
+    #[test]
+    fn the_exit_status_table_lists_every_status_once() {
+        let codes: Vec<i32> = exit::TABLE.iter().map(|(code, _)| *code).collect();
+        assert_eq!(
+            codes,
+            [
+                exit::OK,
+                exit::FAILED,
+                exit::USAGE,
+                exit::UNREACHABLE,
+                exit::BUSY,
+                exit::TIMEOUT
+            ]
+        );
+    }
 }

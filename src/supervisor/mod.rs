@@ -60,6 +60,7 @@ pub use generation::{
 pub use handover::{
     ConfigRecord, GenerationRecord, OutcomeRecord, SlotRecord, SupervisorState, WorkerRecord,
 };
+pub use restart::KEYBOARD_INTERRUPTS;
 pub use status::{GenerationStatus, StatusSnapshot, UpgradeStatus, WorkerStatus};
 pub use upgrade::{Notice, Outcome, Upgrade, UpgradeId, UpgradeRejection};
 pub use workers::{MAX_WORKERS, parse_worker_count};

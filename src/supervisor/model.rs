@@ -16,7 +16,7 @@
 //! - at the end, a stop stops everything and every operation that was
 //!   accepted has had exactly one result.
 //!
-//! `PROPTEST_CASES=5000 cargo test --lib supervisor::model` is the long
+//! `PROPTEST_CASES=20000 cargo test --lib supervisor::model` is the long
 //! run; the default is proptest's 256 cases.
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -18,10 +18,13 @@ pub(super) fn backoff(first: Duration, max: Duration, failures: u32) -> Duration
     first.saturating_mul(1u32 << failures.min(31)).min(max)
 }
 
-/// A death by the signals the keyboard sends (Ctrl-C, Ctrl-\): with a
-/// terminal, the person at it asked for the end, as a shell takes it.
+/// The signals the keyboard sends to end a job (Ctrl-C, Ctrl-\).
+pub const KEYBOARD_INTERRUPTS: [Signal; 2] = [Signal::SIGINT, Signal::SIGQUIT];
+
+/// A death by one of [`KEYBOARD_INTERRUPTS`]: with a terminal, the person
+/// at it asked for the end, as a shell takes it.
 pub(super) fn is_keyboard_interrupt(status: ExitStatus) -> bool {
-    matches!(status, ExitStatus::Signal(Signal::SIGINT | Signal::SIGQUIT))
+    matches!(status, ExitStatus::Signal(signal) if KEYBOARD_INTERRUPTS.contains(&signal))
 }
 
 impl<P: ProcessControl> Supervisor<P> {
