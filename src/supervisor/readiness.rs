@@ -210,10 +210,17 @@ impl<P: ProcessControl> Supervisor<P> {
                     ReadyMode::Notify | ReadyMode::Now => {}
                 }
             }
-            (WorkerState::Stopping | WorkerState::Draining, _) if deadline_passed => {
+            (state @ (WorkerState::Stopping | WorkerState::Draining), _) if deadline_passed => {
+                // A retired worker had the drain timeout, a stopped one the
+                // stop timeout.
+                let limit = if state == WorkerState::Draining {
+                    self.config.drain_timeout
+                } else {
+                    stop_timeout
+                };
                 tracing::warn!(
                     "{describe} did not exit within {}; killing its process group",
-                    format_duration(stop_timeout)
+                    format_duration(limit)
                 );
                 if let Some(mut worker) = self
                     .generation_mut(number)
