@@ -115,6 +115,16 @@ pub struct EnvironmentRecord {
 }
 
 impl Children {
+    /// What each generation read from the `--env-file`s, for a re-exec.
+    pub fn environments(&self) -> impl Iterator<Item = (u32, &EnvironmentRecord)> {
+        self.environments.iter().map(|(n, r)| (*n, r))
+    }
+
+    /// What a generation read, carried over a re-exec.
+    pub fn restore_environment(&mut self, number: u32, record: EnvironmentRecord) {
+        self.environments.insert(number, record);
+    }
+
     /// What generation `number` read from the `--env-file`s, if any.
     pub fn environment_of(&self, number: u32) -> Option<&EnvironmentRecord> {
         self.environments.get(&number)

@@ -102,7 +102,12 @@ impl MetricsServer {
 
     /// Descriptors to poll: the listener first, then each connection.
     pub fn poll_fds(&self) -> Vec<(BorrowedFd<'_>, PollFlags)> {
-        let mut fds = vec![(self.listener.as_fd(), PollFlags::POLLIN)];
+        let listening = if self.spare.listening() {
+            PollFlags::POLLIN
+        } else {
+            PollFlags::empty()
+        };
+        let mut fds = vec![(self.listener.as_fd(), listening)];
         for connection in &self.connections {
             let flags = if connection.answered {
                 PollFlags::POLLOUT
@@ -140,10 +145,8 @@ impl MetricsServer {
                 Ok((stream, _)) => stream,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
-                    if !self
-                        .spare
-                        .refuse_one(|| self.listener.accept().is_ok(), "metrics scrapers")
-                    {
+                    let accept = || self.listener.accept().is_ok();
+                    if !self.spare.refuse_one(accept, "metrics scrapers", now) {
                         return;
                     }
                     continue;
@@ -180,11 +183,13 @@ impl MetricsServer {
             .iter()
             .filter(|c| !c.answered)
             .map(|c| deadline::after(c.accepted, REQUEST_TIMEOUT))
+            .chain(self.spare.next_deadline())
             .min()
     }
 
     /// Closes scrapers that did not send a request in time.
     pub fn on_tick(&mut self, now: Instant) {
+        self.spare.on_tick(now);
         self.connections
             .retain(|c| c.answered || deadline::after(c.accepted, REQUEST_TIMEOUT) > now);
     }

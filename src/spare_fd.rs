@@ -6,6 +6,10 @@
 //! and the metrics endpoint.
 
 use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant};
+
+/// How long a listener rests when no descriptor is left to accept with.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// A descriptor held in reserve for the moment the process runs out: it is
 /// closed to accept one queued connection, which is then closed at once
@@ -16,6 +20,9 @@ pub struct SpareDescriptor {
     fd: Option<OwnedFd>,
     /// Said once per episode, not once per refused client.
     warned: bool,
+    /// The listener is not polled until then: out of descriptors with no
+    /// spare to trade.
+    paused_until: Option<Instant>,
 }
 
 impl SpareDescriptor {
@@ -23,12 +30,15 @@ impl SpareDescriptor {
         SpareDescriptor {
             fd: open_spare(),
             warned: false,
+            paused_until: None,
         }
     }
 
     /// Takes one connection off `listener`'s queue and closes it. False when
     /// even that was impossible (nothing queued, or no spare to give up).
-    pub fn refuse_one(&mut self, accept: impl FnOnce() -> bool, what: &str) -> bool {
+    /// With none left to give up, the listener rests for a moment (see
+    /// [`SpareDescriptor::listening`]) instead of waking the loop at once.
+    pub fn refuse_one(&mut self, accept: impl FnOnce() -> bool, what: &str, now: Instant) -> bool {
         if !self.warned {
             tracing::warn!(
                 "out of file descriptors: {what} are disconnected until some are free (raise `ulimit -n`)"
@@ -38,6 +48,7 @@ impl SpareDescriptor {
         if self.fd.take().is_none() {
             // No spare could be opened again: nothing to trade for the
             // connection. The poll loop backs off the listener instead.
+            self.paused_until = Some(crate::deadline::after(now, ACCEPT_BACKOFF));
             return false;
         }
         let refused = accept();
@@ -59,4 +70,23 @@ impl SpareDescriptor {
 
 fn open_spare() -> Option<OwnedFd> {
     std::fs::File::open("/dev/null").ok().map(OwnedFd::from)
+}
+
+impl SpareDescriptor {
+    /// Whether the listener is to be polled now.
+    pub fn listening(&self) -> bool {
+        self.paused_until.is_none()
+    }
+
+    /// When a resting listener is polled again.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.paused_until
+    }
+
+    /// Ends the rest once its time has come.
+    pub fn on_tick(&mut self, now: Instant) {
+        if self.paused_until.is_some_and(|until| until <= now) {
+            self.paused_until = None;
+        }
+    }
 }

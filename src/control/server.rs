@@ -35,8 +35,6 @@ use crate::supervisor::{Notice, UpgradeId};
 const MAX_CONNECTIONS: usize = 64;
 /// Replies queued for one client before it is considered stuck.
 const MAX_QUEUED_OUTPUT: usize = 1024 * 1024;
-/// How long the listener rests when no descriptor is left to accept with.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How long a client may take to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -87,9 +85,6 @@ pub struct ControlServer {
     connections: Vec<Connection>,
     last_id: ConnectionId,
     spare: SpareDescriptor,
-    /// Not polled for new clients until then: out of descriptors with no
-    /// spare to trade.
-    paused_until: Option<Instant>,
 }
 
 impl ControlServer {
@@ -127,7 +122,6 @@ impl ControlServer {
             connections: Vec::new(),
             last_id: 0,
             spare: SpareDescriptor::reserve(),
-            paused_until: None,
         })
     }
 
@@ -148,7 +142,6 @@ impl ControlServer {
             connections: Vec::new(),
             last_id: 0,
             spare: SpareDescriptor::reserve(),
-            paused_until: None,
         })
     }
 
@@ -210,10 +203,10 @@ impl ControlServer {
     /// Descriptors to poll: the listener first, then every connection, in
     /// the order `handle` expects their events.
     pub fn poll_fds(&self) -> Vec<(BorrowedFd<'_>, PollFlags)> {
-        let listening = if self.paused_until.is_some() {
-            PollFlags::empty()
-        } else {
+        let listening = if self.spare.listening() {
             PollFlags::POLLIN
+        } else {
+            PollFlags::empty()
         };
         let mut fds = vec![(self.listener.as_fd(), listening)];
         for connection in &self.connections {
@@ -287,11 +280,8 @@ impl ControlServer {
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
                     // The connection stays queued and the listener readable:
                     // without taking it off the queue the loop would spin.
-                    if !self
-                        .spare
-                        .refuse_one(|| self.listener.accept().is_ok(), "control clients")
-                    {
-                        self.paused_until = Some(deadline::after(now, ACCEPT_BACKOFF));
+                    let accept = || self.listener.accept().is_ok();
+                    if !self.spare.refuse_one(accept, "control clients", now) {
                         return;
                     }
                     continue;
@@ -438,15 +428,13 @@ impl ControlServer {
             .iter()
             .filter(|c| c.state == State::Reading)
             .map(|c| deadline::after(c.accepted, REQUEST_TIMEOUT))
-            .chain(self.paused_until)
+            .chain(self.spare.next_deadline())
             .min()
     }
 
     /// Closes clients that did not send a request in time.
     pub fn on_tick(&mut self, now: Instant) {
-        if self.paused_until.is_some_and(|until| until <= now) {
-            self.paused_until = None;
-        }
+        self.spare.on_tick(now);
         for connection in &mut self.connections {
             if connection.state == State::Reading
                 && deadline::after(connection.accepted, REQUEST_TIMEOUT) <= now

@@ -12,8 +12,8 @@ use nix::unistd::Pid;
 
 use super::exec::adopt_fd;
 use super::state::{
-    CommandRecord, ControlRecord, FileRecord, ListenerRecord, NotifyDirRecord, NotifySocketRecord,
-    PidFileRecord, STATE_VERSION, State, StoredRecord,
+    CommandRecord, ControlRecord, EnvironmentReadRecord, FileRecord, ListenerRecord,
+    NotifyDirRecord, NotifySocketRecord, PidFileRecord, STATE_VERSION, State, StoredRecord,
 };
 use crate::children::Children;
 use crate::cli::FdEnv;
@@ -126,6 +126,17 @@ pub fn capture(
         signal_group: children.signal_group,
         env_files: children.env_files.clone(),
         metrics_fd: None,
+        environments: children
+            .environments()
+            .map(|(generation, record)| EnvironmentReadRecord {
+                generation,
+                digest: record.digest.clone(),
+                read_at_unix_ms: record
+                    .read_at
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, crate::duration::as_millis),
+            })
+            .collect(),
         fdstore: children
             .fdstore
             .entries()
@@ -241,6 +252,17 @@ pub fn restore(state: &State, now: Instant) -> Result<Restored, String> {
     children.run_as = state.run_as.clone();
     children.signal_group = state.signal_group;
     children.env_files = state.env_files.clone();
+    for record in &state.environments {
+        children.restore_environment(
+            record.generation,
+            crate::children::EnvironmentRecord {
+                digest: record.digest.clone(),
+                read_at: std::time::UNIX_EPOCH
+                    .checked_add(std::time::Duration::from_millis(record.read_at_unix_ms))
+                    .unwrap_or(std::time::UNIX_EPOCH),
+            },
+        );
+    }
     let mut stored = Vec::new();
     for record in &state.fdstore {
         stored.push(StoredFd {

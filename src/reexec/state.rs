@@ -56,6 +56,9 @@ pub struct State {
     /// `--metrics`: the endpoint's listening descriptor.
     #[serde(default)]
     pub metrics_fd: Option<i32>,
+    /// What each generation read from the `--env-file`s.
+    #[serde(default)]
+    pub environments: Vec<EnvironmentReadRecord>,
     /// `--watch`: the paths, ignore globs and settle delay.
     #[serde(default)]
     pub watch: Vec<PathBuf>,
@@ -63,6 +66,15 @@ pub struct State {
     pub watch_ignore: Vec<String>,
     #[serde(default)]
     pub watch_delay: std::time::Duration,
+}
+
+/// The digest of the env files a generation read, and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvironmentReadRecord {
+    pub generation: u32,
+    pub digest: String,
+    /// Milliseconds since the Unix epoch.
+    pub read_at_unix_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
