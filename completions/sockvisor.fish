@@ -102,7 +102,7 @@ trace\t''"
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand status" -l log-format -d 'Log line format' -r -f -a "text\t''
 json\t''"
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand status" -l json -d 'Print the status as JSON'
-complete -c sockvisor -n "__fish_sockvisor_using_subcommand status" -l check -d 'Health check: exit 0 when a generation is ready and serving, 1 otherwise (also when sockvisor cannot be reached); prints nothing unless --verbose. For exec readiness and liveness probes'
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand status" -l check -d 'Health check: exit 0 when a generation is ready and serving, 1 when none is (also when sockvisor cannot be reached), 4 when sockvisor answered that every control slot holds a client waiting for a result; prints nothing unless --verbose. For exec readiness and liveness probes'
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand status" -l verbose -d 'With --check, print one line saying why'
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand status" -s h -l help -d 'Print help'
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand status" -s V -l version -d 'Print version'

@@ -84,9 +84,11 @@ pub struct StatusArgs {
     /// Print the status as JSON.
     #[arg(long)]
     pub json: bool,
-    /// Health check: exit 0 when a generation is ready and serving, 1
-    /// otherwise (also when sockvisor cannot be reached); prints nothing
-    /// unless --verbose. For exec readiness and liveness probes.
+    /// Health check: exit 0 when a generation is ready and serving, 1 when
+    /// none is (also when sockvisor cannot be reached), 4 when sockvisor
+    /// answered that every control slot holds a client waiting for a
+    /// result; prints nothing unless --verbose. For exec readiness and
+    /// liveness probes.
     #[arg(long, conflicts_with = "json")]
     pub check: bool,
     /// With --check, print one line saying why.
