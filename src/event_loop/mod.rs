@@ -5,23 +5,22 @@
 //! With nothing to do it sleeps with no timeout at all.
 //!
 //! This module owns the waiting and the dispatching, not the decisions.
+//! Carrying out a re-exec lives in `reexec_request`, building the status
+//! and metrics reports in `report`.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::signal::Signal;
 use nix::unistd::Pid;
-use serde_json::json;
 
 use crate::children::Children;
 use crate::cli::FdEnv;
 use crate::control::server::ConnectionId;
 use crate::control::{Command, ControlServer, ErrorKind, Incoming, Reply};
-use crate::deadline;
 use crate::metrics::MetricsServer;
 use crate::notify::NotifyMessage;
 use crate::notify::sender::{self, AckRefusal};
@@ -30,13 +29,15 @@ use crate::reaper;
 use crate::reexec;
 use crate::service_notify::{ServiceNotifier, ServiceState};
 use crate::signals::{self, Meaning, SignalSource, parse_signal};
-use crate::spawn::{self, Command as SpawnCommand, SpawnRequest};
 use crate::supervisor::{Notice, Supervisor, UpgradeRejection};
 use crate::watch::Watcher;
 
 /// Datagrams read from one notify socket per wake-up, so that a flooding
 /// generation cannot starve everything else.
 const NOTIFY_BUDGET: usize = 64;
+
+mod reexec_request;
+mod report;
 
 pub struct EventLoop {
     supervisor: Supervisor<Children>,
@@ -58,7 +59,7 @@ pub struct EventLoop {
     watch_upgrade: Option<crate::supervisor::UpgradeId>,
 }
 
-struct PendingReexec {
+pub(super) struct PendingReexec {
     /// The client that asked; `None` once it has its answer because the
     /// check overran and was killed: then its exit is only waited for.
     connection: Option<ConnectionId>,
@@ -499,158 +500,6 @@ impl EventLoop {
         }
     }
 
-    /// `sockvisor reexec`: the new binary must prove that it can resume
-    /// this state (a run of it in check mode, see `reexec::check`) before
-    /// it is executed.
-    fn request_reexec(&mut self, connection: ConnectionId, binary: Option<String>, now: Instant) {
-        let refuse = |why: String| Reply::failure(ErrorKind::Busy, why);
-        if self.pending_reexec.is_some() {
-            let why = "a re-exec is already being checked; try again once it is done";
-            self.control.reply(connection, refuse(why.into()));
-            return;
-        }
-        if let Some(why) = self.supervisor.handover_blocker() {
-            self.control.reply(connection, refuse(why));
-            return;
-        }
-        let binary = binary.map_or_else(reexec::started_from, PathBuf::from);
-        let cannot = |what: String| {
-            Reply::failure(
-                ErrorKind::Failed,
-                format!("cannot run {}: {what}; nothing changed", binary.display()),
-            )
-        };
-        // The state as the exec would hand it over now, the requester's
-        // connection included.
-        let mut state = reexec::capture::capture(
-            &self.supervisor,
-            &self.control,
-            self.control.connection_fd(connection),
-            self.pidfile.as_ref(),
-            self.watcher.as_ref(),
-            self.reexecs,
-            now,
-        );
-        state.metrics_fd = self.metrics.as_ref().map(MetricsServer::listener_fd);
-        let mut challenge = match reexec::check::Challenge::new(&state) {
-            Ok(challenge) => challenge,
-            Err(err) => {
-                let reply = cannot(format!("cannot prepare the check: {err}"));
-                self.control.reply(connection, reply);
-                return;
-            }
-        };
-        let check = SpawnCommand {
-            program: binary.clone().into_os_string(),
-            args: std::env::args_os().skip(1).collect(),
-        };
-        let request = SpawnRequest {
-            command: &check,
-            listeners: &[],
-            stored: &challenge.descriptors(),
-            extra_env: &[challenge.variable()],
-            terminal: None,
-            watchdog: None,
-            run_as: None,
-            env_overrides: &[],
-            no_listen_pid: true,
-        };
-        match spawn::spawn(&request) {
-            Ok(pid) => {
-                challenge.given();
-                tracing::info!("re-exec: checking {} (pid {pid})", binary.display());
-                self.control.progress(
-                    connection,
-                    format!("checking that {} can resume this state", binary.display()),
-                );
-                self.pending_reexec = Some(PendingReexec {
-                    connection: Some(connection),
-                    binary,
-                    check: pid,
-                    challenge,
-                    deadline: deadline::after(now, reexec::check::CHECK_TIMEOUT),
-                });
-            }
-            Err(err) => {
-                let reply = cannot(err.to_string());
-                self.control.reply(connection, reply);
-            }
-        }
-    }
-
-    fn on_reexec_check(&mut self, status: reaper::ExitStatus, now: Instant) {
-        let Some(pending) = self.pending_reexec.take() else {
-            return;
-        };
-        let binary = pending.binary.display().to_string();
-        let Some(connection) = pending.connection else {
-            tracing::debug!(
-                "the re-exec check of {binary} (pid {}), killed for overrunning, {status}",
-                pending.check
-            );
-            return;
-        };
-        if let Err(what) = pending.challenge.verdict(status) {
-            let why = format!("{binary} {what}; nothing changed");
-            tracing::warn!("re-exec refused: {why}");
-            self.control
-                .reply(connection, Reply::failure(ErrorKind::Failed, why));
-            return;
-        }
-        if let Some(why) = self.supervisor.handover_blocker() {
-            self.control
-                .reply(connection, Reply::failure(ErrorKind::Busy, why));
-            return;
-        }
-        // An upgrade whose new generation already serves is answered with
-        // its success, not cut off with "re-executing".
-        self.supervisor.finish_for_handover(now);
-        for notice in self.supervisor.take_notices() {
-            self.control.deliver(&notice);
-        }
-        let requester = self.control.connection_fd(connection);
-        let mut state = reexec::capture::capture(
-            &self.supervisor,
-            &self.control,
-            requester,
-            self.pidfile.as_ref(),
-            self.watcher.as_ref(),
-            self.reexecs,
-            now,
-        );
-        state.metrics_fd = self.metrics.as_ref().map(MetricsServer::listener_fd);
-        self.control.close_for_reexec(connection);
-        tracing::info!("re-executing into {binary}");
-        let err = reexec::exec(&pending.binary, &state);
-        let why = format!("cannot execute {binary}: {err}; nothing changed");
-        tracing::warn!("{why}");
-        self.control
-            .reply(connection, Reply::failure(ErrorKind::Failed, why));
-    }
-
-    /// A check that overran is killed and its client answered now; the
-    /// check stays pending until the reaper reports its exit.
-    fn reexec_check_deadline(&mut self, now: Instant) {
-        let Some(pending) = self
-            .pending_reexec
-            .as_mut()
-            .filter(|p| p.deadline <= now && p.connection.is_some())
-        else {
-            return;
-        };
-        let _ = nix::sys::signal::killpg(pending.check, Signal::SIGKILL);
-        let why = format!(
-            "{} did not answer the check within {} and was killed; nothing changed",
-            pending.binary.display(),
-            crate::duration::format_duration(reexec::check::CHECK_TIMEOUT)
-        );
-        tracing::warn!("re-exec refused: {why}");
-        if let Some(connection) = pending.connection.take() {
-            self.control
-                .reply(connection, Reply::failure(ErrorKind::Failed, why));
-        }
-    }
-
     /// Answers an upgrade or scale that could not start.
     fn refuse(&mut self, connection: ConnectionId, why: UpgradeRejection) {
         let kind = match why {
@@ -737,88 +586,6 @@ impl EventLoop {
             },
         };
         self.control.reply(connection, reply);
-    }
-
-    /// Answers the scrapers whose requests are complete, with the figures
-    /// read now.
-    fn serve_metrics(&mut self, events: &[Option<PollFlags>], now: Instant) {
-        let Some(mut metrics) = self.metrics.take() else {
-            return;
-        };
-        let mut render = || {
-            let status = self.status(now);
-            let children = self.supervisor.processes();
-            let resources = crate::metrics::Resources {
-                queues: children
-                    .listeners
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(index, l)| {
-                        let (queued, limit) = crate::metrics::accept_queue(l.fd())?;
-                        Some((3 + index as i32, l.spec.name.clone(), queued, limit))
-                    })
-                    .collect(),
-                worker_rss: self
-                    .supervisor
-                    .generations()
-                    .iter()
-                    .flat_map(|g| g.workers.iter().map(move |w| (g.number, w)))
-                    .filter_map(|(number, w)| {
-                        let bytes = crate::metrics::resident_bytes(&w.pid.to_string())?;
-                        Some((number, w.index, bytes))
-                    })
-                    .collect(),
-                own_rss: crate::metrics::resident_bytes("self").unwrap_or_default(),
-                own_fds: crate::metrics::open_descriptors(),
-            };
-            crate::metrics::render(&status, &resources)
-        };
-        metrics.handle(events, now, &mut render);
-        self.metrics = Some(metrics);
-    }
-
-    fn status(&self, now: Instant) -> serde_json::Value {
-        let children = self.supervisor.processes();
-        let listeners: Vec<_> = children
-            .listeners
-            .iter()
-            .enumerate()
-            .map(|(index, l)| json!({"fd": 3 + index, "name": l.spec.name, "address": l.bound}))
-            .collect();
-        let mut status = serde_json::to_value(self.supervisor.snapshot(now)).unwrap_or_default();
-        status["pid"] = json!(std::process::id());
-        status["version"] = json!(env!("CARGO_PKG_VERSION"));
-        status["state_version"] = json!(reexec::STATE_VERSION);
-        status["reexecs"] = json!(self.reexecs);
-        let store = &children.fdstore;
-        status["fdstore"] = json!({
-            "max": store.max(),
-            "descriptors": store
-                .entries()
-                .iter()
-                .map(|e| json!({"name": e.name, "type": crate::fdstore::describe_kind(e.fd.as_fd())}))
-                .collect::<Vec<_>>(),
-        });
-        status["last_reexec_ago_ms"] = json!(
-            self.last_reexec
-                .map(|at| crate::duration::as_millis(now.saturating_duration_since(at)))
-        );
-        if let Some(generations) = status["generations"].as_array_mut() {
-            for generation in generations {
-                let number = generation["generation"].as_u64().unwrap_or_default() as u32;
-                if let Some(environment) = children.environment_of(number) {
-                    let read_at_ms = environment
-                        .read_at
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, crate::duration::as_millis);
-                    generation["environment"] =
-                        json!({"digest": environment.digest, "read_at_unix_ms": read_at_ms});
-                }
-            }
-        }
-        status["control"] = json!(self.control.path());
-        status["listeners"] = json!(listeners);
-        status
     }
 }
 
