@@ -141,19 +141,14 @@ impl MetricsServer {
 
     fn accept_all(&mut self, now: Instant, render: &mut dyn FnMut() -> String) {
         loop {
-            let stream = match self.listener.accept() {
-                Ok((stream, _)) => stream,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
-                    let accept = || self.listener.accept().is_ok();
-                    if !self.spare.refuse_one(accept, "metrics scrapers", now) {
-                        return;
-                    }
-                    continue;
-                }
-                Err(_) => return,
+            let accepted = self.spare.accept(
+                || self.listener.accept().map(|(stream, _)| stream),
+                "metrics scrapers",
+                now,
+            );
+            let Some(stream) = accepted else {
+                return;
             };
-            self.spare.recovered("metrics scrapers");
             if stream.set_nonblocking(true).is_err() {
                 continue;
             }

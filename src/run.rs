@@ -330,11 +330,9 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
 /// program cannot restore sends it back to the previous program, and the
 /// service goes on there.
 pub fn resume(inherited: reexec::Inherited) -> Result<i32, RunError> {
+    let refused = inherited.refused_for_test();
     let reexec::Inherited { state, handover } = inherited;
     reexec::exec::remember_started_from(Some(state.started_from.clone()));
-    let refused = std::env::var_os(reexec::exec::TEST_FAIL_VAR).is_some_and(|path| {
-        std::env::current_exe().is_ok_and(|exe| exe == std::path::Path::new(&path))
-    });
     if refused {
         reexec::fall_back(
             handover,

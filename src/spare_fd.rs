@@ -73,6 +73,36 @@ fn open_spare() -> Option<OwnedFd> {
 }
 
 impl SpareDescriptor {
+    /// The next connection `accept` takes off a listener's queue, or `None`
+    /// when there is none to take now. Out of descriptors, connections are
+    /// taken off the queue and closed (or the listener rests) so that the
+    /// loop does not spin; `what` names the clients in the one warning.
+    pub fn accept<S>(
+        &mut self,
+        mut accept: impl FnMut() -> std::io::Result<S>,
+        what: &str,
+        now: Instant,
+    ) -> Option<S> {
+        loop {
+            match accept() {
+                Ok(stream) => {
+                    self.recovered(what);
+                    return Some(stream);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    // The connection stays queued and the listener
+                    // readable: without taking it off the queue the loop
+                    // would spin.
+                    if !self.refuse_one(|| accept().is_ok(), what, now) {
+                        return None;
+                    }
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+
     /// Whether the listener is to be polled now.
     pub fn listening(&self) -> bool {
         self.paused_until.is_none()

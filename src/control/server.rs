@@ -274,21 +274,14 @@ impl ControlServer {
 
     fn accept_all(&mut self, now: Instant) {
         loop {
-            let stream = match self.listener.accept() {
-                Ok((stream, _)) => stream,
-                Err(e) if e.kind() == IoErrorKind::Interrupted => continue,
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
-                    // The connection stays queued and the listener readable:
-                    // without taking it off the queue the loop would spin.
-                    let accept = || self.listener.accept().is_ok();
-                    if !self.spare.refuse_one(accept, "control clients", now) {
-                        return;
-                    }
-                    continue;
-                }
-                Err(_) => return,
+            let accepted = self.spare.accept(
+                || self.listener.accept().map(|(stream, _)| stream),
+                "control clients",
+                now,
+            );
+            let Some(stream) = accepted else {
+                return;
             };
-            self.spare.recovered("control clients");
             if stream.set_nonblocking(true).is_err() {
                 continue;
             }

@@ -327,6 +327,7 @@ impl<P: ProcessControl> Supervisor<P> {
     }
 
     /// The workers of generation `number` (index and pid), in index order.
+    #[cfg(test)]
     pub fn workers_of(&self, number: u32) -> Vec<(u32, Pid)> {
         self.generation(number)
             .map(|g| g.workers.iter().map(|w| (w.index, w.pid)).collect())
