@@ -862,7 +862,7 @@ def plot_many_workers(results, path, rolling=None):
         return False
     sizes = results["sizes"]
     n = [r["workers"] for r in sizes]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8, 6))
     series = (("start_s", "sockvisor: start → all ready", "C0", "-"),
               ("floor_start_s", "floor: fork/exec N, N × READY=1", "C0", ":"),
               ("upgrade_done_s", "sockvisor: all-at-once upgrade (request → result)", "C1", "-"),
@@ -884,9 +884,10 @@ def plot_many_workers(results, path, rolling=None):
     ax.set_yscale("log")
     ax.set_xlabel("workers (N)")
     ax.set_ylabel("milliseconds")
-    ax.set_title("sockvisor with N workers, against a fork/exec floor")
+    ax.set_title("sockvisor with N workers, against a fork/exec floor"
+                 + (" and einhorn" if all(r.get("einhorn") for r in sizes) else ""))
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="x-small", loc="upper left")
     fig.tight_layout()
     fig.savefig(path, metadata={"Date": None})
     plt.close(fig)
