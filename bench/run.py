@@ -14,7 +14,11 @@ temporary directory). --only runs the named scenarios (e.g. --only
 many_workers); with --write, the "Many workers" section is replaced on its
 own, the "Results" section only when all of its scenarios ran. With
 matplotlib installed, --write also draws docs/many_workers.svg, shown in the
-report. All traffic goes to 127.0.0.1. Every process it starts is stopped
+report. --only many_workers_rolling runs rolling upgrades (--max-surge 32) of
+many workers next to all-at-once ones, into a section of its own. With
+--einhorn DIR (a checkout of einhorn's source; it needs ruby), the
+many-workers scenario also runs einhorn on the same worker at every N;
+without it, the report says einhorn was not measured. All traffic goes to 127.0.0.1. Every process it starts is stopped
 before it returns, also on failure.
 """
 
@@ -599,16 +603,20 @@ class LogLines:
                 self.lines.append((time.monotonic(), line))
                 self.changed.notify_all()
 
-    def wait_for(self, pattern, timeout=120.0):
-        """The arrival time of the first line matching `pattern`."""
+    def wait_for(self, pattern, timeout=120.0, count=1, since=0.0):
+        """The arrival time of the `count`th line matching `pattern` among
+        those that arrived after `since` (a time.monotonic() value)."""
         pattern = re.compile(pattern)
         deadline = time.monotonic() + timeout
         seen = 0
+        found = 0
         with self.changed:
             while True:
                 for at, line in self.lines[seen:]:
-                    if pattern.search(line):
-                        return at
+                    if at >= since and pattern.search(line):
+                        found += 1
+                        if found == count:
+                            return at
                 seen = len(self.lines)
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -633,12 +641,14 @@ def control_request(control, command):
     raise RuntimeError(f"{command}: the control socket closed without a result")
 
 
-def sockvisor_workers(bins, programs, workdir, workers, upgrades, run_args=()):
-    """sockvisor running `workers` C workers: start → all ready, then
-    `upgrades` all-at-once upgrades, each with sockvisor's CPU time, status
-    latency and size, memory, and the stop."""
+def sockvisor_workers(bins, programs, workdir, workers, upgrades, run_args=(), start_ms=0):
+    """sockvisor running `workers` C workers (each sleeping `start_ms` before
+    it is ready): start → all ready, then `upgrades` upgrades, each with
+    sockvisor's CPU time, status latency and size, memory, and the stop."""
     control = os.path.join(workdir, "control.sock")
     env = dict(os.environ, SOCKVISOR_CONTROL=control)
+    if start_ms:
+        env["WORKER_START_MS"] = str(start_ms)
     args = [bins["sockvisor"], "run", "--listen", "127.0.0.1:0", "--workers", str(workers),
             *run_args, "--", programs["worker_child"]]
     began = time.monotonic()
@@ -646,13 +656,16 @@ def sockvisor_workers(bins, programs, workdir, workers, upgrades, run_args=()):
                                env=env)
     STARTED.append(process)
     log = LogLines(process.stderr)
-    start = log.wait_for(r"generation 1 \(\d+ workers\) is ready after") - began
+    start = log.wait_for(r"generation 1 \((?:\d+ workers?|pid \d+)\) is ready after") - began
     rounds = []
     for _ in range(upgrades):
         cpu = cpu_seconds(process.pid)
         replies, _ = control_request(control, "upgrade")
         cpu = cpu_seconds(process.pid) - cpu
-        ready = next(at for at, r in replies if re.search(r"\(\d+ workers\) is ready after", r["message"]))
+        # A rolling upgrade has no moment when the whole generation becomes
+        # ready at once: only its result is timed.
+        ready = next((at for at, r in replies
+                      if re.search(r"\((?:\d+ workers?|pid \d+)\) is ready after", r["message"])), None)
         done, result = replies[-1]
         if not result["ok"]:
             raise RuntimeError(f"upgrade failed: {result['message']}")
@@ -683,7 +696,7 @@ def sockvisor_at_rest(bins, programs, workdir, workers, seconds, run_args=()):
                                env=env)
     STARTED.append(process)
     log = LogLines(process.stderr)
-    log.wait_for(r"generation 1 \(\d+ workers\) is ready after")
+    log.wait_for(r"generation 1 \((?:\d+ workers?|pid \d+)\) is ready after")
     time.sleep(min(2.0, seconds))
     cpu, (_, _, switches) = cpu_seconds(process.pid), memory_kib(process.pid)
     time.sleep(seconds)
@@ -693,6 +706,49 @@ def sockvisor_at_rest(bins, programs, workdir, workers, seconds, run_args=()):
         s.sendall(b'{"version":1,"command":"stop"}\n')
         process.wait(timeout=60)
     return {"seconds": seconds, "cpu_share": cpu / seconds, "wakeups": after - switches}
+
+
+def einhorn_workers(einhorn_dir, programs, workdir, workers):
+    """einhorn (`-m manual`) running `workers` C workers, each acking on
+    einhorn's command socket: start → all acked, then one `upgrade_fleet`
+    (all new workers at once, as sockvisor's all-at-once upgrade), with the
+    master's CPU time, then its stop. The master re-executes itself on an
+    upgrade; RUBYLIB lets the new program find einhorn's code again."""
+    command_socket = os.path.join(workdir, "einhorn.sock")
+    lib = os.path.join(einhorn_dir, "lib")
+    env = dict(os.environ, RUBYLIB=lib)
+    args = ["ruby", "-I", lib, os.path.join(einhorn_dir, "bin", "einhorn"),
+            "-b", "127.0.0.1:0", "-m", "manual", "-n", str(workers), "-d", command_socket,
+            "-e", os.path.join(workdir, "einhorn.pid"), "--", programs["worker_child"]]
+    began = time.monotonic()
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env=env, cwd=workdir)
+    STARTED.append(process)
+    log = LogLines(process.stdout)
+    start = log.wait_for(rf"Up to {workers} / {workers} manual ACKs") - began
+    cpu = cpu_seconds(process.pid)
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(command_socket)
+        reader = s.makefile("r")
+        # einhorn's wire format: one YAML document per line, "%" and
+        # newlines percent-escaped.
+        asked = time.monotonic()
+        s.sendall(b"---%0Aid: 1%0Acommand: upgrade_fleet%0Aargs: []%0A\n")
+        ready = log.wait_for(r"Upgraded successfully to version 1", since=asked) - asked
+        done = log.wait_for(r"===> Exited worker", count=workers, since=asked) - asked
+        cpu = cpu_seconds(process.pid) - cpu
+        for line in reader:
+            if "Upgrade done" in line:
+                break
+    asked = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    stop = time.monotonic() - asked
+    return {"start_s": start, "ready_s": ready, "done_s": done, "cpu_s": cpu, "stop_s": stop}
 
 
 def median(values):
@@ -706,15 +762,18 @@ def scenario_many_workers(bins, scale):
     For each N the floor and sockvisor take turns, `many_rounds` times (one
     start and one upgrade each), so that a burst of other work on the
     machine falls on both sides; medians are kept."""
-    results = {"sizes": [], "rounds": scale["many_rounds"]}
+    results = {"sizes": [], "rounds": scale["many_rounds"], "einhorn": scale.get("einhorn")}
     with tempfile.TemporaryDirectory() as workdir:
         programs = compile_c(workdir)
         for workers in scale["many_sizes"]:
-            floors, runs = [], []
+            floors, runs, einhorns = [], [], []
             for _ in range(scale["many_rounds"]):
                 floors.append(floor_run(programs, workers, 1))
                 with tempfile.TemporaryDirectory() as rundir:
                     runs.append(sockvisor_workers(bins, programs, rundir, workers, 1))
+                if scale.get("einhorn"):
+                    with tempfile.TemporaryDirectory() as rundir:
+                        einhorns.append(einhorn_workers(scale["einhorn"], programs, rundir, workers))
             statuses = [status for run in runs for status in run["status"]]
             results["sizes"].append({
                 "workers": workers,
@@ -733,6 +792,9 @@ def scenario_many_workers(bins, scale):
                 "peak_rss_kib": max(r["peak_rss_kib"] for r in runs),
                 "stop_s": median(r["stop_s"] for r in runs),
                 "stop_max_s": max(r["stop_s"] for r in runs),
+                "einhorn": {key: median(e[key] for e in einhorns)
+                            for key in ("start_s", "ready_s", "done_s", "cpu_s", "stop_s")}
+                           if einhorns else None,
             })
         largest = max(scale["many_sizes"])
         with tempfile.TemporaryDirectory() as rundir:
@@ -745,9 +807,53 @@ def scenario_many_workers(bins, scale):
     return results
 
 
-def plot_many_workers(results, path):
-    """Draws time against workers, log-log, sockvisor against the floor.
-    Returns False when matplotlib is not installed."""
+def scenario_many_workers_rolling(bins, scale):
+    """10. Rolling upgrades of many workers (`--max-surge K`, K = 32 capped
+    at N) next to all-at-once upgrades of the same N, taking turns
+    `many_rounds` times, for each worker start-up in `rolling_start_ms`
+    (0: READY=1 at once). For each start-up, one worker's start-up through
+    sockvisor is measured too (a 1-worker generation upgraded `many_single`
+    times: request → ready), the unit of the (N / K) × start-up estimate."""
+    surge = scale["rolling_surge"]
+    results = {"variants": [], "rounds": scale["many_rounds"], "surge": surge,
+               "single_upgrades": scale["many_single"]}
+    with tempfile.TemporaryDirectory() as workdir:
+        programs = compile_c(workdir)
+        for start_ms in scale["rolling_start_ms"]:
+            with tempfile.TemporaryDirectory() as rundir:
+                single = sockvisor_workers(bins, programs, rundir, 1, scale["many_single"],
+                                           start_ms=start_ms)
+            variant = {"start_ms": start_ms, "sizes": [],
+                       "single_ready_s": median(r["ready_s"] for r in single["upgrades"]),
+                       "single_done_s": median(r["done_s"] for r in single["upgrades"])}
+            for workers in scale["rolling_sizes"]:
+                k = min(surge, workers)
+                at_once, rolling = [], []
+                for _ in range(scale["many_rounds"]):
+                    with tempfile.TemporaryDirectory() as rundir:
+                        at_once.append(sockvisor_workers(bins, programs, rundir, workers, 1,
+                                                         start_ms=start_ms)["upgrades"][0])
+                    with tempfile.TemporaryDirectory() as rundir:
+                        rolling.append(sockvisor_workers(bins, programs, rundir, workers, 1,
+                                                         ["--max-surge", str(k)],
+                                                         start_ms=start_ms)["upgrades"][0])
+                variant["sizes"].append({
+                    "workers": workers,
+                    "surge": k,
+                    "at_once_done_s": median(r["done_s"] for r in at_once),
+                    "at_once_cpu_s": median(r["cpu_s"] for r in at_once),
+                    "rolling_done_s": median(r["done_s"] for r in rolling),
+                    "rolling_max_s": max(r["done_s"] for r in rolling),
+                    "rolling_cpu_s": median(r["cpu_s"] for r in rolling),
+                })
+            results["variants"].append(variant)
+    return results
+
+
+def plot_many_workers(results, path, rolling=None):
+    """Draws time against workers, log-log, sockvisor against the floor
+    (and einhorn, and rolling upgrades, when they were measured). Returns
+    False when matplotlib is not installed."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -756,7 +862,7 @@ def plot_many_workers(results, path):
         return False
     sizes = results["sizes"]
     n = [r["workers"] for r in sizes]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8, 6))
     series = (("start_s", "sockvisor: start → all ready", "C0", "-"),
               ("floor_start_s", "floor: fork/exec N, N × READY=1", "C0", ":"),
               ("upgrade_done_s", "sockvisor: all-at-once upgrade (request → result)", "C1", "-"),
@@ -764,13 +870,24 @@ def plot_many_workers(results, path):
               ("upgrade_cpu_s", "sockvisor CPU in one upgrade", "C2", "-"))
     for key, label, color, style in series:
         ax.plot(n, [r[key] * 1000 for r in sizes], style, marker="o", color=color, label=label)
+    if all(r.get("einhorn") for r in sizes):
+        for key, label, color in (("start_s", "einhorn: start → all acked", "C0"),
+                                  ("done_s", "einhorn: upgrade_fleet (request → old exited)", "C1")):
+            ax.plot(n, [r["einhorn"][key] * 1000 for r in sizes], "--", marker="s", color=color,
+                    label=label)
+    for v, color in zip(rolling["variants"] if rolling else [], ("C3", "C4")):
+        start = f"{v['start_ms']} ms start-up" if v["start_ms"] else "no start-up"
+        ax.plot([r["workers"] for r in v["sizes"]], [r["rolling_done_s"] * 1000 for r in v["sizes"]],
+                "-", marker="^", color=color,
+                label=f"sockvisor: rolling upgrade, --max-surge {rolling['surge']}, {start}")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("workers (N)")
     ax.set_ylabel("milliseconds")
-    ax.set_title("sockvisor with N workers, against a fork/exec floor")
+    ax.set_title("sockvisor with N workers, against a fork/exec floor"
+                 + (" and einhorn" if all(r.get("einhorn") for r in sizes) else ""))
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="x-small", loc="upper left")
     fig.tight_layout()
     fig.savefig(path, metadata={"Date": None})
     plt.close(fig)
@@ -908,7 +1025,7 @@ def report_many_workers(m, smoke):
     add("(the machine's two cores are shared: other work running meanwhile shows in these figures).")
     add("")
     add("Every worker is `bench/worker_child.c`: READY=1 at once, WATCHDOG=1 every second when")
-    add("WATCHDOG_USEC is set, exit 0 on SIGQUIT. The floor is `bench/spawn_floor.c`, which forks and")
+    add("WATCHDOG_USEC is set, exit 0 on SIGQUIT (or SIGUSR2, for einhorn). The floor is `bench/spawn_floor.c`, which forks and")
     add("execs the same child N times and reads its N datagrams, with no supervision at all; an")
     add("upgrade of the floor starts N new copies, waits for their N READY=1, then sends SIGQUIT to the")
     add("N old ones and reaps them. Both are compiled with `gcc -O2` at run time. sockvisor runs")
@@ -947,9 +1064,84 @@ def report_many_workers(m, smoke):
     for r in m["sizes"]:
         ms = lambda key: r[key] * 1000
         add(f"| {r['workers']} | {ms('floor_start_s'):.1f} ms | {ms('start_s'):.1f} ms | {ms('floor_upgrade_ready_s'):.1f} / {ms('floor_upgrade_done_s'):.1f} ms | {ms('upgrade_ready_s'):.1f} / {ms('upgrade_done_s'):.1f} ms | {ms('upgrade_cpu_s'):.1f} ms ({r['upgrade_cpu_s'] / r['workers'] * 1e6:.0f} µs) | {ms('status_s'):.2f} / {ms('status_max_s'):.2f} ms, {r['status_bytes']} B | {r['rss_kib']} / {r['peak_rss_kib']} KiB | {ms('stop_s'):.0f} ms ({ms('floor_stop_s'):.0f} ms) |")
+    add("")
+    add("### einhorn, side by side")
+    add("")
+    if not m.get("einhorn"):
+        add("einhorn: not measured (pass --einhorn DIR)")
+    else:
+        add(f"einhorn {einhorn_version(m['einhorn'])}, run from its source as `ruby -I DIR/lib DIR/bin/einhorn")
+        add("-b 127.0.0.1:0 -m manual -n N -d SOCKET -e PIDFILE -- worker_child` under")
+        add(f"{ruby_version()}, with RUBYLIB=DIR/lib so that the master finds its code again when it")
+        add("re-executes itself on an upgrade. Each worker acks on `EINHORN_SOCK_PATH` (`worker:ack`) instead")
+        add("of READY=1 and exits 0 on SIGUSR2, einhorn's request to old workers. It took its turn after")
+        add("sockvisor in each round. Start runs from launching einhorn to its log line \"Up to N / N manual")
+        add("ACKs\". The upgrade is `upgrade_fleet` (all N new workers at once, like sockvisor's; einhorn's")
+        add("`upgrade` and SIGHUP roll instead, one worker per second by default) written on einhorn's command")
+        add("socket; \"all acked\" is its line \"Upgraded successfully\", sent once the N new workers have")
+        add("acked, after which it sends SIGUSR2 to the N old ones; \"done\" is the N-th \"Exited worker\" line")
+        add("after the request. CPU is the master's (the short-lived state-passing process it forks is not")
+        add("counted); stop is SIGTERM to the master until it has exited.")
+        add("")
+        add("| N | einhorn start | sockvisor start | einhorn upgrade all acked / done | sockvisor upgrade ready / done | einhorn master CPU per upgrade (per worker) | sockvisor CPU per upgrade (per worker) | einhorn stop |")
+        add("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        for r in m["sizes"]:
+            e, n = r["einhorn"], r["workers"]
+            add(f"| {n} | {e['start_s'] * 1000:.1f} ms | {r['start_s'] * 1000:.1f} ms | {e['ready_s'] * 1000:.1f} / {e['done_s'] * 1000:.1f} ms | {r['upgrade_ready_s'] * 1000:.1f} / {r['upgrade_done_s'] * 1000:.1f} ms | {e['cpu_s'] * 1000:.1f} ms ({e['cpu_s'] / n * 1e6:.0f} µs) | {r['upgrade_cpu_s'] * 1000:.1f} ms ({r['upgrade_cpu_s'] / n * 1e6:.0f} µs) | {e['stop_s'] * 1000:.0f} ms |")
     if m.get("plot"):
         add("")
-        add(f"![time against N, log-log: sockvisor and the fork/exec floor]({m['plot']})")
+        add(f"![time against N, log-log: sockvisor, the fork/exec floor, einhorn and rolling upgrades]({m['plot']})")
+    if smoke:
+        add("")
+        add("(smoke run: debug binaries and tiny sizes; these figures mean nothing)")
+    return "\n".join(out)
+
+
+def einhorn_version(einhorn_dir):
+    try:
+        with open(os.path.join(einhorn_dir, "lib", "einhorn", "version.rb")) as f:
+            found = re.search(r"VERSION\s*=\s*['\"]([^'\"]+)", f.read())
+            return found.group(1) if found else "(unknown version)"
+    except OSError:
+        return "(unknown version)"
+
+
+def ruby_version():
+    out = subprocess.run(["ruby", "--version"], capture_output=True, text=True).stdout.split()
+    return " ".join(out[:2]) if out else "ruby"
+
+
+def report_many_workers_rolling(m, smoke):
+    """Rolling upgrades of many workers next to all-at-once ones."""
+    out = []
+    add = out.append
+    load_before, load_after = m["load"]
+    command = " ".join(["python3", os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
+    add(f"Measured by `{command}`.")
+    add("")
+    add(f"Machine: {machine()}. Load average (1 min) {load_before:.2f} when the scenario began, {load_after:.2f} when it ended.")
+    add("")
+    add("The same C worker and the same `sockvisor run --listen 127.0.0.1:0 --workers N -- worker_child` as")
+    add(f"above, upgraded once over the control socket, rolling with `--max-surge K` (K = {m['surge']}, capped at N)")
+    add(f"and all at once, taking turns {m['rounds']} times per N; medians. Times run from the request")
+    add("written on the control socket to the result, which comes once the last old worker has exited;")
+    add("CPU is sockvisor's over the same span. The worker's start-up is either none (READY=1 at once)")
+    add("or made known by `WORKER_START_MS` (it sleeps that long first). One worker's start-up through")
+    add(f"sockvisor, t1, is measured in the same run for each: a 1-worker sockvisor upgraded {m['single_upgrades']} times, from")
+    add("the request to its \"is ready\" line, median. The estimate is (N / K) × t1: N / K waves of K")
+    add("workers, each one start-up long.")
+    for v in m["variants"]:
+        t1 = v["single_ready_s"]
+        what = f"{v['start_ms']} ms start-up (`WORKER_START_MS={v['start_ms']}`)" if v["start_ms"] else "no start-up (READY=1 at once)"
+        add("")
+        add(f"Worker with {what}: t1 = {t1 * 1000:.2f} ms (request → result, once the old worker has exited: {v['single_done_s'] * 1000:.2f} ms).")
+        add("")
+        add("| N | K | rolling (max) | estimate (N / K) × t1 | rolling / estimate | all at once | rolling / all at once | sockvisor CPU per worker, rolling | all at once |")
+        add("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        for r in v["sizes"]:
+            n, k = r["workers"], r["surge"]
+            estimate = n / k * t1
+            add(f"| {n} | {k} | {r['rolling_done_s'] * 1000:.1f} ms ({r['rolling_max_s'] * 1000:.1f} ms) | {estimate * 1000:.1f} ms | {r['rolling_done_s'] / estimate:.2f} × | {r['at_once_done_s'] * 1000:.1f} ms | {r['rolling_done_s'] / r['at_once_done_s']:.2f} × | {r['rolling_cpu_s'] / n * 1e6:.0f} µs | {r['at_once_cpu_s'] / n * 1e6:.0f} µs |")
     if smoke:
         add("")
         add("(smoke run: debug binaries and tiny sizes; these figures mean nothing)")
@@ -978,7 +1170,8 @@ SCENARIOS = (("data_path", scenario_data_path), ("upgrades", scenario_upgrades),
              ("slow_start", scenario_slow_start), ("timing", scenario_timing),
              ("footprint", scenario_footprint), ("scale", scenario_scale),
              ("workers", scenario_workers), ("reexec", scenario_reexec),
-             ("many_workers", scenario_many_workers))
+             ("many_workers", scenario_many_workers),
+             ("many_workers_rolling", scenario_many_workers_rolling))
 
 
 def main():
@@ -988,10 +1181,14 @@ def main():
     parser.add_argument("--only", metavar="NAMES",
                         help="comma-separated scenarios to run: " + ", ".join(n for n, _ in SCENARIOS))
     parser.add_argument("--sizes", metavar="N,...",
-                        help="worker counts for the many-workers scenario (default 16,64,256,512,1024)")
+                        help="worker counts for the many-workers scenarios (default 16,64,256,512,1024; "
+                             "rolling: 16,64,256,1024)")
     parser.add_argument("--sockvisor", metavar="PATH",
                         help="measure this sockvisor binary instead of the one built (e.g. an older "
                              "build, to compare); its report is printed, not written")
+    parser.add_argument("--einhorn", metavar="DIR",
+                        help="also measure einhorn in the many-workers scenario, run from a checkout "
+                             "of its source in DIR (as `ruby -I DIR/lib DIR/bin/einhorn`)")
     args = parser.parse_args()
     names = [n for n, _ in SCENARIOS]
     chosen = args.only.split(",") if args.only else names
@@ -1003,15 +1200,21 @@ def main():
                      idle_seconds=0.5, sockets=20, leak_upgrades=3,
                      worker_start_ms=50, worker_seconds=2.5, worker_steady=0.4, worker_upgrades=2,
                      reexec_timing=3, reexec_under_load=3, reexec_load_seconds=1.5, reexec_pause=0.1,
-                     many_sizes=[4, 16], many_rounds=1, many_rest_seconds=0.5)
+                     many_sizes=[4, 16], many_rounds=1, many_rest_seconds=0.5,
+                     rolling_sizes=[4, 16], rolling_surge=32, many_single=3,
+                     rolling_start_ms=[0, 20])
     else:
         scale = dict(rounds=2, seconds=5, upgrades=10, pause=0.3, slow_ms=1500, timing_upgrades=21,
                      idle_seconds=10, sockets=1000, leak_upgrades=100,
                      worker_start_ms=300, worker_seconds=11, worker_steady=1.2, worker_upgrades=3,
                      reexec_timing=21, reexec_under_load=20, reexec_load_seconds=8, reexec_pause=0.3,
-                     many_sizes=[16, 64, 256, 512, 1024], many_rounds=3, many_rest_seconds=10)
+                     many_sizes=[16, 64, 256, 512, 1024], many_rounds=3, many_rest_seconds=10,
+                     rolling_sizes=[16, 64, 256, 1024], rolling_surge=32, many_single=11,
+                     rolling_start_ms=[0, 100])
     if args.sizes:
-        scale["many_sizes"] = [int(n) for n in args.sizes.split(",")]
+        scale["many_sizes"] = scale["rolling_sizes"] = [int(n) for n in args.sizes.split(",")]
+    if args.einhorn:
+        scale["einhorn"] = os.path.abspath(args.einhorn)
     if args.sockvisor and args.write:
         parser.error("--sockvisor measures another binary: its figures are not written")
     bins = build("debug" if args.smoke else "release")
@@ -1025,23 +1228,26 @@ def main():
             print(f"running {name} …", file=sys.stderr, flush=True)
             load_before = os.getloadavg()[0]
             results[name] = scenario(bins, scale)
-            if name == "many_workers":
+            if name.startswith("many_workers"):
                 results[name]["load"] = (load_before, os.getloadavg()[0])
     finally:
         stop_all()
     sections = []
-    if all(n in results for n in names if n != "many_workers"):
+    if all(n in results for n in names if not n.startswith("many_workers")):
         sections.append(("Results", report(results, args.smoke)))
     if "many_workers" in results:
         m = results["many_workers"]
         if args.write and not args.smoke:
             plot = os.path.join(os.path.dirname(os.path.abspath(args.write)), "many_workers.svg")
-            if plot_many_workers(m, plot):
+            if plot_many_workers(m, plot, results.get("many_workers_rolling")):
                 m["plot"] = os.path.basename(plot)
             else:
                 print("matplotlib is not installed: no plot drawn (pip install matplotlib)",
                       file=sys.stderr)
         sections.append(("Many workers", report_many_workers(m, args.smoke)))
+    if "many_workers_rolling" in results:
+        sections.append(("Many workers, rolling", report_many_workers_rolling(
+            results["many_workers_rolling"], args.smoke)))
     for heading, text in sections:
         print(f"## {heading}\n\n{text}\n")
         if args.write:
