@@ -158,6 +158,61 @@ fn ask_to_stop<P: ProcessControl>(processes: &mut P, pid: Pid, signal: Signal) {
     }
 }
 
+/// What changes the serving generation's processes over several events,
+/// at most one at a time: the type says so, rather than checks spread over
+/// the code. (A non-rolling upgrade is its starting generation; upgrades
+/// whose new generation serves and whose old one drains are not in flight.)
+#[derive(Debug)]
+enum Operation {
+    /// A rolling upgrade filling in this generation, K workers at a time.
+    Rollout(u32),
+    /// A `scale` of the serving generation.
+    Scale(scale::Scale),
+}
+
+impl<P: ProcessControl> Supervisor<P> {
+    /// The generation a rolling upgrade is filling in.
+    fn rollout(&self) -> Option<u32> {
+        match &self.operation {
+            Some(Operation::Rollout(number)) => Some(*number),
+            _ => None,
+        }
+    }
+
+    /// The rollout is over (done, stopped or failed).
+    fn end_rollout(&mut self) {
+        if matches!(self.operation, Some(Operation::Rollout(_))) {
+            self.operation = None;
+        }
+    }
+
+    /// The scale in progress.
+    fn scale(&self) -> Option<&scale::Scale> {
+        match &self.operation {
+            Some(Operation::Scale(scale)) => Some(scale),
+            _ => None,
+        }
+    }
+
+    fn scale_mut(&mut self) -> Option<&mut scale::Scale> {
+        match &mut self.operation {
+            Some(Operation::Scale(scale)) => Some(scale),
+            _ => None,
+        }
+    }
+
+    /// Ends the scale in progress and returns it.
+    fn take_scale(&mut self) -> Option<scale::Scale> {
+        match self.operation.take() {
+            Some(Operation::Scale(scale)) => Some(scale),
+            other => {
+                self.operation = other;
+                None
+            }
+        }
+    }
+}
+
 /// A requested stop in progress.
 #[derive(Debug, Clone, Copy)]
 struct Stop {
@@ -183,10 +238,8 @@ pub struct Supervisor<P: ProcessControl> {
     last_upgrade_id: UpgradeId,
     last_outcome: Option<Outcome>,
     notices: Vec<Notice>,
-    /// The generation a rolling upgrade is filling in.
-    rollout: Option<u32>,
-    /// A `scale` in progress.
-    scale: Option<scale::Scale>,
+    /// The rollout or scale in progress: at most one, by its type.
+    operation: Option<Operation>,
     /// Replacements started because a worker missed its watchdog.
     watchdog_restarts: u32,
     counters: status::Counters,
@@ -212,8 +265,7 @@ impl<P: ProcessControl> Supervisor<P> {
             last_upgrade_id: 0,
             last_outcome: None,
             notices: Vec::new(),
-            rollout: None,
-            scale: None,
+            operation: None,
             watchdog_restarts: 0,
             counters: status::Counters::default(),
             ready_hint_logged: false,
@@ -277,7 +329,7 @@ impl<P: ProcessControl> Supervisor<P> {
         // A rolling worker whose backoff has passed waits for room (an
         // exit), not for a time: its slot's deadline would wake the loop
         // at once, again and again.
-        let waits_for_room = self.rollout.filter(|_| !self.rollout_has_room());
+        let waits_for_room = self.rollout().filter(|_| !self.rollout_has_room());
         [self.restart_at, self.stop.and_then(|s| s.deadline)]
             .into_iter()
             .chain(self.generations.iter().map(|g| {

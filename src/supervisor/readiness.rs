@@ -309,7 +309,7 @@ impl<P: ProcessControl> Supervisor<P> {
         }
         self.arm_watchdog(number, index, now);
         let waited = format_duration(now.saturating_duration_since(worker.started));
-        if phase == Phase::Starting && self.rollout == Some(number) {
+        if phase == Phase::Starting && self.rollout() == Some(number) {
             let message = format!("{describe} is ready after {waited} ({ready_count} of {size})");
             tracing::info!("{message}");
             let upgrade = self.generation(number).and_then(|g| g.upgrade);
@@ -323,7 +323,7 @@ impl<P: ProcessControl> Supervisor<P> {
             }
             Phase::Ready => {
                 tracing::info!("{describe} is ready after {waited}");
-                let upgrade = self.scale.as_ref().map(|s| s.id);
+                let upgrade = self.scale().map(|s| s.id);
                 self.progress(upgrade, format!("{describe} is ready after {waited}"));
                 self.on_scale_worker_ready(number, index, now);
             }
@@ -336,8 +336,8 @@ impl<P: ProcessControl> Supervisor<P> {
     /// stopped part-way, all of them) starts draining.
     fn mark_ready(&mut self, number: u32, now: Instant) {
         let terminal = self.config.terminal;
-        if self.rollout == Some(number) {
-            self.rollout = None;
+        if self.rollout() == Some(number) {
+            self.end_rollout();
         }
         let Some(generation) = self.generation_mut(number) else {
             return;

@@ -27,7 +27,7 @@ impl<P: ProcessControl> Supervisor<P> {
     /// True when one more process fits under N + K for the rollout.
     pub(super) fn rollout_has_room(&self) -> bool {
         let surge = self.config.max_surge.unwrap_or(1) as usize;
-        let Some(generation) = self.rollout.and_then(|n| self.generation(n)) else {
+        let Some(generation) = self.rollout().and_then(|n| self.generation(n)) else {
             return false;
         };
         let alive: usize = self.generations.iter().map(|g| g.workers.len()).sum();
@@ -38,9 +38,9 @@ impl<P: ProcessControl> Supervisor<P> {
     /// under N + K processes.
     pub(super) fn advance_rollout(&mut self, now: Instant) -> Result<(), SpawnError> {
         let surge = self.config.max_surge.unwrap_or(1) as usize;
-        while let Some(number) = self.rollout {
+        while let Some(number) = self.rollout() {
             let Some(generation) = self.generation(number) else {
-                self.rollout = None;
+                self.end_rollout();
                 return Ok(());
             };
             let limit = generation.size() as usize + surge;
@@ -77,7 +77,7 @@ impl<P: ProcessControl> Supervisor<P> {
     /// After a spawn failure in the middle of a rollout: stop it there.
     pub(super) fn advance_rollout_or_stop(&mut self, now: Instant) {
         if let Err(err) = self.advance_rollout(now)
-            && let Some(number) = self.rollout
+            && let Some(number) = self.rollout()
         {
             self.fail_start(
                 number,

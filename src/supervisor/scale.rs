@@ -66,13 +66,13 @@ impl<P: ProcessControl> Supervisor<P> {
         self.config.workers = workers;
         self.last_upgrade_id += 1;
         let id = self.last_upgrade_id;
-        self.scale = Some(Scale {
+        self.operation = Some(super::Operation::Scale(Scale {
             id,
             generation: number,
             workers,
             starting: BTreeSet::new(),
             draining: BTreeSet::new(),
-        });
+        }));
         self.progress(
             Some(id),
             format!("scaling generation {number} from {from} to {workers} workers"),
@@ -96,7 +96,7 @@ impl<P: ProcessControl> Supervisor<P> {
         // Every new worker counts as starting before the first is spawned:
         // with `--ready now` the first one is ready at once, and the scale
         // must not finish before the others have even been tried.
-        if let Some(scale) = &mut self.scale {
+        if let Some(scale) = self.scale_mut() {
             scale.starting.extend(from..to);
         }
         for index in from..to {
@@ -109,7 +109,7 @@ impl<P: ProcessControl> Supervisor<P> {
                     let message = format!("{} started", generation.describe_worker(&worker));
                     generation.workers.insert(worker);
                     tracing::info!("{message}");
-                    self.progress(self.scale.as_ref().map(|s| s.id), message);
+                    self.progress(self.scale().map(|s| s.id), message);
                     if self.config.ready == ReadyMode::Now {
                         self.mark_worker_ready(number, index, now);
                     }
@@ -167,16 +167,16 @@ impl<P: ProcessControl> Supervisor<P> {
                 format_duration(drain_timeout)
             );
             tracing::info!("{message}");
-            if let Some(scale) = &mut self.scale {
+            if let Some(scale) = self.scale_mut() {
                 scale.draining.insert(worker.pid);
             }
-            self.progress(self.scale.as_ref().map(|s| s.id), message);
+            self.progress(self.scale().map(|s| s.id), message);
         }
     }
 
     /// A worker of the scaled generation is ready.
     pub(super) fn on_scale_worker_ready(&mut self, number: u32, index: u32, now: Instant) {
-        if let Some(scale) = &mut self.scale
+        if let Some(scale) = self.scale_mut()
             && scale.generation == number
         {
             scale.starting.remove(&index);
@@ -194,7 +194,7 @@ impl<P: ProcessControl> Supervisor<P> {
         reason: String,
         now: Instant,
     ) -> bool {
-        let Some(scale) = &mut self.scale else {
+        let Some(scale) = self.scale_mut() else {
             return false;
         };
         if scale.generation != number {
@@ -221,7 +221,7 @@ impl<P: ProcessControl> Supervisor<P> {
             slot.vacant = true;
             slot.restart_at = None;
         }
-        let Some(scale) = self.scale.take() else {
+        let Some(scale) = self.take_scale() else {
             return;
         };
         let message = format!(
@@ -235,13 +235,12 @@ impl<P: ProcessControl> Supervisor<P> {
 
     fn finish_scale_if_done(&mut self, now: Instant) {
         let done = self
-            .scale
-            .as_ref()
+            .scale()
             .is_some_and(|s| s.starting.is_empty() && s.draining.is_empty());
         if !done {
             return;
         }
-        let Some(scale) = self.scale.take() else {
+        let Some(scale) = self.take_scale() else {
             return;
         };
         let message = format!(

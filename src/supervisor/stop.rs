@@ -65,7 +65,7 @@ impl<P: ProcessControl> Supervisor<P> {
 
     fn begin_stop(&mut self, now: Instant) {
         self.restart_at = None;
-        self.rollout = None;
+        self.end_rollout();
         self.stop = Some(Stop {
             deadline: Some(deadline::after(now, self.config.stop_timeout)),
         });
@@ -97,7 +97,7 @@ impl<P: ProcessControl> Supervisor<P> {
                 ask_to_stop(&mut self.processes, pid, self.config.stop_signal);
             }
         }
-        if let Some(scale) = self.scale.take() {
+        if let Some(scale) = self.take_scale() {
             self.finish_upgrade_notice(
                 scale.id,
                 Err("sockvisor is stopping; the scale was abandoned".into()),

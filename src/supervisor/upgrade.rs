@@ -115,7 +115,7 @@ impl<P: ProcessControl> Supervisor<P> {
                 starting.describe()
             )));
         }
-        self.scale.as_ref().map(|_| {
+        self.scale().map(|_| {
             UpgradeRejection::Busy("a scale is in progress; try again once it is done".into())
         })
     }
@@ -154,8 +154,8 @@ impl<P: ProcessControl> Supervisor<P> {
     /// keep the current one.
     pub(super) fn fail_start(&mut self, number: u32, reason: String, now: Instant) {
         let (stop_timeout, stop_signal) = (self.config.stop_timeout, self.config.stop_signal);
-        if self.rollout == Some(number) {
-            self.rollout = None;
+        if self.rollout() == Some(number) {
+            self.end_rollout();
             if self
                 .generation(number)
                 .is_some_and(|g| g.serving_count() > 0)

@@ -102,7 +102,7 @@ impl<P: ProcessControl> Supervisor<P> {
     /// will not drain) and its slot is filled again, as after a crash. Any
     /// other starting generation cannot become healthy: its start fails.
     fn on_watchdog_miss_while_starting(&mut self, number: u32, index: u32, now: Instant) {
-        let rolling = self.rollout == Some(number);
+        let rolling = self.rollout() == Some(number);
         let Some(generation) = self.generation_mut(number) else {
             return;
         };

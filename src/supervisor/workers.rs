@@ -152,7 +152,7 @@ impl<P: ProcessControl> Supervisor<P> {
             stop_signal_warned: false,
         });
         self.last_generation = number;
-        self.rollout = Some(number);
+        self.operation = Some(super::Operation::Rollout(number));
         let message = format!(
             "generation {number} rolling in: {size} workers, at most {surge} beyond {size} at a time"
         );
@@ -164,7 +164,7 @@ impl<P: ProcessControl> Supervisor<P> {
                 .is_some_and(|g| g.workers.is_empty());
             if nothing_started {
                 self.generations.retain(|g| g.number != number);
-                self.rollout = None;
+                self.end_rollout();
                 self.last_generation = number - 1;
                 return Err(err);
             }
@@ -219,7 +219,7 @@ impl<P: ProcessControl> Supervisor<P> {
         // A rolling generation whose only process so far was ready and
         // retired an old one is not gone: its slot is refilled, and its
         // pending slots are still to start.
-        let rolls_on = self.rollout == Some(number)
+        let rolls_on = self.rollout() == Some(number)
             && phase == Phase::Starting
             && worker.state == WorkerState::Ready
             && self.stop.is_none();
@@ -248,7 +248,7 @@ impl<P: ProcessControl> Supervisor<P> {
     ) {
         match phase {
             Phase::Starting
-                if self.rollout == Some(number) && worker.state == WorkerState::Ready =>
+                if self.rollout() == Some(number) && worker.state == WorkerState::Ready =>
             {
                 self.replace_in_rollout(number, worker, status, now);
             }
