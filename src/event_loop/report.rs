@@ -5,11 +5,14 @@
 use std::os::fd::AsFd;
 use std::time::Instant;
 
+use std::path::PathBuf;
+
 use nix::poll::PollFlags;
-use serde_json::json;
+use serde::Serialize;
 
 use super::EventLoop;
 use crate::reexec;
+use crate::supervisor::{GenerationStatus, StatusSnapshot};
 
 impl EventLoop {
     /// Answers the scrapers whose requests are complete, with the figures
@@ -51,46 +54,117 @@ impl EventLoop {
     }
 
     pub(super) fn status(&self, now: Instant) -> serde_json::Value {
-        let children = self.supervisor.processes();
-        let listeners: Vec<_> = children
-            .listeners
-            .iter()
-            .enumerate()
-            .map(|(index, l)| json!({"fd": 3 + index, "name": l.spec.name, "address": l.bound}))
-            .collect();
-        let mut status = serde_json::to_value(self.supervisor.snapshot(now)).unwrap_or_default();
-        status["pid"] = json!(std::process::id());
-        status["version"] = json!(env!("CARGO_PKG_VERSION"));
-        status["state_version"] = json!(reexec::STATE_VERSION);
-        status["reexecs"] = json!(self.reexecs);
-        let store = &children.fdstore;
-        status["fdstore"] = json!({
-            "max": store.max(),
-            "descriptors": store
-                .entries()
-                .iter()
-                .map(|e| json!({"name": e.name, "type": crate::fdstore::describe_kind(e.fd.as_fd())}))
-                .collect::<Vec<_>>(),
-        });
-        status["last_reexec_ago_ms"] = json!(
-            self.last_reexec
-                .map(|at| crate::duration::as_millis(now.saturating_duration_since(at)))
-        );
-        if let Some(generations) = status["generations"].as_array_mut() {
-            for generation in generations {
-                let number = generation["generation"].as_u64().unwrap_or_default() as u32;
-                if let Some(environment) = children.environment_of(number) {
-                    let read_at_ms = environment
-                        .read_at
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, crate::duration::as_millis);
-                    generation["environment"] =
-                        json!({"digest": environment.digest, "read_at_unix_ms": read_at_ms});
-                }
-            }
-        }
-        status["control"] = json!(self.control.path());
-        status["listeners"] = json!(listeners);
-        status
+        serde_json::to_value(self.status_report(now)).unwrap_or_default()
     }
+
+    /// The whole status, typed: the supervisor's snapshot and what only
+    /// the event loop knows.
+    fn status_report(&self, now: Instant) -> StatusReport {
+        let children = self.supervisor.processes();
+        let mut snapshot = self.supervisor.snapshot(now);
+        let generations = std::mem::take(&mut snapshot.generations)
+            .into_iter()
+            .map(|generation| GenerationReport {
+                environment: children.environment_of(generation.generation).map(|e| {
+                    EnvironmentReport {
+                        digest: e.digest.clone(),
+                        read_at_unix_ms: e
+                            .read_at
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, crate::duration::as_millis),
+                    }
+                }),
+                generation,
+            })
+            .collect();
+        let store = &children.fdstore;
+        StatusReport {
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION"),
+            state_version: reexec::STATE_VERSION,
+            reexecs: self.reexecs,
+            last_reexec_ago_ms: self
+                .last_reexec
+                .map(|at| crate::duration::as_millis(now.saturating_duration_since(at))),
+            control: self.control.path().to_path_buf(),
+            listeners: children
+                .listeners
+                .iter()
+                .enumerate()
+                .map(|(index, l)| ListenerReport {
+                    fd: 3 + index,
+                    name: l.spec.name.clone(),
+                    address: l.bound.clone(),
+                })
+                .collect(),
+            fdstore: FdStoreReport {
+                max: store.max(),
+                descriptors: store
+                    .entries()
+                    .iter()
+                    .map(|e| StoredReport {
+                        name: e.name.clone(),
+                        kind: crate::fdstore::describe_kind(e.fd.as_fd()).to_string(),
+                    })
+                    .collect(),
+            },
+            generations,
+            snapshot,
+        }
+    }
+}
+
+/// `sockvisor status --json`'s `status` object.
+#[derive(Serialize)]
+struct StatusReport {
+    pid: u32,
+    version: &'static str,
+    /// The re-exec state format this program reads and writes.
+    state_version: u32,
+    reexecs: u32,
+    last_reexec_ago_ms: Option<u64>,
+    control: PathBuf,
+    listeners: Vec<ListenerReport>,
+    fdstore: FdStoreReport,
+    /// The supervisor's snapshot, its generations replaced by the fuller
+    /// ones below.
+    #[serde(flatten)]
+    snapshot: StatusSnapshot,
+    generations: Vec<GenerationReport>,
+}
+
+#[derive(Serialize)]
+struct ListenerReport {
+    fd: usize,
+    name: String,
+    address: String,
+}
+
+#[derive(Serialize)]
+struct FdStoreReport {
+    max: usize,
+    descriptors: Vec<StoredReport>,
+}
+
+#[derive(Serialize)]
+struct StoredReport {
+    name: String,
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+/// A generation as the supervisor reports it, and what its workers read
+/// from the `--env-file`s.
+#[derive(Serialize)]
+struct GenerationReport {
+    #[serde(flatten)]
+    generation: GenerationStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    environment: Option<EnvironmentReport>,
+}
+
+#[derive(Serialize)]
+struct EnvironmentReport {
+    digest: String,
+    read_at_unix_ms: u64,
 }

@@ -17,6 +17,8 @@ pub struct StatusSnapshot {
     pub workers: u32,
     /// Replacements started because a worker missed its watchdog.
     pub watchdog_restarts: u32,
+    /// Left out when empty: the event loop's fuller report carries them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub generations: Vec<GenerationStatus>,
     pub last_upgrade: Option<UpgradeStatus>,
     pub counters: Counters,
