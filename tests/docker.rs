@@ -490,19 +490,11 @@ impl Container {
 
     /// Polls `condition` until it gives a value, failing the test with
     /// the container's log after [`DEADLINE`].
-    fn wait_for<T>(&self, what: &str, mut condition: impl FnMut() -> Option<T>) -> T {
-        let start = Instant::now();
-        loop {
-            if let Some(value) = condition() {
-                return value;
-            }
-            assert!(
-                start.elapsed() < DEADLINE,
-                "timed out waiting for {what}; the container's log:\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+    fn wait_for<T>(&self, what: &str, condition: impl FnMut() -> Option<T>) -> T {
+        // Each look runs a docker command: no need to look more often.
+        wait_for_explained(what, Duration::from_millis(50), condition, || {
+            format!("the container's log:\n{}", self.logs())
+        })
     }
 
     /// Waits for a log line (sockvisor's or the child's) containing
@@ -842,18 +834,7 @@ impl DockerOnPty {
         let client = command.spawn().expect("cannot start the docker client");
         drop(pty.slave);
         let master = fs::File::from(pty.master);
-        let output = Arc::new(Mutex::new(Vec::new()));
-        let mut reader = master.try_clone().unwrap();
-        let sink = Arc::clone(&output);
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = reader.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock().unwrap().extend_from_slice(&buf[..n]);
-            }
-        });
+        let output = record_terminal(&master);
         DockerOnPty {
             client,
             master,

@@ -72,6 +72,47 @@ pub fn wait_for<T>(what: &str, mut condition: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// Like [`wait_for`], polling every `pause`, with what `context` says (a
+/// log) in the failure message.
+pub fn wait_for_explained<T>(
+    what: &str,
+    pause: Duration,
+    mut condition: impl FnMut() -> Option<T>,
+    context: impl Fn() -> String,
+) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = condition() {
+            return value;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "timed out waiting for {what}; {}",
+            context()
+        );
+        std::thread::sleep(pause);
+    }
+}
+
+/// Everything the other side writes to a terminal's master end, collected
+/// by a thread until the terminal goes away (reads end with EIO once every
+/// process holding the slave side is gone).
+pub fn record_terminal(master: &File) -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut reader = master.try_clone().unwrap();
+    let sink = std::sync::Arc::clone(&output);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    output
+}
+
 /// A private directory removed at the end of the test.
 pub struct TestDir {
     pub path: PathBuf,
@@ -225,19 +266,10 @@ impl Sockvisor {
     }
 
     /// Like [`wait_for`], with sockvisor's log in the failure message.
-    pub fn wait_for<T>(&self, what: &str, mut condition: impl FnMut() -> Option<T>) -> T {
-        let start = Instant::now();
-        loop {
-            if let Some(value) = condition() {
-                return value;
-            }
-            assert!(
-                start.elapsed() < DEADLINE,
-                "timed out waiting for {what}; sockvisor's log:\n{}",
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+    pub fn wait_for<T>(&self, what: &str, condition: impl FnMut() -> Option<T>) -> T {
+        wait_for_explained(what, Duration::from_millis(5), condition, || {
+            format!("sockvisor's log:\n{}", self.stderr())
+        })
     }
 
     /// Waits for the report of worker `worker` of generation `generation`
