@@ -522,19 +522,19 @@ impl<P: ProcessControl> Supervisor<P> {
             return;
         }
         let stopping = self.stop.is_some();
-        let Some(generation) = self
+        let Some((generation, index)) = self
             .generations
             .iter_mut()
-            .find(|g| g.workers.iter().any(|w| w.pid == exit.pid))
+            .find_map(|g| g.workers.index_of_pid(exit.pid).map(|index| (g, index)))
         else {
             return;
         };
         let asked = stopping
             || generation.phase == Phase::Draining
-            || generation.workers.iter().any(|w| {
-                w.pid == exit.pid
-                    && matches!(w.state, WorkerState::Draining | WorkerState::Stopping)
-            });
+            || generation
+                .workers
+                .get(index)
+                .is_some_and(|w| matches!(w.state, WorkerState::Draining | WorkerState::Stopping));
         if !asked || generation.stop_signal_warned {
             return;
         }
