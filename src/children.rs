@@ -1,6 +1,6 @@
-//! The real processes behind the supervisor's [`ProcessControl`]: spawning
-//! generations with the listeners and a notify socket each, spawning
-//! readiness probes, and signalling.
+//! The real processes behind the supervisor's [`Spawner`] and [`Effect`]s:
+//! spawning generations with the listeners and a notify socket each,
+//! spawning readiness probes, and carrying out the supervisor's commands.
 //!
 //! This module owns the per-generation resources (the notify sockets) and
 //! releases them when the supervisor retires a generation. It makes no
@@ -24,7 +24,7 @@ use crate::listen::Listener;
 use crate::notify::NotifySocket;
 use crate::paths::NotifyDir;
 use crate::spawn::{self, Command, SpawnError, SpawnRequest};
-use crate::supervisor::ProcessControl;
+use crate::supervisor::{Effect, Spawner};
 use crate::terminal::Terminal;
 
 pub struct Children {
@@ -171,7 +171,7 @@ impl Children {
     }
 }
 
-impl ProcessControl for Children {
+impl Spawner for Children {
     fn spawn(&mut self, generation: u32, index: u32, foreground: bool) -> Result<Pid, SpawnError> {
         // Read first: a bad file starts nothing, not even a notify socket.
         let env_overrides = self.read_environment(generation)?;
@@ -258,24 +258,26 @@ impl ProcessControl for Children {
             env_overrides: &[],
         })
     }
+}
 
-    fn signal(&mut self, pid: Pid, signal: Signal) {
-        report_signal_error(kill(pid, signal), pid, signal);
-    }
-
-    fn signal_group(&mut self, pgid: Pid, signal: Signal) {
-        report_signal_error(killpg(pgid, signal), pgid, signal);
-    }
-
-    fn hand_terminal(&mut self, group: Pid) {
-        if let Some(terminal) = &self.terminal {
-            terminal.hand_to(group);
+impl Children {
+    /// Carries out one command the supervisor decided.
+    pub fn carry_out(&mut self, effect: Effect) {
+        match effect {
+            Effect::Signal { pid, signal } => report_signal_error(kill(pid, signal), pid, signal),
+            Effect::SignalGroup { group, signal } => {
+                report_signal_error(killpg(group, signal), group, signal)
+            }
+            Effect::HandTerminal { group } => {
+                if let Some(terminal) = &self.terminal {
+                    terminal.hand_to(group);
+                }
+            }
+            Effect::Retire { generation } => {
+                self.notify.retain(|(g, _)| *g != generation);
+                self.environments.remove(&generation);
+            }
         }
-    }
-
-    fn retire(&mut self, generation: u32) {
-        self.notify.retain(|(g, _)| *g != generation);
-        self.environments.remove(&generation);
     }
 }
 

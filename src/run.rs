@@ -316,7 +316,13 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
         )
     };
     let mut supervisor = Supervisor::new(config, children);
-    supervisor.start(Instant::now()).map_err(RunError::Spawn)?;
+    if let Err(err) = supervisor.start(Instant::now()) {
+        // Workers of a generation that started only in part are killed.
+        for effect in supervisor.take_effects() {
+            supervisor.processes_mut().carry_out(effect);
+        }
+        return Err(RunError::Spawn(err));
+    }
     let service = ServiceNotifier::from_env();
     Ok(EventLoop::new(supervisor, signals, control, service)
         .with_pidfile(pidfile)

@@ -153,6 +153,7 @@ impl EventLoop {
     /// Runs until the supervisor has an exit status, and returns it.
     pub fn run(mut self) -> i32 {
         loop {
+            self.carry_out_effects();
             self.tell_service_manager();
             if let Some(code) = self.supervisor.exit_code() {
                 self.control.close_for_exit(code);
@@ -203,6 +204,14 @@ impl EventLoop {
                 self.report_watch_result(&notice);
                 self.control.deliver(&notice);
             }
+        }
+    }
+
+    /// Carries out what the supervisor decided since the last call, in
+    /// order. Called before each sleep and before a re-exec's hand-over.
+    fn carry_out_effects(&mut self) {
+        for effect in self.supervisor.take_effects() {
+            self.supervisor.processes_mut().carry_out(effect);
         }
     }
 

@@ -131,6 +131,7 @@ impl EventLoop {
         for notice in self.supervisor.take_notices() {
             self.control.deliver(&notice);
         }
+        self.carry_out_effects();
         let requester = self.control.connection_fd(connection);
         let mut state = reexec::capture::capture(
             &self.supervisor,

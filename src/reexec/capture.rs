@@ -304,15 +304,11 @@ fn inherited_spec(number: i32, name: &str) -> ListenSpec {
 /// starts and signals nothing.
 struct NoProcesses;
 
-impl crate::supervisor::ProcessControl for NoProcesses {
+impl crate::supervisor::Spawner for NoProcesses {
     fn spawn(&mut self, _: u32, _: u32, _: bool) -> Result<Pid, crate::spawn::SpawnError> {
         Err(crate::spawn::SpawnError::Fork(nix::errno::Errno::EPERM))
     }
     fn spawn_probe(&mut self, _: &str, _: u32, _: Pid) -> Result<Pid, crate::spawn::SpawnError> {
         Err(crate::spawn::SpawnError::Fork(nix::errno::Errno::EPERM))
     }
-    fn signal(&mut self, _: Pid, _: nix::sys::signal::Signal) {}
-    fn signal_group(&mut self, _: Pid, _: nix::sys::signal::Signal) {}
-    fn hand_terminal(&mut self, _: Pid) {}
-    fn retire(&mut self, _: u32) {}
 }

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::generation::{Generation, Phase, ReadyMode, Slot, Slots, Worker, WorkerState, Workers};
 use super::upgrade::Outcome;
-use super::{Config, ProcessControl, RestartPolicy, Supervisor};
+use super::{Config, RestartPolicy, Spawner, Supervisor};
 use crate::deadline;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -221,7 +221,7 @@ impl ConfigRecord {
     }
 }
 
-impl<P: ProcessControl> Supervisor<P> {
+impl<P: Spawner> Supervisor<P> {
     /// Why a re-exec cannot happen now, if anything stands in its way.
     pub fn handover_blocker(&self) -> Option<String> {
         self.in_flight().map(|busy| busy.to_string())

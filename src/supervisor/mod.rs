@@ -1,10 +1,14 @@
 //! The supervision state machine: generations, readiness, upgrade, rollback,
 //! drain, restart policy, shutdown, and sockvisor's exit status.
 //!
-//! It owns decisions only. It performs no system calls itself: processes are
-//! started and signalled through [`ProcessControl`], time comes in as an
-//! argument, exits come from the reaper and notify messages from the notify
-//! sockets. Every rule here is tested with a fake clock and fake processes.
+//! It owns decisions only. It performs no system calls itself: what it
+//! decides to do to processes (signal them, hand them the terminal, retire
+//! a generation's resources) is returned as [`Effect`]s for the event loop
+//! to carry out; starting a process is the one question it asks, through
+//! [`Spawner`], because the pid or the failure is part of the decision.
+//! Time comes in as an argument, exits come from the reaper and notify
+//! messages from the notify sockets. Every rule here is tested with a fake
+//! clock and fake processes.
 //!
 //! A generation is `--workers N` processes started from one launch of the
 //! command, each in its slot (index 0..N-1). It is ready when all of them
@@ -125,8 +129,31 @@ pub struct Config {
     pub terminal: bool,
 }
 
-/// The side effects the supervisor asks for.
-pub trait ProcessControl {
+/// A command the supervisor decided on. It is returned as data
+/// ([`Supervisor::take_effects`]) and carried out by the event loop once
+/// the event that produced it has been handled, in the order decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// Send `signal` to one process; one already gone is not an error.
+    Signal { pid: Pid, signal: Signal },
+    /// Send `signal` to every process of a process group.
+    SignalGroup { group: Pid, signal: Signal },
+    /// Make `group` the terminal's foreground process group.
+    HandTerminal { group: Pid },
+    /// The generation is gone: release what was set up for it (its
+    /// notify socket).
+    Retire { generation: u32 },
+}
+
+/// The two questions the supervisor asks of the world while it decides:
+/// start a process, and what its pid is or why it could not start.
+///
+/// Starting is not an [`Effect`] because the answer is part of the
+/// decision: a worker is indexed by its pid the moment it exists, and a
+/// fork that fails (a process limit) must be seen before the same decision
+/// goes on (a scale under `--ready now` once declared a size it never
+/// reached, because its failures were seen only later).
+pub trait Spawner {
     /// Starts worker `index` of generation `generation` and returns its pid
     /// (also its process group). With `foreground`, the group takes the
     /// terminal before the command runs.
@@ -138,23 +165,43 @@ pub trait ProcessControl {
         generation: u32,
         target: Pid,
     ) -> Result<Pid, SpawnError>;
-    /// Sends `signal` to one process; one already gone is not an error.
-    fn signal(&mut self, pid: Pid, signal: Signal);
-    /// Sends `signal` to every process of a process group.
-    fn signal_group(&mut self, pgid: Pid, signal: Signal);
-    /// Makes `group` the terminal's foreground process group.
-    fn hand_terminal(&mut self, group: Pid);
-    /// The generation is gone: release what was set up for it.
-    fn retire(&mut self, generation: u32);
+    /// Tests only: sees each effect as it is decided, so that a fake can
+    /// keep one ordered record of spawns and commands.
+    #[cfg(test)]
+    fn observe(&mut self, _effect: &Effect) {}
 }
 
-/// Sends the stop signal, then `SIGCONT` to the process group, as systemd
-/// does: a stopped process (SIGSTOP, Ctrl-Z) only acts on the stop signal
-/// once continued, and would otherwise wait out the whole timeout.
-fn ask_to_stop<P: ProcessControl>(processes: &mut P, pid: Pid, signal: Signal) {
-    processes.signal(pid, signal);
-    if signal != Signal::SIGKILL {
-        processes.signal_group(pid, Signal::SIGCONT);
+impl<P: Spawner> Supervisor<P> {
+    /// Decides a command: it is carried out after this event.
+    fn command(&mut self, effect: Effect) {
+        #[cfg(test)]
+        self.processes.observe(&effect);
+        self.effects.push(effect);
+    }
+
+    fn signal(&mut self, pid: Pid, signal: Signal) {
+        self.command(Effect::Signal { pid, signal });
+    }
+
+    fn signal_group(&mut self, group: Pid, signal: Signal) {
+        self.command(Effect::SignalGroup { group, signal });
+    }
+
+    /// Sends the stop signal, then `SIGCONT` to the process group, as
+    /// systemd does: a stopped process (SIGSTOP, Ctrl-Z) only acts on the
+    /// stop signal once continued, and would otherwise wait out the whole
+    /// timeout.
+    fn ask_to_stop(&mut self, pid: Pid, signal: Signal) {
+        self.signal(pid, signal);
+        if signal != Signal::SIGKILL {
+            self.signal_group(pid, Signal::SIGCONT);
+        }
+    }
+
+    /// The commands decided since the last call, in order, for the event
+    /// loop to carry out.
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
     }
 }
 
@@ -170,7 +217,7 @@ enum Operation {
     Scale(scale::Scale),
 }
 
-impl<P: ProcessControl> Supervisor<P> {
+impl<P: Spawner> Supervisor<P> {
     /// The generation a rolling upgrade is filling in.
     fn rollout(&self) -> Option<u32> {
         match &self.operation {
@@ -220,7 +267,7 @@ struct Stop {
     deadline: Option<Instant>,
 }
 
-pub struct Supervisor<P: ProcessControl> {
+pub struct Supervisor<P: Spawner> {
     config: Config,
     processes: P,
     /// Every generation with a process alive.
@@ -238,6 +285,8 @@ pub struct Supervisor<P: ProcessControl> {
     last_upgrade_id: UpgradeId,
     last_outcome: Option<Outcome>,
     notices: Vec<Notice>,
+    /// Commands decided and not yet taken by the event loop.
+    effects: Vec<Effect>,
     /// The rollout or scale in progress: at most one, by its type.
     operation: Option<Operation>,
     /// Replacements started because a worker missed its watchdog.
@@ -248,7 +297,7 @@ pub struct Supervisor<P: ProcessControl> {
     ready_hint_logged: bool,
 }
 
-impl<P: ProcessControl> Supervisor<P> {
+impl<P: Spawner> Supervisor<P> {
     pub fn new(config: Config, processes: P) -> Supervisor<P> {
         Supervisor {
             config,
@@ -265,6 +314,7 @@ impl<P: ProcessControl> Supervisor<P> {
             last_upgrade_id: 0,
             last_outcome: None,
             notices: Vec::new(),
+            effects: Vec::new(),
             operation: None,
             watchdog_restarts: 0,
             counters: status::Counters::default(),
@@ -286,7 +336,9 @@ impl<P: ProcessControl> Supervisor<P> {
         &self.processes
     }
 
-    /// The process resources, for what is not a decision (the fd store).
+    /// The spawner's own resources, which the event loop manages: it
+    /// carries out [`Effect`]s on them and keeps the fd store. Nothing
+    /// here is a decision.
     pub fn processes_mut(&mut self) -> &mut P {
         &mut self.processes
     }
@@ -357,7 +409,7 @@ impl<P: ProcessControl> Supervisor<P> {
         }
         for (_, pids) in &serving {
             for pid in pids {
-                self.processes.signal(*pid, signal);
+                self.signal(*pid, signal);
             }
         }
         let names: Vec<&str> = serving.iter().map(|(name, _)| name.as_str()).collect();
@@ -505,12 +557,12 @@ impl<P: ProcessControl> Supervisor<P> {
             }
         }
         for pid in pids {
-            self.processes.signal_group(pid, Signal::SIGKILL);
+            self.signal_group(pid, Signal::SIGKILL);
         }
     }
 }
 
-impl<P: ProcessControl> Supervisor<P> {
+impl<P: Spawner> Supervisor<P> {
     /// A worker asked to stop that dies of the stop signal's default action
     /// did not handle it: whatever it was doing was cut, not drained. Said
     /// once per generation, with the fix.

@@ -44,7 +44,7 @@ struct World {
     spawned_after_stop: bool,
 }
 
-impl ProcessControl for World {
+impl Spawner for World {
     fn spawn(&mut self, generation: u32, index: u32, _: bool) -> Result<Pid, SpawnError> {
         if self.stop_requested {
             self.spawned_after_stop = true;
@@ -62,9 +62,19 @@ impl ProcessControl for World {
     fn spawn_probe(&mut self, _: &str, _: u32, _: Pid) -> Result<Pid, SpawnError> {
         Err(SpawnError::Fork(nix::errno::Errno::EAGAIN))
     }
+}
 
-    fn signal(&mut self, pid: Pid, signal: Signal) {
-        let pid = pid.as_raw();
+impl World {
+    /// The kernel's part of an effect the supervisor decided: a process
+    /// sent SIGKILL will die, one sent another signal (but SIGCONT) was
+    /// asked to stop.
+    fn carry_out(&mut self, effect: Effect) {
+        let (pid, signal) = match effect {
+            Effect::Signal { pid, signal } => (pid.as_raw(), signal),
+            // Every worker is its own process group.
+            Effect::SignalGroup { group, signal } => (group.as_raw(), signal),
+            Effect::HandTerminal { .. } | Effect::Retire { .. } => return,
+        };
         if signal == Signal::SIGKILL {
             if self.alive.contains_key(&pid) {
                 self.killed.insert(pid);
@@ -73,15 +83,6 @@ impl ProcessControl for World {
             self.asked_to_stop.insert(pid);
         }
     }
-
-    fn signal_group(&mut self, pgid: Pid, signal: Signal) {
-        // Every worker is its own process group.
-        self.signal(pgid, signal);
-    }
-
-    fn hand_terminal(&mut self, _: Pid) {}
-
-    fn retire(&mut self, _: u32) {}
 }
 
 #[derive(Debug, Clone)]
@@ -161,11 +162,21 @@ impl Run {
         let now = Instant::now();
         let mut supervisor = Supervisor::new(config, World::default());
         supervisor.start(now).expect("the first spawn cannot fail");
-        Run {
+        let mut run = Run {
             supervisor,
             now,
             operations: BTreeMap::new(),
             most_workers: workers,
+        };
+        run.carry_out_effects();
+        run
+    }
+
+    /// As the event loop does after each event: carry out what the
+    /// supervisor decided, in order.
+    fn carry_out_effects(&mut self) {
+        for effect in self.supervisor.take_effects() {
+            self.world().carry_out(effect);
         }
     }
 
@@ -197,6 +208,7 @@ impl Run {
             },
             now,
         );
+        self.carry_out_effects();
     }
 
     /// The kernel's part: what was sent SIGKILL dies.
@@ -294,6 +306,7 @@ impl Run {
                     // As the event loop does: answer what is answered
                     // before the exec, then hand over.
                     self.supervisor.finish_for_handover(now);
+                    self.carry_out_effects();
                     self.collect_notices();
                     let pending: Vec<u64> = self
                         .operations
@@ -309,6 +322,7 @@ impl Run {
                 }
             }
         }
+        self.carry_out_effects();
         self.deliver_kills();
         self.collect_notices();
     }

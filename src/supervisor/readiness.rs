@@ -8,13 +8,13 @@ use std::time::Instant;
 use nix::sys::signal::Signal;
 
 use super::generation::{Phase, ReadyMode, Worker, WorkerState};
-use super::{PROBE_INTERVAL, ProcessControl, Supervisor, ask_to_stop};
+use super::{PROBE_INTERVAL, Spawner, Supervisor};
 use crate::deadline;
 use crate::duration::format_duration;
 use crate::notify::NotifyMessage;
 use crate::reaper::Exit;
 
-impl<P: ProcessControl> Supervisor<P> {
+impl<P: Spawner> Supervisor<P> {
     /// Handles one sd_notify message from worker `index` of generation
     /// `number` (the sender was attributed to it).
     pub fn on_notify(&mut self, number: u32, index: u32, message: &NotifyMessage, now: Instant) {
@@ -172,9 +172,9 @@ impl<P: ProcessControl> Supervisor<P> {
                 let pid = worker.pid;
                 drop(worker);
                 if let Some(probe) = probe {
-                    self.processes.signal_group(probe, Signal::SIGKILL);
+                    self.signal_group(probe, Signal::SIGKILL);
                 }
-                ask_to_stop(&mut self.processes, pid, stop_signal);
+                self.ask_to_stop(pid, stop_signal);
                 self.hint_at_ready_mode(&describe);
             }
             (WorkerState::Starting, _) => {
@@ -228,7 +228,7 @@ impl<P: ProcessControl> Supervisor<P> {
                 {
                     worker.deadline = None;
                 }
-                self.processes.signal_group(worker.pid, Signal::SIGKILL);
+                self.signal_group(worker.pid, Signal::SIGKILL);
             }
             _ => {}
         }
@@ -273,7 +273,7 @@ impl<P: ProcessControl> Supervisor<P> {
         worker.deadline = Some(deadline::after(now, stop_timeout));
         let pid = worker.pid;
         drop(worker);
-        ask_to_stop(&mut self.processes, pid, stop_signal);
+        self.ask_to_stop(pid, stop_signal);
     }
 
     /// Worker `index` is ready. Its generation becomes ready once all are.
@@ -305,7 +305,7 @@ impl<P: ProcessControl> Supervisor<P> {
         let ready_count = generation.serving_count();
         let size = generation.size();
         if let Some(probe) = probe {
-            self.processes.signal_group(probe, Signal::SIGKILL);
+            self.signal_group(probe, Signal::SIGKILL);
         }
         self.arm_watchdog(number, index, now);
         let waited = format_duration(now.saturating_duration_since(worker.started));
@@ -347,7 +347,7 @@ impl<P: ProcessControl> Supervisor<P> {
         if terminal && !generation.foreground {
             generation.foreground = true;
             if let Some(first) = generation.worker(0).map(|w| w.pid) {
-                self.processes.hand_terminal(first);
+                self.command(super::Effect::HandTerminal { group: first });
             }
         }
         let Some(generation) = self.generation(number).cloned() else {

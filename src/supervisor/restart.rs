@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use super::generation::{Generation, Phase};
-use super::{ProcessControl, Supervisor, policy_name};
+use super::{Spawner, Supervisor, policy_name};
 use crate::deadline;
 use crate::duration::format_duration;
 use crate::reaper::ExitStatus;
@@ -27,7 +27,7 @@ pub(super) fn is_keyboard_interrupt(status: ExitStatus) -> bool {
     matches!(status, ExitStatus::Signal(signal) if KEYBOARD_INTERRUPTS.contains(&signal))
 }
 
-impl<P: ProcessControl> Supervisor<P> {
+impl<P: Spawner> Supervisor<P> {
     /// The current generation (or a first start) ended without being asked
     /// to: restart or finish, by the restart policy.
     pub(super) fn after_unplanned_exit(

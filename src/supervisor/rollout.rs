@@ -12,12 +12,12 @@
 use std::time::Instant;
 
 use super::generation::{Phase, ReadyMode, Worker, WorkerState};
-use super::{ProcessControl, Supervisor, ask_to_stop};
+use super::{Spawner, Supervisor};
 use crate::deadline;
 use crate::duration::format_duration;
 use crate::spawn::SpawnError;
 
-impl<P: ProcessControl> Supervisor<P> {
+impl<P: Spawner> Supervisor<P> {
     /// True when an upgrade should roll: `--max-surge` is set and workers
     /// serve that the new ones replace.
     pub(super) fn rolls(&self) -> bool {
@@ -133,10 +133,9 @@ impl<P: ProcessControl> Supervisor<P> {
             };
             let describe = generation.describe_worker(&worker);
             if let Some(probe) = probe {
-                self.processes
-                    .signal_group(probe, nix::sys::signal::Signal::SIGKILL);
+                self.signal_group(probe, nix::sys::signal::Signal::SIGKILL);
             }
-            ask_to_stop(&mut self.processes, worker.pid, stop_signal);
+            self.ask_to_stop(worker.pid, stop_signal);
             let message = format!(
                 "{describe} sent {}; draining for up to {}",
                 stop_signal.as_str(),
@@ -179,10 +178,9 @@ impl<P: ProcessControl> Supervisor<P> {
         let upgrade = generation.upgrade;
         for (_, pid, probe) in to_stop {
             if let Some(probe) = probe {
-                self.processes
-                    .signal_group(probe, nix::sys::signal::Signal::SIGKILL);
+                self.signal_group(probe, nix::sys::signal::Signal::SIGKILL);
             }
-            ask_to_stop(&mut self.processes, pid, stop_signal);
+            self.ask_to_stop(pid, stop_signal);
         }
         self.current = Some(number);
         let message = format!(

@@ -17,7 +17,7 @@ use nix::unistd::Pid;
 use super::generation::{Phase, ReadyMode, Worker, WorkerState};
 use super::ids::UpgradeId;
 use super::upgrade::UpgradeRejection;
-use super::{ProcessControl, Supervisor, ask_to_stop};
+use super::{Spawner, Supervisor};
 use crate::deadline;
 use crate::duration::format_duration;
 
@@ -33,7 +33,7 @@ pub(super) struct Scale {
     pub draining: BTreeSet<Pid>,
 }
 
-impl<P: ProcessControl> Supervisor<P> {
+impl<P: Spawner> Supervisor<P> {
     /// Changes the serving generation's worker count to `workers`.
     pub fn request_scale(
         &mut self,
@@ -157,10 +157,9 @@ impl<P: ProcessControl> Supervisor<P> {
             .collect();
         for (worker, probe, describe) in removed {
             if let Some(probe) = probe {
-                self.processes
-                    .signal_group(probe, nix::sys::signal::Signal::SIGKILL);
+                self.signal_group(probe, nix::sys::signal::Signal::SIGKILL);
             }
-            ask_to_stop(&mut self.processes, worker.pid, stop_signal);
+            self.ask_to_stop(worker.pid, stop_signal);
             let message = format!(
                 "{describe} sent {}; draining for up to {}",
                 stop_signal.as_str(),

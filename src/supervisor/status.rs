@@ -5,7 +5,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::generation::WorkerState;
-use super::{Phase, ProcessControl, Supervisor};
+use super::{Phase, Spawner, Supervisor};
 use crate::duration::as_millis;
 
 #[derive(Debug, Clone, Serialize)]
@@ -75,7 +75,7 @@ pub struct UpgradeStatus {
     pub duration_ms: Option<u64>,
 }
 
-impl<P: ProcessControl> Supervisor<P> {
+impl<P: Spawner> Supervisor<P> {
     pub fn snapshot(&self, now: Instant) -> StatusSnapshot {
         let age = |since: Instant| as_millis(now.saturating_duration_since(since));
         StatusSnapshot {

@@ -7,12 +7,12 @@ use std::time::Instant;
 use nix::sys::signal::Signal;
 
 use super::generation::{Phase, WorkerState};
-use super::{ProcessControl, Stop, Supervisor, ask_to_stop};
+use super::{Spawner, Stop, Supervisor};
 use crate::deadline;
 use crate::duration::format_duration;
 use crate::reaper::ExitStatus;
 
-impl<P: ProcessControl> Supervisor<P> {
+impl<P: Spawner> Supervisor<P> {
     /// A stop request. The first asks every generation to stop gracefully;
     /// a second one kills at once.
     pub fn on_stop_request(&mut self, reason: &str, now: Instant) {
@@ -94,7 +94,7 @@ impl<P: ProcessControl> Supervisor<P> {
                 .collect();
             self.stop_workers(number);
             for pid in to_ask {
-                ask_to_stop(&mut self.processes, pid, self.config.stop_signal);
+                self.ask_to_stop(pid, self.config.stop_signal);
             }
         }
         if let Some(scale) = self.take_scale() {
@@ -118,12 +118,16 @@ impl<P: ProcessControl> Supervisor<P> {
         if let Some(stop) = &mut self.stop {
             stop.deadline = None;
         }
+        let mut groups = Vec::new();
         for generation in &mut self.generations {
             generation.deadline = None;
             generation.workers.for_each_mut(|worker| {
                 worker.deadline = None;
-                self.processes.signal_group(worker.pid, Signal::SIGKILL);
+                groups.push(worker.pid);
             });
+        }
+        for group in groups {
+            self.signal_group(group, Signal::SIGKILL);
         }
     }
 
@@ -143,7 +147,7 @@ impl<P: ProcessControl> Supervisor<P> {
             .collect();
         for number in empty {
             self.generations.retain(|g| g.number != number);
-            self.processes.retire(number);
+            self.command(super::Effect::Retire { generation: number });
         }
         if self.generations.is_empty() {
             self.finished = Some(self.exit_status.unwrap_or(0));

@@ -37,7 +37,7 @@ fn worker_pid(generation: u32, index: u32) -> i32 {
     1000 + generation as i32 + 100 * index as i32
 }
 
-impl ProcessControl for FakeProcesses {
+impl Spawner for FakeProcesses {
     fn spawn(&mut self, generation: u32, index: u32, foreground: bool) -> Result<Pid, SpawnError> {
         self.calls.push(match (index, foreground) {
             (0, true) => Call::SpawnForeground(generation),
@@ -70,17 +70,13 @@ impl ProcessControl for FakeProcesses {
         self.calls.push(Call::Probe(generation));
         Ok(Pid::from_raw(5000 + generation as i32))
     }
-    fn signal(&mut self, pid: Pid, signal: Signal) {
-        self.calls.push(Call::Signal(pid.as_raw(), signal));
-    }
-    fn signal_group(&mut self, pgid: Pid, signal: Signal) {
-        self.calls.push(Call::SignalGroup(pgid.as_raw(), signal));
-    }
-    fn hand_terminal(&mut self, group: Pid) {
-        self.calls.push(Call::HandTerminal(group.as_raw()));
-    }
-    fn retire(&mut self, generation: u32) {
-        self.calls.push(Call::Retire(generation));
+    fn observe(&mut self, effect: &Effect) {
+        self.calls.push(match *effect {
+            Effect::Signal { pid, signal } => Call::Signal(pid.as_raw(), signal),
+            Effect::SignalGroup { group, signal } => Call::SignalGroup(group.as_raw(), signal),
+            Effect::HandTerminal { group } => Call::HandTerminal(group.as_raw()),
+            Effect::Retire { generation } => Call::Retire(generation),
+        });
     }
 }
 
@@ -2000,5 +1996,43 @@ fn a_ready_worker_that_hangs_while_its_siblings_start_fails_the_start_and_the_lo
     assert!(
         s.next_deadline().is_none_or(|at| at > missed),
         "a watchdog left in the past would wake the loop at once, again and again"
+    );
+}
+
+#[test]
+fn what_the_supervisor_decides_to_do_is_returned_as_effects_in_order_and_taken_once() {
+    let (mut s, now) = serving_with_notify();
+    s.take_effects();
+    s.request_upgrade(now).unwrap();
+    assert!(
+        s.take_effects().is_empty(),
+        "starting a generation signals nobody"
+    );
+    s.on_notify(2, 0, &ready(), now);
+    let old = Pid::from_raw(pid_of(1));
+    assert_eq!(
+        s.take_effects(),
+        [
+            Effect::Signal {
+                pid: old,
+                signal: Signal::SIGQUIT
+            },
+            Effect::SignalGroup {
+                group: old,
+                signal: Signal::SIGCONT
+            },
+        ]
+    );
+    assert!(s.take_effects().is_empty(), "effects are taken once");
+    s.on_exit(exit(1, ExitStatus::Code(0)), now);
+    assert_eq!(
+        s.take_effects(),
+        [
+            Effect::SignalGroup {
+                group: old,
+                signal: Signal::SIGKILL
+            },
+            Effect::Retire { generation: 1 },
+        ]
     );
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use super::generation::{Generation, Phase, WorkerState};
-use super::{ProcessControl, Supervisor, ask_to_stop};
+use super::{Spawner, Supervisor};
 use crate::deadline;
 use crate::reaper::ExitStatus;
 
@@ -71,7 +71,7 @@ pub struct Outcome {
     pub duration: Option<Duration>,
 }
 
-impl<P: ProcessControl> Supervisor<P> {
+impl<P: Spawner> Supervisor<P> {
     /// Starts an upgrade: a new generation on the same sockets, which
     /// replaces the current one once every worker of it is ready.
     pub fn request_upgrade(&mut self, now: Instant) -> Result<UpgradeId, UpgradeRejection> {
@@ -144,7 +144,7 @@ impl<P: ProcessControl> Supervisor<P> {
         let generation = self.stop_workers(number)?;
         let asked = to_ask.len();
         for pid in to_ask {
-            ask_to_stop(&mut self.processes, pid, stop_signal);
+            self.ask_to_stop(pid, stop_signal);
         }
         Some((generation, asked))
     }
@@ -173,7 +173,7 @@ impl<P: ProcessControl> Supervisor<P> {
             return;
         };
         for pid in generation.pids() {
-            ask_to_stop(&mut self.processes, pid, stop_signal);
+            self.ask_to_stop(pid, stop_signal);
         }
         let message = self.with_survivor(reason);
         tracing::warn!("{message}");
@@ -195,7 +195,7 @@ impl<P: ProcessControl> Supervisor<P> {
         generation.slots.for_each_mut(|slot| slot.restart_at = None);
         let generation = generation.clone();
         for probe in probes {
-            self.processes.signal_group(probe, Signal::SIGKILL);
+            self.signal_group(probe, Signal::SIGKILL);
         }
         Some(generation)
     }

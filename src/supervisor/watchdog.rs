@@ -15,14 +15,14 @@
 use std::time::{Duration, Instant};
 
 use super::generation::{Phase, Worker, WorkerState, WorkerTimer};
-use super::{ProcessControl, Supervisor};
+use super::{Spawner, Supervisor};
 use crate::deadline;
 use crate::duration::format_duration;
 
 /// How long a hung generation may take to exit after the stop signal.
 pub const HUNG_GRACE: Duration = Duration::from_secs(3);
 
-impl<P: ProcessControl> Supervisor<P> {
+impl<P: Spawner> Supervisor<P> {
     /// A worker just became ready: its watchdog starts.
     pub(super) fn arm_watchdog(&mut self, number: u32, index: u32, now: Instant) {
         if let Some(mut worker) = self
@@ -118,8 +118,7 @@ impl<P: ProcessControl> Supervisor<P> {
         );
         if rolling {
             tracing::warn!("{reason}; killing it, its slot is filled again");
-            self.processes
-                .signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+            self.signal_group(pid, nix::sys::signal::Signal::SIGKILL);
         } else {
             self.fail_start(
                 number,

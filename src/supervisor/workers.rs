@@ -16,7 +16,7 @@ use nix::sys::signal::Signal;
 use super::generation::{Generation, Phase, ReadyMode, Slot, Slots, Worker, WorkerState, Workers};
 use super::ids::UpgradeId;
 use super::restart::{backoff, is_keyboard_interrupt};
-use super::{ProcessControl, Supervisor, policy_name};
+use super::{Spawner, Supervisor, policy_name};
 use crate::deadline;
 use crate::duration::format_duration;
 use crate::reaper::{Exit, ExitStatus};
@@ -42,7 +42,7 @@ pub fn parse_worker_count(text: &str) -> Result<u32, String> {
     }
 }
 
-impl<P: ProcessControl> Supervisor<P> {
+impl<P: Spawner> Supervisor<P> {
     /// Starts a new generation of `--workers` processes. If one cannot be
     /// spawned, those already started are killed and the error returned.
     pub(super) fn spawn_generation(
@@ -88,7 +88,7 @@ impl<P: ProcessControl> Supervisor<P> {
                         worker.probe_at = None;
                     });
                     for pid in generation.pids() {
-                        self.processes.signal_group(pid, Signal::SIGKILL);
+                        self.signal_group(pid, Signal::SIGKILL);
                     }
                     self.generations.push(generation);
                     return Err(err);
@@ -204,9 +204,9 @@ impl<P: ProcessControl> Supervisor<P> {
         };
         // Whatever the worker left behind in its group has lost its parent;
         // nothing may keep running behind sockvisor's back.
-        self.processes.signal_group(worker.pid, Signal::SIGKILL);
+        self.signal_group(worker.pid, Signal::SIGKILL);
         if let Some(probe) = worker.probe_pid {
-            self.processes.signal_group(probe, Signal::SIGKILL);
+            self.signal_group(probe, Signal::SIGKILL);
         }
         let (number, phase) = (self.generations[at].number, self.generations[at].phase);
         if self.stop.is_some() && phase != Phase::Ready && self.current.is_none() {
@@ -225,7 +225,7 @@ impl<P: ProcessControl> Supervisor<P> {
             && self.stop.is_none();
         if self.generations[at].workers.is_empty() && !rolls_on {
             let mut last_seen = self.generations.remove(at);
-            self.processes.retire(number);
+            self.command(super::Effect::Retire { generation: number });
             // Described as it was: with the worker that just exited.
             last_seen.workers.insert(worker.clone());
             self.on_generation_gone(&last_seen, &worker, exit.status, now);
