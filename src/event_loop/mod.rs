@@ -324,11 +324,15 @@ impl EventLoop {
         match signals::meaning(signal) {
             Meaning::Reap => {
                 for exit in reaper::reap_all() {
-                    if self
+                    // Whose process it was: the re-exec check is the
+                    // loop's own; a worker or probe is the supervisor's
+                    // (by its pid index); anything else is an orphan,
+                    // which the supervisor logs.
+                    let is_check = self
                         .pending_reexec
                         .as_ref()
-                        .is_some_and(|p| p.check == exit.pid)
-                    {
+                        .is_some_and(|p| p.check == exit.pid);
+                    if is_check {
                         self.on_reexec_check(exit.status, now);
                     } else {
                         self.supervisor.on_exit(exit, now);

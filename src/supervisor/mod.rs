@@ -260,6 +260,16 @@ impl<P: Spawner> Supervisor<P> {
     }
 }
 
+/// What a process of the supervisor's is, found by its pid: the one table
+/// exits and notify messages are dispatched through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// Worker `index` of generation `generation`.
+    Worker { generation: u32, index: u32 },
+    /// The `exec=` readiness probe run for that worker.
+    Probe { generation: u32, index: u32 },
+}
+
 /// A requested stop in progress.
 #[derive(Debug, Clone, Copy)]
 struct Stop {
@@ -438,13 +448,31 @@ impl<P: Spawner> Supervisor<P> {
             .unwrap_or_default()
     }
 
+    /// Which of the supervisor's processes `pid` is: a worker or a
+    /// worker's readiness probe; `None` for any other process (an orphan).
+    /// One lookup per generation in its pid indexes, O(log N) each.
+    pub fn owner_of(&self, pid: Pid) -> Option<Owner> {
+        self.generations.iter().find_map(|g| {
+            let generation = g.number;
+            g.workers
+                .index_of_pid(pid)
+                .map(|index| Owner::Worker { generation, index })
+                .or_else(|| {
+                    g.workers
+                        .index_of_probe(pid)
+                        .map(|index| Owner::Probe { generation, index })
+                })
+        })
+    }
+
     /// The generation and slot of the worker whose pid is `pid`; `None`
     /// for any other process (whose parent chain the caller may follow, see
     /// `notify::sender`).
     pub fn worker_of(&self, pid: Pid) -> Option<(u32, u32)> {
-        self.generations
-            .iter()
-            .find_map(|g| g.workers.index_of_pid(pid).map(|index| (g.number, index)))
+        match self.owner_of(pid)? {
+            Owner::Worker { generation, index } => Some((generation, index)),
+            Owner::Probe { .. } => None,
+        }
     }
 
     /// How log lines name worker `index` of generation `number`.
@@ -464,16 +492,23 @@ impl<P: Spawner> Supervisor<P> {
 
     // ----- events -----
 
-    /// Handles one exit reported by the reaper.
+    /// Handles one exit reported by the reaper, by whose process it was.
     pub fn on_exit(&mut self, exit: Exit, now: Instant) {
-        if !self.on_probe_exit(exit, now) {
-            self.warn_if_stop_signal_unhandled(exit);
-            if !self.on_worker_exit(exit, now) {
-                tracing::debug!("reaped orphan pid {}: {}", exit.pid, exit.status);
+        match self.owner_of(exit.pid) {
+            Some(Owner::Probe { generation, index }) => {
+                self.on_probe_exit(generation, index, exit.status, now)
             }
-            // An exit may have made room for the next worker of a rollout.
-            self.advance_rollout_or_stop(now);
-            self.finish_if_stopped();
+            owner => {
+                if let Some(Owner::Worker { generation, index }) = owner {
+                    self.warn_if_stop_signal_unhandled(generation, index, exit);
+                    self.on_worker_exit(generation, index, exit, now);
+                } else {
+                    tracing::debug!("reaped orphan pid {}: {}", exit.pid, exit.status);
+                }
+                // An exit may have made room for the next worker of a rollout.
+                self.advance_rollout_or_stop(now);
+                self.finish_if_stopped();
+            }
         }
         #[cfg(test)]
         self.check_indexes();
@@ -566,7 +601,7 @@ impl<P: Spawner> Supervisor<P> {
     /// A worker asked to stop that dies of the stop signal's default action
     /// did not handle it: whatever it was doing was cut, not drained. Said
     /// once per generation, with the fix.
-    fn warn_if_stop_signal_unhandled(&mut self, exit: Exit) {
+    fn warn_if_stop_signal_unhandled(&mut self, number: u32, index: u32, exit: Exit) {
         let stop_signal = self.config.stop_signal;
         if exit.status != crate::reaper::ExitStatus::Signal(stop_signal)
             || stop_signal == Signal::SIGKILL
@@ -574,11 +609,7 @@ impl<P: Spawner> Supervisor<P> {
             return;
         }
         let stopping = self.stop.is_some();
-        let Some((generation, index)) = self
-            .generations
-            .iter_mut()
-            .find_map(|g| g.workers.index_of_pid(exit.pid).map(|index| (g, index)))
-        else {
+        let Some(generation) = self.generation_mut(number) else {
             return;
         };
         let asked = stopping

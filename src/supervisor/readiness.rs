@@ -12,7 +12,6 @@ use super::{PROBE_INTERVAL, Spawner, Supervisor};
 use crate::deadline;
 use crate::duration::format_duration;
 use crate::notify::NotifyMessage;
-use crate::reaper::Exit;
 
 impl<P: Spawner> Supervisor<P> {
     /// Handles one sd_notify message from worker `index` of generation
@@ -100,36 +99,36 @@ impl<P: Spawner> Supervisor<P> {
         Ok(())
     }
 
-    /// If `exit` is a readiness probe's, acts on it and returns true.
-    pub(super) fn on_probe_exit(&mut self, exit: Exit, now: Instant) -> bool {
-        let Some((number, index)) = self.generations.iter().find_map(|g| {
-            g.workers
-                .index_of_probe(exit.pid)
-                .map(|index| (g.number, index))
-        }) else {
-            return false;
-        };
+    /// The readiness probe of worker `index` of generation `number` exited
+    /// with `status`: 0 makes the worker ready, anything else runs it again
+    /// after [`PROBE_INTERVAL`].
+    pub(super) fn on_probe_exit(
+        &mut self,
+        number: u32,
+        index: u32,
+        status: crate::reaper::ExitStatus,
+        now: Instant,
+    ) {
         let Some(generation) = self.generation_mut(number) else {
-            return true;
+            return;
         };
         let phase = generation.phase;
         let describe = generation.describe();
         let Some(mut worker) = generation.worker_mut(index) else {
-            return true;
+            return;
         };
         worker.probe_pid = None;
         if worker.state != WorkerState::Starting || matches!(phase, Phase::Draining | Phase::Failed)
         {
-            return true;
+            return;
         }
-        if exit.status.success() {
+        if status.success() {
             drop(worker);
             self.mark_worker_ready(number, index, now);
         } else {
-            tracing::debug!("{describe} readiness probe {}", exit.status);
+            tracing::debug!("{describe} readiness probe {}", status);
             worker.probe_at = Some(deadline::after(now, PROBE_INTERVAL));
         }
-        true
     }
 
     /// A worker's readiness deadline or probe time has come, or (stopping)

@@ -188,19 +188,13 @@ impl<P: Spawner> Supervisor<P> {
         worker
     }
 
-    /// A process exited: if it was a worker, update its generation. Returns
-    /// false for a process that is not one (an orphan).
-    pub(super) fn on_worker_exit(&mut self, exit: Exit, now: Instant) -> bool {
-        let Some((at, index)) = self
-            .generations
-            .iter()
-            .enumerate()
-            .find_map(|(at, g)| g.workers.index_of_pid(exit.pid).map(|index| (at, index)))
-        else {
-            return false;
+    /// Worker `index` of generation `number` exited: update its generation.
+    pub(super) fn on_worker_exit(&mut self, number: u32, index: u32, exit: Exit, now: Instant) {
+        let Some(at) = self.generations.iter().position(|g| g.number == number) else {
+            return;
         };
         let Some(worker) = self.generations[at].workers.remove(index) else {
-            return false;
+            return;
         };
         // Whatever the worker left behind in its group has lost its parent;
         // nothing may keep running behind sockvisor's back.
@@ -208,7 +202,7 @@ impl<P: Spawner> Supervisor<P> {
         if let Some(probe) = worker.probe_pid {
             self.signal_group(probe, Signal::SIGKILL);
         }
-        let (number, phase) = (self.generations[at].number, self.generations[at].phase);
+        let phase = self.generations[at].phase;
         if self.stop.is_some() && phase != Phase::Ready && self.current.is_none() {
             // No generation serves: the status of the ones stopped (e.g. a
             // first generation killed before it was ready) is the answer,
@@ -233,7 +227,6 @@ impl<P: Spawner> Supervisor<P> {
             let describe = self.generations[at].describe_worker(&worker);
             self.on_worker_gone(number, phase, &describe, &worker, exit.status, now);
         }
-        true
     }
 
     /// One worker of a generation that still has others exited.
