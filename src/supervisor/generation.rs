@@ -66,19 +66,176 @@ pub enum Phase {
     Failed,
 }
 
-/// Where one worker process is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+/// Where one worker process is in its life, with the data only that stage
+/// has: a deadline means one thing in each, and cannot outlive it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WorkerState {
     /// Spawned, not yet ready.
-    Starting,
+    Starting {
+        /// Its readiness deadline; `None` once its generation failed or
+        /// drains (the generation's own deadline applies then).
+        ready_by: Option<Instant>,
+        /// `delay=` or `exec=`: when it is declared ready or probed next,
+        /// or the probe that runs.
+        probe: Probe,
+    },
     /// Ready: it serves while its generation does.
-    Ready,
+    Ready {
+        /// With a watchdog: when it is hung unless it sends `WATCHDOG=1`.
+        watchdog_by: Option<Instant>,
+    },
     /// Asked to stop on its own (a replacement that was not ready in time).
-    Stopping,
+    Stopping {
+        /// When its process group gets `SIGKILL` (`None` once it has).
+        kill_at: Option<Instant>,
+    },
     /// Retired by a rolling upgrade or a scale-down: asked to stop and
     /// finishing its work; its exit is expected and never replaced.
+    Draining {
+        /// When its process group gets `SIGKILL` (`None` once it has).
+        kill_at: Option<Instant>,
+    },
+}
+
+/// The readiness check of a starting worker beyond `READY=1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Probe {
+    /// Nothing to wait for but a notify message (`notify`, `now`).
+    #[default]
+    Idle,
+    /// `delay=`: ready at this moment; `exec=`: run the probe then.
+    At(Instant),
+    /// `exec=`: the probe runs as this process.
+    Running(Pid),
+}
+
+/// A worker's stage without its data, as `sockvisor status` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerStage {
+    Starting,
+    Ready,
+    Stopping,
     Draining,
+}
+
+impl WorkerState {
+    /// Just spawned, to be ready by `ready_by`.
+    pub fn starting(ready_by: Instant, probe: Probe) -> WorkerState {
+        WorkerState::Starting {
+            ready_by: Some(ready_by),
+            probe,
+        }
+    }
+
+    pub fn stage(&self) -> WorkerStage {
+        match self {
+            WorkerState::Starting { .. } => WorkerStage::Starting,
+            WorkerState::Ready { .. } => WorkerStage::Ready,
+            WorkerState::Stopping { .. } => WorkerStage::Stopping,
+            WorkerState::Draining { .. } => WorkerStage::Draining,
+        }
+    }
+
+    pub fn is_starting(&self) -> bool {
+        self.stage() == WorkerStage::Starting
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.stage() == WorkerStage::Ready
+    }
+
+    /// Asked to stop already: stopping or draining.
+    pub fn is_leaving(&self) -> bool {
+        matches!(
+            self,
+            WorkerState::Stopping { .. } | WorkerState::Draining { .. }
+        )
+    }
+
+    /// The readiness probe that runs for it, if any.
+    pub fn probe_pid(&self) -> Option<Pid> {
+        match self {
+            WorkerState::Starting {
+                probe: Probe::Running(pid),
+                ..
+            } => Some(*pid),
+            _ => None,
+        }
+    }
+
+    /// Its deadline: to be ready, or to be killed.
+    pub fn deadline(&self) -> Option<Instant> {
+        match self {
+            WorkerState::Starting { ready_by, .. } => *ready_by,
+            WorkerState::Stopping { kill_at } | WorkerState::Draining { kill_at } => *kill_at,
+            WorkerState::Ready { .. } => None,
+        }
+    }
+
+    pub fn probe_at(&self) -> Option<Instant> {
+        match self {
+            WorkerState::Starting {
+                probe: Probe::At(at),
+                ..
+            } => Some(*at),
+            _ => None,
+        }
+    }
+
+    pub fn watchdog_by(&self) -> Option<Instant> {
+        match self {
+            WorkerState::Ready { watchdog_by } => *watchdog_by,
+            _ => None,
+        }
+    }
+
+    /// Retired (a rollout, a scale-down): asked to stop and finish its
+    /// work, killed at `kill_at`. Returns the probe that was running, to be
+    /// killed.
+    pub fn drain(&mut self, kill_at: Instant) -> Option<Pid> {
+        let probe = self.probe_pid();
+        *self = WorkerState::Draining {
+            kill_at: Some(kill_at),
+        };
+        probe
+    }
+
+    /// Asked to stop on its own (not ready in time), killed at `kill_at`.
+    /// Returns the probe that was running, to be killed.
+    pub fn stop(&mut self, kill_at: Instant) -> Option<Pid> {
+        let probe = self.probe_pid();
+        *self = WorkerState::Stopping {
+            kill_at: Some(kill_at),
+        };
+        probe
+    }
+
+    /// A ready worker's watchdog runs out at `by` (`None`: no watchdog);
+    /// a worker in any other stage has none.
+    pub fn set_watchdog(&mut self, by: Option<Instant>) {
+        if let WorkerState::Ready { watchdog_by } = self {
+            *watchdog_by = by;
+        }
+    }
+
+    /// Its generation is being stopped as a whole: the generation's
+    /// deadline takes over from each of its timers. Returns the probe
+    /// that was running, to be killed.
+    pub fn disarm(&mut self) -> Option<Pid> {
+        let probe = self.probe_pid();
+        match self {
+            WorkerState::Starting { ready_by, probe } => {
+                *ready_by = None;
+                *probe = Probe::Idle;
+            }
+            WorkerState::Ready { watchdog_by } => *watchdog_by = None,
+            WorkerState::Stopping { kill_at } | WorkerState::Draining { kill_at } => {
+                *kill_at = None
+            }
+        }
+        probe
+    }
 }
 
 /// One process of a generation, in its slot.
@@ -90,21 +247,11 @@ pub struct Worker {
     pub pid: Pid,
     pub started: Instant,
     pub state: WorkerState,
-    /// Starting: its readiness deadline. Stopping: when its process group
-    /// gets `SIGKILL` (`None` once it has).
-    pub deadline: Option<Instant>,
-    /// Starting with `delay=` or `exec=`: when to declare it ready or run
-    /// the probe next.
-    pub probe_at: Option<Instant>,
-    /// The running readiness probe, for `exec=`.
-    pub probe_pid: Option<Pid>,
     /// The last `STATUS=` it sent.
     pub status_text: Option<String>,
     /// Its watchdog timeout (`--watchdog`, or what it set with
     /// `WATCHDOG_USEC=`); `None`: no watchdog.
     pub watchdog: Option<Duration>,
-    /// Ready with a watchdog: when it is hung unless it sends `WATCHDOG=1`.
-    pub watchdog_at: Option<Instant>,
 }
 
 impl Worker {
@@ -113,13 +260,9 @@ impl Worker {
             index,
             pid,
             started: now,
-            state: WorkerState::Starting,
-            deadline: Some(deadline::after(now, ready_timeout)),
-            probe_at: None,
-            probe_pid: None,
+            state: WorkerState::starting(deadline::after(now, ready_timeout), Probe::Idle),
             status_text: None,
             watchdog: None,
-            watchdog_at: None,
         }
     }
 }
@@ -143,11 +286,11 @@ pub struct Slot {
 /// One of a worker's timers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum WorkerTimer {
-    /// [`Worker::deadline`].
+    /// [`WorkerState::deadline`]: to be ready, or to be killed.
     Deadline,
-    /// [`Worker::probe_at`].
+    /// [`WorkerState::probe_at`].
     Probe,
-    /// [`Worker::watchdog_at`].
+    /// [`WorkerState::watchdog_by`].
     Watchdog,
 }
 
@@ -156,10 +299,6 @@ pub enum WorkerTimer {
 struct WorkerKeys {
     pid: Pid,
     state: WorkerState,
-    deadline: Option<Instant>,
-    probe_at: Option<Instant>,
-    watchdog_at: Option<Instant>,
-    probe_pid: Option<Pid>,
 }
 
 impl WorkerKeys {
@@ -167,18 +306,14 @@ impl WorkerKeys {
         WorkerKeys {
             pid: worker.pid,
             state: worker.state,
-            deadline: worker.deadline,
-            probe_at: worker.probe_at,
-            watchdog_at: worker.watchdog_at,
-            probe_pid: worker.probe_pid,
         }
     }
 
     fn timers(&self) -> impl Iterator<Item = (Instant, WorkerTimer)> {
         [
-            (self.deadline, WorkerTimer::Deadline),
-            (self.probe_at, WorkerTimer::Probe),
-            (self.watchdog_at, WorkerTimer::Watchdog),
+            (self.state.deadline(), WorkerTimer::Deadline),
+            (self.state.probe_at(), WorkerTimer::Probe),
+            (self.state.watchdog_by(), WorkerTimer::Watchdog),
         ]
         .into_iter()
         .filter_map(|(at, timer)| at.map(|at| (at, timer)))
@@ -186,10 +321,10 @@ impl WorkerKeys {
 
     /// A rollout retires starting workers before ready ones.
     fn retirable(&self) -> Option<bool> {
-        match self.state {
-            WorkerState::Starting => Some(true),
-            WorkerState::Ready => Some(false),
-            WorkerState::Stopping | WorkerState::Draining => None,
+        match self.state.stage() {
+            WorkerStage::Starting => Some(true),
+            WorkerStage::Ready => Some(false),
+            WorkerStage::Stopping | WorkerStage::Draining => None,
         }
     }
 }
@@ -210,7 +345,7 @@ struct WorkerIndex {
 impl WorkerIndex {
     fn add(&mut self, index: u32, keys: &WorkerKeys) {
         self.by_pid.insert(keys.pid, index);
-        if let Some(probe) = keys.probe_pid {
+        if let Some(probe) = keys.state.probe_pid() {
             self.by_probe.insert(probe, index);
         }
         for (at, timer) in keys.timers() {
@@ -219,7 +354,7 @@ impl WorkerIndex {
         if let Some(starting) = keys.retirable() {
             self.retirable.insert((starting, index));
         }
-        if keys.state == WorkerState::Ready {
+        if keys.state.is_ready() {
             self.ready += 1;
         }
     }
@@ -228,7 +363,7 @@ impl WorkerIndex {
         if self.by_pid.get(&keys.pid) == Some(&index) {
             self.by_pid.remove(&keys.pid);
         }
-        if let Some(probe) = keys.probe_pid
+        if let Some(probe) = keys.state.probe_pid()
             && self.by_probe.get(&probe) == Some(&index)
         {
             self.by_probe.remove(&probe);
@@ -239,7 +374,7 @@ impl WorkerIndex {
         if let Some(starting) = keys.retirable() {
             self.retirable.remove(&(starting, index));
         }
-        if keys.state == WorkerState::Ready {
+        if keys.state.is_ready() {
             self.ready = self.ready.saturating_sub(1);
         }
     }
@@ -660,10 +795,7 @@ impl Generation {
 
     /// Its workers that count as serving: ready and not retired.
     pub fn serving(&self) -> Vec<&Worker> {
-        self.workers
-            .iter()
-            .filter(|w| w.state == WorkerState::Ready)
-            .collect()
+        self.workers.iter().filter(|w| w.state.is_ready()).collect()
     }
 
     /// How many of its workers serve.
@@ -686,7 +818,7 @@ impl Generation {
     /// before.
     pub fn exit_before_ready(&self, worker: &Worker, status: crate::reaper::ExitStatus) -> String {
         let describe = self.describe_worker(worker);
-        if worker.state == WorkerState::Ready {
+        if worker.state.is_ready() {
             format!(
                 "{describe} {status} after it was ready, before generation {} was",
                 self.number
@@ -793,13 +925,20 @@ mod tests {
         assert_eq!(workers.retire_candidate(), Some(3));
         {
             let mut third = workers.get_mut(3).unwrap();
-            third.state = WorkerState::Ready;
-            third.deadline = None;
-            third.probe_pid = Some(Pid::from_raw(900));
-            third.watchdog_at = Some(now + Duration::from_secs(1));
+            third.state = WorkerState::Ready {
+                watchdog_by: Some(now + Duration::from_secs(1)),
+            };
+        }
+        {
+            let mut first = workers.get_mut(1).unwrap();
+            let ready_by = first.state.deadline();
+            first.state = WorkerState::Starting {
+                ready_by,
+                probe: Probe::Running(Pid::from_raw(900)),
+            };
         }
         assert_eq!(workers.ready_count(), 1);
-        assert_eq!(workers.index_of_probe(Pid::from_raw(900)), Some(3));
+        assert_eq!(workers.index_of_probe(Pid::from_raw(900)), Some(1));
         assert_eq!(workers.next_timer(), Some(now + Duration::from_secs(1)));
         // Starting workers are retired before ready ones.
         assert_eq!(workers.retire_candidate(), Some(2));
@@ -810,9 +949,15 @@ mod tests {
         let removed = workers.remove(3).unwrap();
         assert_eq!(removed.pid, Pid::from_raw(103));
         assert_eq!(workers.ready_count(), 0);
-        assert_eq!(workers.index_of_probe(Pid::from_raw(900)), None);
         assert_eq!(workers.index_of_pid(Pid::from_raw(103)), None);
-        workers.for_each_mut(|w| w.deadline = None);
+        {
+            let mut first = workers.get_mut(1).unwrap();
+            assert_eq!(first.state.disarm(), Some(Pid::from_raw(900)));
+        }
+        assert_eq!(workers.index_of_probe(Pid::from_raw(900)), None);
+        workers.for_each_mut(|w| {
+            w.state.disarm();
+        });
         assert_eq!(workers.next_timer(), None);
     }
 

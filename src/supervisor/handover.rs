@@ -14,7 +14,9 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
-use super::generation::{Generation, Phase, ReadyMode, Slot, Slots, Worker, WorkerState, Workers};
+use super::generation::{
+    Generation, Phase, Probe, ReadyMode, Slot, Slots, Worker, WorkerStage, WorkerState, Workers,
+};
 use super::upgrade::Outcome;
 use super::{Config, RestartPolicy, Spawner, Supervisor};
 use crate::deadline;
@@ -133,21 +135,39 @@ fn parse_phase(text: &str) -> Result<Phase, HandoverError> {
     })
 }
 
-fn worker_state_name(state: WorkerState) -> &'static str {
-    match state {
-        WorkerState::Starting => "starting",
-        WorkerState::Ready => "ready",
-        WorkerState::Stopping => "stopping",
-        WorkerState::Draining => "draining",
+fn worker_stage_name(stage: WorkerStage) -> &'static str {
+    match stage {
+        WorkerStage::Starting => "starting",
+        WorkerStage::Ready => "ready",
+        WorkerStage::Stopping => "stopping",
+        WorkerStage::Draining => "draining",
     }
 }
 
-fn parse_worker_state(text: &str) -> Result<WorkerState, HandoverError> {
-    Ok(match text {
-        "starting" => WorkerState::Starting,
-        "ready" => WorkerState::Ready,
-        "stopping" => WorkerState::Stopping,
-        "draining" => WorkerState::Draining,
+/// A worker's state from its record: the stage's name and the timers
+/// that stage has (others in the record are not its own, and ignored).
+fn worker_state_from(
+    record: &WorkerRecord,
+    at: impl Fn(Option<Duration>) -> Option<Instant>,
+) -> Result<WorkerState, HandoverError> {
+    Ok(match record.state.as_str() {
+        "starting" => WorkerState::Starting {
+            ready_by: at(record.deadline_in),
+            probe: match (record.probe_pid, at(record.probe_in)) {
+                (Some(pid), _) => Probe::Running(Pid::from_raw(pid)),
+                (None, Some(at)) => Probe::At(at),
+                (None, None) => Probe::Idle,
+            },
+        },
+        "ready" => WorkerState::Ready {
+            watchdog_by: at(record.watchdog_in),
+        },
+        "stopping" => WorkerState::Stopping {
+            kill_at: at(record.deadline_in),
+        },
+        "draining" => WorkerState::Draining {
+            kill_at: at(record.deadline_in),
+        },
         other => return Err(format!("unknown worker state '{other}'")),
     })
 }
@@ -271,13 +291,13 @@ impl<P: Spawner> Supervisor<P> {
                             index: w.index,
                             pid: w.pid.as_raw(),
                             age: now.saturating_duration_since(w.started),
-                            state: worker_state_name(w.state).into(),
-                            deadline_in: until(w.deadline, now),
-                            probe_in: until(w.probe_at, now),
-                            probe_pid: w.probe_pid.map(Pid::as_raw),
+                            state: worker_stage_name(w.state.stage()).into(),
+                            deadline_in: until(w.state.deadline(), now),
+                            probe_in: until(w.state.probe_at(), now),
+                            probe_pid: w.state.probe_pid().map(Pid::as_raw),
                             status_text: w.status_text.clone(),
                             watchdog: w.watchdog,
-                            watchdog_in: until(w.watchdog_at, now),
+                            watchdog_in: until(w.state.watchdog_by(), now),
                         })
                         .collect(),
                     slots: g
@@ -330,13 +350,9 @@ impl<P: Spawner> Supervisor<P> {
                     index: w.index,
                     pid: Pid::from_raw(w.pid),
                     started: ago(w.age),
-                    state: parse_worker_state(&w.state)?,
-                    deadline: at(w.deadline_in),
-                    probe_at: at(w.probe_in),
-                    probe_pid: w.probe_pid.map(Pid::from_raw),
+                    state: worker_state_from(w, at)?,
                     status_text: w.status_text.clone(),
                     watchdog: w.watchdog,
-                    watchdog_at: at(w.watchdog_in),
                 });
                 if displaced.is_some() {
                     return Err(format!(

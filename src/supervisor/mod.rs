@@ -58,8 +58,8 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 pub use generation::{
-    Generation, Phase, ReadyMode, Slot, SlotMut, Slots, Worker, WorkerMut, WorkerState,
-    WorkerTimer, Workers,
+    Generation, Phase, Probe, ReadyMode, Slot, SlotMut, Slots, Worker, WorkerMut, WorkerStage,
+    WorkerState, WorkerTimer, Workers,
 };
 pub use handover::{
     ConfigRecord, GenerationRecord, OutcomeRecord, SlotRecord, SupervisorState, WorkerRecord,
@@ -617,7 +617,7 @@ impl<P: Spawner> Supervisor<P> {
             || generation
                 .workers
                 .get(index)
-                .is_some_and(|w| matches!(w.state, WorkerState::Draining | WorkerState::Stopping));
+                .is_some_and(|w| w.state.is_leaving());
         if !asked || generation.stop_signal_warned {
             return;
         }

@@ -352,9 +352,9 @@ impl Run {
             }
             for w in g.workers.iter() {
                 for (what, at) in [
-                    ("deadline", w.deadline),
-                    ("probe", w.probe_at),
-                    ("watchdog", w.watchdog_at),
+                    ("deadline", w.state.deadline()),
+                    ("probe", w.state.probe_at()),
+                    ("watchdog", w.state.watchdog_by()),
                 ] {
                     if past(at) {
                         found.push(format!(

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use nix::sys::signal::Signal;
 
-use super::generation::{Phase, ReadyMode, Worker, WorkerState};
+use super::generation::{Phase, Probe, ReadyMode, Worker, WorkerStage, WorkerState};
 use super::{PROBE_INTERVAL, Spawner, Supervisor};
 use crate::deadline;
 use crate::duration::format_duration;
@@ -71,11 +71,21 @@ impl<P: Spawner> Supervisor<P> {
         else {
             return;
         };
-        if worker.state != WorkerState::Starting {
-            return;
+        if let (
+            Some(extend),
+            WorkerState::Starting {
+                ready_by: Some(current),
+                probe,
+            },
+        ) = (message.extend_timeout, worker.state)
+        {
+            worker.state = WorkerState::Starting {
+                ready_by: Some(current.max(deadline::after(now, extend))),
+                probe,
+            };
         }
-        if let (Some(extend), Some(current)) = (message.extend_timeout, worker.deadline) {
-            worker.deadline = Some(current.max(deadline::after(now, extend)));
+        if !worker.state.is_starting() {
+            return;
         }
         drop(worker);
         if message.ready && self.config.ready == ReadyMode::Notify {
@@ -89,7 +99,7 @@ impl<P: Spawner> Supervisor<P> {
         let Some(worker) = self.generation(number).and_then(|g| g.worker(index)) else {
             return Err(format!("generation {number} worker {index} is gone"));
         };
-        if worker.state != WorkerState::Starting {
+        if !worker.state.is_starting() {
             return Ok(());
         }
         if self.config.ready != ReadyMode::Notify {
@@ -117,9 +127,14 @@ impl<P: Spawner> Supervisor<P> {
         let Some(mut worker) = generation.worker_mut(index) else {
             return;
         };
-        worker.probe_pid = None;
-        if worker.state != WorkerState::Starting || matches!(phase, Phase::Draining | Phase::Failed)
-        {
+        let WorkerState::Starting { ready_by, .. } = worker.state else {
+            return;
+        };
+        worker.state = WorkerState::Starting {
+            ready_by,
+            probe: Probe::Idle,
+        };
+        if matches!(phase, Phase::Draining | Phase::Failed) {
             return;
         }
         if status.success() {
@@ -127,7 +142,10 @@ impl<P: Spawner> Supervisor<P> {
             self.mark_worker_ready(number, index, now);
         } else {
             tracing::debug!("{describe} readiness probe {}", status);
-            worker.probe_at = Some(deadline::after(now, PROBE_INTERVAL));
+            worker.state = WorkerState::Starting {
+                ready_by,
+                probe: Probe::At(deadline::after(now, PROBE_INTERVAL)),
+            };
         }
     }
 
@@ -141,9 +159,9 @@ impl<P: Spawner> Supervisor<P> {
         let Some((phase, worker, describe)) = self.worker_view(number, index) else {
             return;
         };
-        let deadline_passed = worker.deadline.is_some_and(|d| d <= now);
-        match (worker.state, phase) {
-            (WorkerState::Starting, Phase::Starting) if deadline_passed => {
+        let deadline_passed = worker.state.deadline().is_some_and(|d| d <= now);
+        match (worker.state.stage(), phase) {
+            (WorkerStage::Starting, Phase::Starting) if deadline_passed => {
                 let reason = format!(
                     "{describe} was not ready within {}",
                     format_duration(ready_timeout)
@@ -151,7 +169,7 @@ impl<P: Spawner> Supervisor<P> {
                 self.fail_start(number, reason, now);
                 self.hint_at_ready_mode(&describe);
             }
-            (WorkerState::Starting, _) if deadline_passed => {
+            (WorkerStage::Starting, _) if deadline_passed => {
                 // A replacement in a serving generation: stop it; its exit
                 // counts as the slot's failure.
                 tracing::warn!(
@@ -164,10 +182,7 @@ impl<P: Spawner> Supervisor<P> {
                 else {
                     return;
                 };
-                worker.state = WorkerState::Stopping;
-                worker.deadline = Some(deadline::after(now, stop_timeout));
-                worker.probe_at = None;
-                let probe = worker.probe_pid.take();
+                let probe = worker.state.stop(deadline::after(now, stop_timeout));
                 let pid = worker.pid;
                 drop(worker);
                 if let Some(probe) = probe {
@@ -176,14 +191,20 @@ impl<P: Spawner> Supervisor<P> {
                 self.ask_to_stop(pid, stop_signal);
                 self.hint_at_ready_mode(&describe);
             }
-            (WorkerState::Starting, _) => {
+            (WorkerStage::Starting, _) => {
                 let Some(mut worker) = self
                     .generation_mut(number)
                     .and_then(|g| g.worker_mut(index))
                 else {
                     return;
                 };
-                worker.probe_at = None;
+                let WorkerState::Starting { ready_by, .. } = worker.state else {
+                    return;
+                };
+                worker.state = WorkerState::Starting {
+                    ready_by,
+                    probe: Probe::Idle,
+                };
                 let pid = worker.pid;
                 drop(worker);
                 match ready_mode {
@@ -194,8 +215,12 @@ impl<P: Spawner> Supervisor<P> {
                                 if let Some(mut worker) = self
                                     .generation_mut(number)
                                     .and_then(|g| g.worker_mut(index))
+                                    && let WorkerState::Starting { ready_by, .. } = worker.state
                                 {
-                                    worker.probe_pid = Some(probe);
+                                    worker.state = WorkerState::Starting {
+                                        ready_by,
+                                        probe: Probe::Running(probe),
+                                    };
                                 }
                             }
                             Err(err) => self.fail_worker_start(
@@ -209,10 +234,10 @@ impl<P: Spawner> Supervisor<P> {
                     ReadyMode::Notify | ReadyMode::Now => {}
                 }
             }
-            (state @ (WorkerState::Stopping | WorkerState::Draining), _) if deadline_passed => {
+            (stage @ (WorkerStage::Stopping | WorkerStage::Draining), _) if deadline_passed => {
                 // A retired worker had the drain timeout, a stopped one the
                 // stop timeout.
-                let limit = if state == WorkerState::Draining {
+                let limit = if stage == WorkerStage::Draining {
                     self.config.drain_timeout
                 } else {
                     stop_timeout
@@ -225,7 +250,7 @@ impl<P: Spawner> Supervisor<P> {
                     .generation_mut(number)
                     .and_then(|g| g.worker_mut(index))
                 {
-                    worker.deadline = None;
+                    worker.state.disarm();
                 }
                 self.signal_group(worker.pid, Signal::SIGKILL);
             }
@@ -268,10 +293,12 @@ impl<P: Spawner> Supervisor<P> {
         else {
             return;
         };
-        worker.state = WorkerState::Stopping;
-        worker.deadline = Some(deadline::after(now, stop_timeout));
+        let probe = worker.state.stop(deadline::after(now, stop_timeout));
         let pid = worker.pid;
         drop(worker);
+        if let Some(probe) = probe {
+            self.signal_group(probe, Signal::SIGKILL);
+        }
         self.ask_to_stop(pid, stop_signal);
     }
 
@@ -293,10 +320,8 @@ impl<P: Spawner> Supervisor<P> {
             let Some(mut worker) = generation.worker_mut(index) else {
                 return;
             };
-            worker.state = WorkerState::Ready;
-            worker.deadline = None;
-            worker.probe_at = None;
-            let probe = worker.probe_pid.take();
+            let probe = worker.state.probe_pid();
+            worker.state = WorkerState::Ready { watchdog_by: None };
             (Worker::clone(&worker), probe)
         };
         let all_ready = generation.all_ready();

@@ -11,7 +11,7 @@
 
 use std::time::Instant;
 
-use super::generation::{Phase, ReadyMode, Worker, WorkerState};
+use super::generation::{Phase, ReadyMode, Worker};
 use super::{Spawner, Supervisor};
 use crate::deadline;
 use crate::duration::format_duration;
@@ -125,10 +125,7 @@ impl<P: Spawner> Supervisor<P> {
                 let Some(mut worker) = generation.worker_mut(index) else {
                     continue;
                 };
-                worker.state = WorkerState::Draining;
-                worker.deadline = Some(deadline::after(now, drain_timeout));
-                worker.probe_at = None;
-                let probe = worker.probe_pid.take();
+                let probe = worker.state.drain(deadline::after(now, drain_timeout));
                 (Worker::clone(&worker), probe)
             };
             let describe = generation.describe_worker(&worker);
@@ -163,11 +160,9 @@ impl<P: Spawner> Supervisor<P> {
         });
         let mut to_stop = Vec::new();
         generation.workers.for_each_mut(|worker| {
-            if worker.state == WorkerState::Starting {
-                worker.state = WorkerState::Stopping;
-                worker.deadline = Some(deadline::after(now, stop_timeout));
-                worker.probe_at = None;
-                to_stop.push((worker.index, worker.pid, worker.probe_pid.take()));
+            if worker.state.is_starting() {
+                let probe = worker.state.stop(deadline::after(now, stop_timeout));
+                to_stop.push((worker.index, worker.pid, probe));
             }
         });
         for (index, _, _) in &to_stop {

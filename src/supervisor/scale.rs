@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use nix::unistd::Pid;
 
-use super::generation::{Phase, ReadyMode, Worker, WorkerState};
+use super::generation::{Phase, ReadyMode, Worker};
 use super::ids::UpgradeId;
 use super::upgrade::UpgradeRejection;
 use super::{Spawner, Supervisor};
@@ -140,11 +140,8 @@ impl<P: Spawner> Supervisor<P> {
         generation.slots.resize(to as usize);
         let mut removed = Vec::new();
         generation.workers.for_each_mut(|worker| {
-            if worker.index >= to && worker.state != WorkerState::Draining {
-                worker.state = WorkerState::Draining;
-                worker.deadline = Some(deadline::after(now, drain_timeout));
-                worker.probe_at = None;
-                let probe = worker.probe_pid.take();
+            if worker.index >= to && worker.state.stage() != super::WorkerStage::Draining {
+                let probe = worker.state.drain(deadline::after(now, drain_timeout));
                 removed.push((worker.clone(), probe));
             }
         });

@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::generation::WorkerState;
+use super::generation::WorkerStage;
 use super::{Phase, Spawner, Supervisor};
 use crate::duration::as_millis;
 
@@ -56,7 +56,7 @@ pub struct GenerationStatus {
 pub struct WorkerStatus {
     pub index: u32,
     pub pid: i32,
-    pub state: WorkerState,
+    pub state: WorkerStage,
     /// Replacements started in its slot.
     pub restarts: u32,
     /// Milliseconds since this process was started.
@@ -94,7 +94,7 @@ impl<P: Spawner> Supervisor<P> {
                         .map(|w| WorkerStatus {
                             index: w.index,
                             pid: w.pid.as_raw(),
-                            state: w.state,
+                            state: w.state.stage(),
                             restarts: g.slots.get(w.index).map_or(0, |s| s.restarts),
                             age_ms: age(w.started),
                             status: w.status_text.clone(),

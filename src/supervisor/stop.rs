@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use nix::sys::signal::Signal;
 
-use super::generation::{Phase, WorkerState};
+use super::generation::Phase;
 use super::{Spawner, Stop, Supervisor};
 use crate::deadline;
 use crate::duration::format_duration;
@@ -89,7 +89,7 @@ impl<P: Spawner> Supervisor<P> {
             let to_ask: Vec<_> = generation
                 .workers
                 .iter()
-                .filter(|w| !matches!(w.state, WorkerState::Stopping | WorkerState::Draining))
+                .filter(|w| !w.state.is_leaving())
                 .map(|w| w.pid)
                 .collect();
             self.stop_workers(number);
@@ -122,7 +122,7 @@ impl<P: Spawner> Supervisor<P> {
         for generation in &mut self.generations {
             generation.deadline = None;
             generation.workers.for_each_mut(|worker| {
-                worker.deadline = None;
+                groups.extend(worker.state.disarm());
                 groups.push(worker.pid);
             });
         }

@@ -1016,12 +1016,12 @@ fn a_serving_worker_that_exits_is_replaced_in_its_slot_after_the_backoff() {
     let replacement = &status.generations[0].workers[2];
     assert_eq!(replacement.index, 2);
     assert_eq!(replacement.restarts, 1);
-    assert_eq!(replacement.state, WorkerState::Starting);
+    assert_eq!(replacement.state, WorkerStage::Starting);
     assert_eq!(replacement.pid, worker_pid(1, 2) + 10_000);
     s.on_notify(1, 2, &ready(), now);
     assert_eq!(
         s.snapshot(now).generations[0].workers[2].state,
-        WorkerState::Ready
+        WorkerStage::Ready
     );
 }
 
@@ -1191,7 +1191,7 @@ fn four_rolling(surge: u32) -> (Supervisor<FakeProcesses>, Instant) {
 fn alive_and_serving(s: &Supervisor<FakeProcesses>) -> (usize, usize) {
     let workers = s.generations().iter().flat_map(|g| g.workers.iter());
     let alive = workers.clone().count();
-    let serving = workers.filter(|w| w.state == WorkerState::Ready).count();
+    let serving = workers.filter(|w| w.state.is_ready()).count();
     (alive, serving)
 }
 
@@ -1799,7 +1799,7 @@ fn a_rolling_worker_that_crashes_after_retiring_an_old_one_is_replaced_in_its_sl
         s.generations()[0]
             .workers
             .iter()
-            .any(|w| w.state == WorkerState::Draining),
+            .any(|w| w.state.stage() == WorkerStage::Draining),
         "one old worker retired"
     );
     let log = logged(|| s.on_exit(worker_exit(2, 0, ExitStatus::Code(3)), now));
@@ -1829,7 +1829,7 @@ fn a_rolling_worker_that_crashes_after_retiring_an_old_one_is_replaced_in_its_sl
         let draining: Vec<u32> = s.generations()[0]
             .workers
             .iter()
-            .filter(|w| w.state == WorkerState::Draining)
+            .filter(|w| w.state.stage() == WorkerStage::Draining)
             .map(|w| w.index)
             .collect();
         for index in draining {
@@ -1884,9 +1884,8 @@ fn a_late_ready_from_a_failed_generation_does_not_mark_its_worker_ready() {
     assert_eq!(phase_of(&s, 2), Some(Phase::Failed));
     s.on_notify(2, 0, &ready(), later);
     let state = s.generations()[1].workers.get(0).unwrap().state;
-    assert_ne!(
-        state,
-        WorkerState::Ready,
+    assert!(
+        !state.is_ready(),
         "a failed generation's worker is not ready"
     );
     assert_eq!(s.current().map(|g| g.number), Some(1));
@@ -1936,7 +1935,7 @@ fn placing_a_notify_message_costs_the_same_lookups_with_16_or_1024_workers() {
         let ready: Vec<u32> = status.generations[0]
             .workers
             .iter()
-            .filter(|w| w.state == WorkerState::Ready)
+            .filter(|w| w.state == WorkerStage::Ready)
             .map(|w| w.index)
             .collect();
         assert_eq!(ready, [workers - 1]);

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use super::generation::{Generation, Phase, WorkerState};
+use super::generation::{Generation, Phase};
 use super::{Spawner, Supervisor};
 use crate::deadline;
 use crate::reaper::ExitStatus;
@@ -138,7 +138,7 @@ impl<P: Spawner> Supervisor<P> {
         let to_ask: Vec<_> = generation
             .workers
             .iter()
-            .filter(|w| w.state != WorkerState::Draining)
+            .filter(|w| w.state.stage() != super::WorkerStage::Draining)
             .map(|w| w.pid)
             .collect();
         let generation = self.stop_workers(number)?;
@@ -187,10 +187,7 @@ impl<P: Spawner> Supervisor<P> {
         let generation = self.generation_mut(number)?;
         let mut probes = Vec::new();
         generation.workers.for_each_mut(|worker| {
-            worker.deadline = None;
-            worker.probe_at = None;
-            worker.watchdog_at = None;
-            probes.extend(worker.probe_pid.take());
+            probes.extend(worker.state.disarm());
         });
         generation.slots.for_each_mut(|slot| slot.restart_at = None);
         let generation = generation.clone();

@@ -14,7 +14,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::generation::{Phase, Worker, WorkerState, WorkerTimer};
+use super::generation::{Phase, Worker, WorkerTimer};
 use super::{Spawner, Supervisor};
 use crate::deadline;
 use crate::duration::format_duration;
@@ -29,7 +29,8 @@ impl<P: Spawner> Supervisor<P> {
             .generation_mut(number)
             .and_then(|g| g.worker_mut(index))
         {
-            worker.watchdog_at = worker.watchdog.map(|t| deadline::after(now, t));
+            let by = worker.watchdog.map(|t| deadline::after(now, t));
+            worker.state.set_watchdog(by);
         }
     }
 
@@ -52,14 +53,15 @@ impl<P: Spawner> Supervisor<P> {
         if let Some(timeout) = timeout {
             worker.watchdog = (!timeout.is_zero()).then_some(timeout);
         }
-        if worker.state != WorkerState::Ready {
+        if !worker.state.is_ready() {
             return;
         }
         if ping || timeout.is_some() {
-            worker.watchdog_at = worker.watchdog.map(|t| deadline::after(now, t));
+            let by = worker.watchdog.map(|t| deadline::after(now, t));
+            worker.state.set_watchdog(by);
         }
         if trigger {
-            worker.watchdog_at = Some(now);
+            worker.state.set_watchdog(Some(now));
             drop(worker);
             self.check_watchdogs(now);
         }
@@ -88,7 +90,7 @@ impl<P: Spawner> Supervisor<P> {
                         .generation_mut(number)
                         .and_then(|g| g.worker_mut(index))
                     {
-                        worker.watchdog_at = None;
+                        worker.state.set_watchdog(None);
                     }
                 }
             }
@@ -109,7 +111,7 @@ impl<P: Spawner> Supervisor<P> {
         let Some(mut worker) = generation.worker_mut(index) else {
             return;
         };
-        worker.watchdog_at = None;
+        worker.state.set_watchdog(None);
         let (pid, timeout) = (worker.pid, worker.watchdog.unwrap_or_default());
         drop(worker);
         let reason = format!(
@@ -139,7 +141,8 @@ impl<P: Spawner> Supervisor<P> {
                 return;
             };
             // Armed again, so that a miss after a failed replacement is noticed.
-            worker.watchdog_at = worker.watchdog.map(|t| deadline::after(now, t));
+            let by = worker.watchdog.map(|t| deadline::after(now, t));
+            worker.state.set_watchdog(by);
             let timeout = worker.watchdog.unwrap_or_default();
             (Worker::clone(&worker), timeout)
         };

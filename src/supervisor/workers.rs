@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use super::generation::{Generation, Phase, ReadyMode, Slot, Slots, Worker, WorkerState, Workers};
+use super::generation::{
+    Generation, Phase, Probe, ReadyMode, Slot, Slots, Worker, WorkerStage, WorkerState, Workers,
+};
 use super::ids::UpgradeId;
 use super::restart::{backoff, is_keyboard_interrupt};
 use super::{Spawner, Supervisor, policy_name};
@@ -84,8 +86,7 @@ impl<P: Spawner> Supervisor<P> {
                     self.last_generation = number;
                     generation.phase = Phase::Failed;
                     generation.workers.for_each_mut(|worker| {
-                        worker.deadline = None;
-                        worker.probe_at = None;
+                        worker.state.disarm();
                     });
                     for pid in generation.pids() {
                         self.signal_group(pid, Signal::SIGKILL);
@@ -180,11 +181,13 @@ impl<P: Spawner> Supervisor<P> {
     pub(super) fn new_worker(&self, index: u32, pid: nix::unistd::Pid, now: Instant) -> Worker {
         let mut worker = Worker::new(index, pid, now, self.config.ready_timeout);
         worker.watchdog = self.config.watchdog;
-        worker.probe_at = match &self.config.ready {
-            ReadyMode::Delay(delay) => Some(deadline::after(now, *delay)),
-            ReadyMode::Exec(_) => Some(now),
-            ReadyMode::Notify | ReadyMode::Now => None,
+        let probe = match &self.config.ready {
+            ReadyMode::Delay(delay) => Probe::At(deadline::after(now, *delay)),
+            ReadyMode::Exec(_) => Probe::At(now),
+            ReadyMode::Notify | ReadyMode::Now => Probe::Idle,
         };
+        worker.state =
+            WorkerState::starting(deadline::after(now, self.config.ready_timeout), probe);
         worker
     }
 
@@ -199,7 +202,7 @@ impl<P: Spawner> Supervisor<P> {
         // Whatever the worker left behind in its group has lost its parent;
         // nothing may keep running behind sockvisor's back.
         self.signal_group(worker.pid, Signal::SIGKILL);
-        if let Some(probe) = worker.probe_pid {
+        if let Some(probe) = worker.state.probe_pid() {
             self.signal_group(probe, Signal::SIGKILL);
         }
         let phase = self.generations[at].phase;
@@ -215,7 +218,7 @@ impl<P: Spawner> Supervisor<P> {
         // pending slots are still to start.
         let rolls_on = self.rollout() == Some(number)
             && phase == Phase::Starting
-            && worker.state == WorkerState::Ready
+            && worker.state.is_ready()
             && self.stop.is_none();
         if self.generations[at].workers.is_empty() && !rolls_on {
             let mut last_seen = self.generations.remove(at);
@@ -240,14 +243,12 @@ impl<P: Spawner> Supervisor<P> {
         now: Instant,
     ) {
         match phase {
-            Phase::Starting
-                if self.rollout() == Some(number) && worker.state == WorkerState::Ready =>
-            {
+            Phase::Starting if self.rollout() == Some(number) && worker.state.is_ready() => {
                 self.replace_in_rollout(number, worker, status, now);
             }
             Phase::Starting => {
                 self.record_failure(number, status);
-                let reason = if worker.state == WorkerState::Ready {
+                let reason = if worker.state.is_ready() {
                     format!(
                         "{describe} {status} after it was ready, before generation {number} was"
                     )
@@ -284,7 +285,7 @@ impl<P: Spawner> Supervisor<P> {
         };
         let describe = generation.describe_worker(worker);
         let vacant = generation.slots.get(worker.index).is_none_or(|s| s.vacant);
-        if worker.state != WorkerState::Ready {
+        if !worker.state.is_ready() {
             let reason = format!("{describe} {status} before it was ready");
             if self.on_scale_worker_exit(number, worker.index, worker.pid, reason, now) {
                 return;
@@ -292,16 +293,16 @@ impl<P: Spawner> Supervisor<P> {
         } else {
             self.on_scale_worker_exit(number, worker.index, worker.pid, String::new(), now);
         }
-        if worker.state == WorkerState::Draining || vacant {
+        if worker.state.stage() == WorkerStage::Draining || vacant {
             // Retired, or a slot given up: its exit was expected.
             tracing::info!("{describe} {status}");
             return;
         }
         // A replacement stopped for not being ready failed, whatever it
         // exited with.
-        let status = match (worker.state, status) {
-            (WorkerState::Stopping, ExitStatus::Code(0)) => ExitStatus::Code(1),
-            (WorkerState::Stopping, ExitStatus::Signal(s)) if s == self.config.stop_signal => {
+        let status = match (worker.state.stage(), status) {
+            (WorkerStage::Stopping, ExitStatus::Code(0)) => ExitStatus::Code(1),
+            (WorkerStage::Stopping, ExitStatus::Signal(s)) if s == self.config.stop_signal => {
                 ExitStatus::Code(1)
             }
             (_, status) => status,
@@ -332,7 +333,7 @@ impl<P: Spawner> Supervisor<P> {
         };
         // Only a worker that served long enough counts as healthy; a
         // replacement that never became ready does not reset the backoff.
-        if worker.state == WorkerState::Ready && ran_for >= max {
+        if worker.state.is_ready() && ran_for >= max {
             slot.consecutive_failures = 0;
         }
         let delay = backoff(first, max, slot.consecutive_failures);
