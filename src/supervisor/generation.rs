@@ -762,7 +762,7 @@ pub struct Generation {
     pub phase: Phase,
     /// Draining and failed: when every worker's process group gets
     /// `SIGKILL` (`None` once it has).
-    pub deadline: Option<Instant>,
+    pub kill_at: Option<Instant>,
     /// The upgrade that started it; `None` for the first start or a restart.
     pub upgrade: Option<UpgradeId>,
     /// Its worker 0's process group is (or was made) the terminal's
@@ -861,7 +861,7 @@ impl Generation {
     /// The earliest moment one of its timers is due, leaving out its
     /// slots' restarts (a rolling generation's, while they wait for room).
     pub fn next_deadline_but_restarts(&self) -> Option<Instant> {
-        [self.deadline, self.workers.next_timer()]
+        [self.kill_at, self.workers.next_timer()]
             .into_iter()
             .flatten()
             .min()
@@ -870,7 +870,7 @@ impl Generation {
     /// The earliest moment one of its timers is due.
     pub fn next_deadline(&self) -> Option<Instant> {
         [
-            self.deadline,
+            self.kill_at,
             self.workers.next_timer(),
             self.slots.next_restart(),
         ]

@@ -282,7 +282,7 @@ impl<P: Spawner> Supervisor<P> {
                     number: g.number,
                     age: now.saturating_duration_since(g.started),
                     phase: phase_name(g.phase).into(),
-                    deadline_in: until(g.deadline, now),
+                    deadline_in: until(g.kill_at, now),
                     foreground: g.foreground,
                     workers: g
                         .workers
@@ -365,7 +365,7 @@ impl<P: Spawner> Supervisor<P> {
                 number: g.number,
                 started: ago(g.age),
                 phase: parse_phase(&g.phase)?,
-                deadline: at(g.deadline_in),
+                kill_at: at(g.deadline_in),
                 upgrade: None,
                 foreground: g.foreground,
                 workers,

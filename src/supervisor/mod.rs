@@ -528,7 +528,7 @@ impl<P: Spawner> Supervisor<P> {
         let due: Vec<u32> = self
             .generations
             .iter()
-            .filter(|g| g.deadline.is_some_and(|d| d <= now))
+            .filter(|g| g.kill_at.is_some_and(|d| d <= now))
             .map(|g| g.number)
             .collect();
         for number in due {
@@ -566,10 +566,10 @@ impl<P: Spawner> Supervisor<P> {
         let Some(generation) = self.generation_mut(number) else {
             return;
         };
-        if generation.deadline.is_none_or(|d| d > now) {
+        if generation.kill_at.is_none_or(|d| d > now) {
             return;
         }
-        generation.deadline = None;
+        generation.kill_at = None;
         let limit = match generation.phase {
             Phase::Draining => drain_timeout,
             _ => stop_timeout,

@@ -347,7 +347,7 @@ impl Run {
         let past = |at: Option<Instant>| at.is_some_and(|at| at <= now);
         let mut found = Vec::new();
         for g in self.supervisor.generations() {
-            if past(g.deadline) {
+            if past(g.kill_at) {
                 found.push(format!("generation {} ({:?})", g.number, g.phase));
             }
             for w in g.workers.iter() {

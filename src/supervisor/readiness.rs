@@ -367,7 +367,7 @@ impl<P: Spawner> Supervisor<P> {
             return;
         };
         generation.phase = Phase::Ready;
-        generation.deadline = None;
+        generation.kill_at = None;
         if terminal && !generation.foreground {
             generation.foreground = true;
             if let Some(first) = generation.worker(0).map(|w| w.pid) {

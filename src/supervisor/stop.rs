@@ -84,7 +84,7 @@ impl<P: Spawner> Supervisor<P> {
                 }
                 Phase::Ready | Phase::Failed => {}
             }
-            generation.deadline = None;
+            generation.kill_at = None;
             // A replacement already asked to stop is not asked again.
             let to_ask: Vec<_> = generation
                 .workers
@@ -120,7 +120,7 @@ impl<P: Spawner> Supervisor<P> {
         }
         let mut groups = Vec::new();
         for generation in &mut self.generations {
-            generation.deadline = None;
+            generation.kill_at = None;
             generation.workers.for_each_mut(|worker| {
                 groups.extend(worker.state.disarm());
                 groups.push(worker.pid);

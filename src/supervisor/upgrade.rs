@@ -133,7 +133,7 @@ impl<P: Spawner> Supervisor<P> {
         } else {
             drain_timeout
         };
-        generation.deadline = Some(deadline::after(now, grace));
+        generation.kill_at = Some(deadline::after(now, grace));
         // Workers a rollout retired were asked already.
         let to_ask: Vec<_> = generation
             .workers
@@ -168,7 +168,7 @@ impl<P: Spawner> Supervisor<P> {
             return;
         };
         generation.phase = Phase::Failed;
-        generation.deadline = Some(deadline::after(now, stop_timeout));
+        generation.kill_at = Some(deadline::after(now, stop_timeout));
         let Some(generation) = self.stop_workers(number) else {
             return;
         };
