@@ -23,6 +23,7 @@ use crate::fdstore::FdStore;
 use crate::listen::Listener;
 use crate::notify::NotifySocket;
 use crate::paths::NotifyDir;
+use crate::reaper::Reaper;
 use crate::spawn::{self, Command, SpawnError, SpawnRequest};
 use crate::supervisor::{Effect, Spawner};
 use crate::terminal::Terminal;
@@ -51,6 +52,8 @@ pub struct Children {
     pub run_as: Option<RunAs>,
     /// `--env-file`: read again for every worker started.
     pub env_files: Vec<EnvFile>,
+    /// Collects every child's exit (the only waiter).
+    pub reaper: Reaper,
     /// What each generation's workers last read from the env files.
     environments: BTreeMap<u32, EnvironmentRecord>,
     notify: Vec<(u32, NotifySocket)>,
@@ -80,6 +83,7 @@ impl Children {
             environments: BTreeMap::new(),
             signal_group: false,
             fdstore: FdStore::default(),
+            reaper: Reaper::new(),
             notify: Vec::new(),
         }
     }
@@ -211,7 +215,7 @@ impl Spawner for Children {
             },
         ));
         let stored = self.fdstore.passed();
-        let pid = spawn::spawn(&SpawnRequest {
+        let spawned = spawn::spawn(&SpawnRequest {
             command: &self.command,
             listeners: &self.listeners,
             stored: &stored,
@@ -229,7 +233,7 @@ impl Spawner for Children {
         if let Some(notify) = notify {
             self.notify.push((generation, notify));
         }
-        Ok(pid)
+        Ok(self.watch(spawned))
     }
 
     fn spawn_probe(
@@ -246,7 +250,7 @@ impl Spawner for Children {
             ("SOCKVISOR_READY_PID".to_string(), target.to_string()),
             ("SOCKVISOR_GENERATION".to_string(), generation.to_string()),
         ];
-        spawn::spawn(&SpawnRequest {
+        let spawned = spawn::spawn(&SpawnRequest {
             command: &probe,
             listeners: &[],
             stored: &[],
@@ -256,11 +260,20 @@ impl Spawner for Children {
             no_listen_pid: false,
             run_as: self.run_as.as_ref(),
             env_overrides: &[],
-        })
+        })?;
+        Ok(self.watch(spawned))
     }
 }
 
 impl Children {
+    /// Hands a new child's pidfd to the reaper; returns its pid.
+    pub fn watch(&mut self, spawned: spawn::Spawned) -> Pid {
+        if let Some(pidfd) = spawned.pidfd {
+            self.reaper.watch(spawned.pid, pidfd);
+        }
+        spawned.pid
+    }
+
     /// Carries out one command the supervisor decided.
     pub fn carry_out(&mut self, effect: Effect) {
         match effect {

@@ -79,7 +79,8 @@ impl EventLoop {
             no_listen_pid: true,
         };
         match spawn::spawn(&request) {
-            Ok(pid) => {
+            Ok(spawned) => {
+                let pid = self.supervisor.processes_mut().watch(spawned);
                 challenge.given();
                 tracing::info!("re-exec: checking {} (pid {pid})", binary.display());
                 self.control.progress(
