@@ -13,6 +13,22 @@ use crate::deadline;
 use crate::duration::format_duration;
 use crate::notify::NotifyMessage;
 
+/// The most characters of a worker's `STATUS=` that are kept and shown.
+/// `sockvisor status` lists every worker, up to 1024 of them: with the
+/// text bounded, so is the reply (under the control socket's 1 MiB of
+/// queued output even if every character needs a JSON escape).
+pub const MAX_STATUS_CHARS: usize = 128;
+
+/// `STATUS=` as it is kept: at most [`MAX_STATUS_CHARS`] characters, a
+/// longer text cut with an ellipsis.
+fn kept_status(text: &str) -> String {
+    if text.chars().count() <= MAX_STATUS_CHARS {
+        return text.to_string();
+    }
+    let kept: String = text.chars().take(MAX_STATUS_CHARS - 1).collect();
+    format!("{kept}…")
+}
+
 impl<P: Spawner> Supervisor<P> {
     /// Handles one sd_notify message from worker `index` of generation
     /// `number` (the sender was attributed to it).
@@ -35,7 +51,7 @@ impl<P: Spawner> Supervisor<P> {
                 .generation_mut(number)
                 .and_then(|g| g.worker_mut(index))
         {
-            worker.status_text = Some(text.clone());
+            worker.status_text = Some(kept_status(text));
         }
         if message.watchdog_ping || message.watchdog_trigger || message.watchdog_timeout.is_some() {
             self.on_watchdog_message(

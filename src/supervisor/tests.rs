@@ -2035,3 +2035,47 @@ fn what_the_supervisor_decides_to_do_is_returned_as_effects_in_order_and_taken_o
         ]
     );
 }
+
+#[test]
+fn status_of_the_most_workers_each_sending_the_longest_status_fits_the_control_sockets_queue() {
+    let (mut s, now) = with_workers(MAX_WORKERS, RestartPolicy::OnFailure);
+    all_notify(&mut s, 1, MAX_WORKERS, now);
+    // The longest STATUS= a datagram can carry, every character one that
+    // JSON has to escape.
+    let longest = "\u{1}".repeat(crate::notify::MAX_DATAGRAM - "STATUS=".len());
+    for index in 0..MAX_WORKERS {
+        let message = NotifyMessage {
+            status: Some(longest.clone()),
+            ..NotifyMessage::default()
+        };
+        s.on_notify(1, index, &message, now);
+    }
+    let snapshot = s.snapshot(now);
+    let json = serde_json::to_vec(&snapshot).unwrap();
+    assert!(
+        json.len() < 1024 * 1024,
+        "status is {} bytes, over the 1 MiB a control client may have queued",
+        json.len()
+    );
+    let kept = snapshot.generations[0].workers[5]
+        .status
+        .as_deref()
+        .unwrap();
+    assert_eq!(kept.chars().count(), super::readiness::MAX_STATUS_CHARS);
+    assert!(kept.ends_with('…'), "a cut text says so");
+}
+
+#[test]
+fn a_status_text_within_the_limit_is_kept_whole() {
+    let (mut s, now) = serving_with_notify();
+    let text = "é".repeat(super::readiness::MAX_STATUS_CHARS);
+    let message = NotifyMessage {
+        status: Some(text.clone()),
+        ..NotifyMessage::default()
+    };
+    s.on_notify(1, 0, &message, now);
+    assert_eq!(
+        s.snapshot(now).generations[0].workers[0].status.as_deref(),
+        Some(text.as_str())
+    );
+}
