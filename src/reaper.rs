@@ -81,7 +81,6 @@ pub struct Reaper {
     watched: BTreeMap<Pid, OwnedFd>,
     last_sweep: Option<Instant>,
     sweep_at: Option<Instant>,
-    walks: u64,
 }
 
 impl Default for Reaper {
@@ -94,9 +93,7 @@ impl Reaper {
     pub fn new() -> Reaper {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)
             .inspect_err(|errno| {
-                tracing::warn!(
-                    "cannot create an epoll instance ({errno}): exits are found by SIGCHLD alone"
-                )
+                tracing::warn!("cannot create an epoll instance ({errno}): exits are found by SIGCHLD alone")
             })
             .ok();
         Reaper {
@@ -104,18 +101,12 @@ impl Reaper {
             watched: BTreeMap::new(),
             last_sweep: None,
             sweep_at: None,
-            walks: 0,
         }
     }
 
     /// The descriptor to poll for readability: an exit of a watched child.
     pub fn fd(&self) -> Option<BorrowedFd<'_>> {
         self.epoll.as_ref().map(|e| e.0.as_fd())
-    }
-
-    /// How many times every child was walked so far.
-    pub fn walks(&self) -> u64 {
-        self.walks
     }
 
     /// How many children are watched by pidfd.
@@ -144,57 +135,45 @@ impl Reaper {
     /// walk. Call it when [`Reaper::fd`] is readable.
     pub fn reap_watched(&mut self) -> Vec<Exit> {
         let mut exits = Vec::new();
+        let Some(epoll) = &self.epoll else {
+            return exits;
+        };
         let mut events = [EpollEvent::empty(); 64];
+        let mut ready = Vec::new();
         loop {
-            let Some(epoll) = &self.epoll else {
-                return exits;
-            };
-            // Level-triggered: a pidfd stays ready until its child is
-            // reaped and it is closed, so each round reaps what it got
-            // before asking again.
             let count = match epoll.wait(&mut events, EpollTimeout::ZERO) {
                 Ok(count) => count,
                 Err(Errno::EINTR) => continue,
                 Err(errno) => {
                     tracing::error!("epoll_wait failed: {errno}");
-                    return exits;
+                    0
                 }
             };
-            let mut reaped = 0;
-            for event in &events[..count] {
-                let Ok(pid) = i32::try_from(event.data()).map(Pid::from_raw) else {
-                    continue;
-                };
-                if let Some(exit) = self.reap_one(pid) {
-                    exits.push(exit);
-                }
-                if !self.watched.contains_key(&pid) {
-                    reaped += 1;
-                }
-            }
-            // Another round only if this one was full and made progress:
-            // a pidfd that is ready but whose child has not exited (which
-            // the kernel does not do) must not make this spin.
-            if count < events.len() || reaped == 0 {
-                return exits;
+            ready.extend(
+                events[..count]
+                    .iter()
+                    .filter_map(|e| i32::try_from(e.data()).ok())
+                    .map(Pid::from_raw),
+            );
+            if count < events.len() {
+                break;
             }
         }
-    }
-
-    /// Reaps watched child `pid` if it has exited, and forgets its pidfd
-    /// once it is gone.
-    fn reap_one(&mut self, pid: Pid) -> Option<Exit> {
-        let pidfd = self.watched.get(&pid)?;
-        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG;
-        let exit = match waitid(Id::PIDFd(pidfd.as_fd()), flags) {
-            Ok(WaitStatus::StillAlive) | Err(Errno::EINTR) => return None,
-            Ok(status) => exit_of(status),
-            // Reaped already (by a walk), or not ours any more.
-            Err(_) => None,
-        };
-        // Closing the pidfd takes it out of the epoll instance.
-        self.watched.remove(&pid);
-        exit
+        for pid in ready {
+            let Some(pidfd) = self.watched.get(&pid) else {
+                continue;
+            };
+            let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG;
+            match waitid(Id::PIDFd(pidfd.as_fd()), flags) {
+                Ok(WaitStatus::StillAlive) | Err(Errno::EINTR) => continue,
+                Ok(status) => exits.extend(exit_of(status)),
+                // Reaped already (by a walk), or not ours any more.
+                Err(_) => {}
+            }
+            // Closing the pidfd takes it out of the epoll instance.
+            self.watched.remove(&pid);
+        }
+        exits
     }
 
     /// `SIGCHLD` came: an exit may have come that no pidfd reports. Walks
@@ -226,7 +205,6 @@ impl Reaper {
     fn sweep(&mut self, now: Instant) -> Vec<Exit> {
         self.last_sweep = Some(now);
         self.sweep_at = None;
-        self.walks = self.walks.saturating_add(1);
         let exits = reap_all();
         for exit in &exits {
             self.watched.remove(&exit.pid);
