@@ -23,7 +23,6 @@ use crate::fdstore::FdStore;
 use crate::listen::Listener;
 use crate::notify::NotifySocket;
 use crate::paths::NotifyDir;
-use crate::reaper::Reaper;
 use crate::spawn::{self, Command, SpawnError, SpawnRequest};
 use crate::supervisor::{Effect, Spawner};
 use crate::terminal::Terminal;
@@ -52,8 +51,6 @@ pub struct Children {
     pub run_as: Option<RunAs>,
     /// `--env-file`: read again for every worker started.
     pub env_files: Vec<EnvFile>,
-    /// Collects every child's exit (the only waiter).
-    pub reaper: Reaper,
     /// What each generation's workers last read from the env files.
     environments: BTreeMap<u32, EnvironmentRecord>,
     notify: Vec<(u32, NotifySocket)>,
@@ -83,7 +80,6 @@ impl Children {
             environments: BTreeMap::new(),
             signal_group: false,
             fdstore: FdStore::default(),
-            reaper: Reaper::new(),
             notify: Vec::new(),
         }
     }
@@ -215,7 +211,7 @@ impl Spawner for Children {
             },
         ));
         let stored = self.fdstore.passed();
-        let spawned = spawn::spawn(&SpawnRequest {
+        let pid = spawn::spawn(&SpawnRequest {
             command: &self.command,
             listeners: &self.listeners,
             stored: &stored,
@@ -233,7 +229,7 @@ impl Spawner for Children {
         if let Some(notify) = notify {
             self.notify.push((generation, notify));
         }
-        Ok(self.watch(spawned))
+        Ok(pid)
     }
 
     fn spawn_probe(
@@ -250,7 +246,7 @@ impl Spawner for Children {
             ("SOCKVISOR_READY_PID".to_string(), target.to_string()),
             ("SOCKVISOR_GENERATION".to_string(), generation.to_string()),
         ];
-        let spawned = spawn::spawn(&SpawnRequest {
+        spawn::spawn(&SpawnRequest {
             command: &probe,
             listeners: &[],
             stored: &[],
@@ -260,20 +256,11 @@ impl Spawner for Children {
             no_listen_pid: false,
             run_as: self.run_as.as_ref(),
             env_overrides: &[],
-        })?;
-        Ok(self.watch(spawned))
+        })
     }
 }
 
 impl Children {
-    /// Hands a new child's pidfd to the reaper; returns its pid.
-    pub fn watch(&mut self, spawned: spawn::Spawned) -> Pid {
-        if let Some(pidfd) = spawned.pidfd {
-            self.reaper.watch(spawned.pid, pidfd);
-        }
-        spawned.pid
-    }
-
     /// Carries out one command the supervisor decided.
     pub fn carry_out(&mut self, effect: Effect) {
         match effect {

@@ -32,7 +32,7 @@
 
 use std::ffi::{CString, OsStr, OsString};
 use std::fmt;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
@@ -199,19 +199,8 @@ pub struct SpawnRequest<'a> {
     pub env_overrides: &'a [(String, String)],
 }
 
-/// A child that has `exec`ed.
-#[derive(Debug)]
-pub struct Spawned {
-    pub pid: Pid,
-    /// A pidfd for it (close-on-exec), to learn of its exit without a walk
-    /// over every child; `None` where the kernel could give none (out of
-    /// descriptors, or a kernel before 5.2). Such a child is still reaped,
-    /// by `SIGCHLD`.
-    pub pidfd: Option<OwnedFd>,
-}
-
-/// Starts the child and returns it once it has successfully `exec`ed.
-pub fn spawn(request: &SpawnRequest<'_>) -> Result<Spawned, SpawnError> {
+/// Starts the child and returns its pid once it has successfully `exec`ed.
+pub fn spawn(request: &SpawnRequest<'_>) -> Result<Pid, SpawnError> {
     let path = resolve(&request.command.program)?;
     let mut plan = ExecPlan::new(&path, request);
 
@@ -225,7 +214,7 @@ pub fn spawn(request: &SpawnRequest<'_>) -> Result<Spawned, SpawnError> {
         Some(&mut saved_mask),
     )
     .map_err(SpawnError::Fork)?;
-    let cloned = CHILD_STACK.with(|cell| {
+    let pid = CHILD_STACK.with(|cell| {
         let mut cell = cell.borrow_mut();
         if cell.is_none() {
             *cell = Some(ChildStack::new()?);
@@ -234,17 +223,23 @@ pub fn spawn(request: &SpawnRequest<'_>) -> Result<Spawned, SpawnError> {
             return Err(Errno::ENOMEM);
         };
         let plan_ptr: *mut ExecPlan = &mut plan;
-        match clone_child(stack, plan_ptr, true) {
-            // No descriptor for a pidfd (or a kernel without them): the
-            // child is started all the same, and reaped by SIGCHLD.
-            Err(Errno::EMFILE | Errno::ENFILE | Errno::EINVAL) => {
-                clone_child(stack, plan_ptr, false)
-            }
-            other => other,
-        }
+        // SAFETY: sockvisor is single-threaded. The child shares this
+        // memory (CLONE_VM) and runs `run_child` on `stack`, making only
+        // async-signal-safe calls on the plan prepared above, which it
+        // alone uses until it execs or exits: CLONE_VFORK suspends this
+        // thread until then, so the plan and the stack outlive its use.
+        let pid = unsafe {
+            libc::clone(
+                run_child,
+                stack.top(),
+                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                plan_ptr.cast(),
+            )
+        };
+        if pid < 0 { Err(Errno::last()) } else { Ok(pid) }
     });
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&saved_mask), None);
-    let (pid, pidfd) = cloned.map_err(SpawnError::Fork)?;
+    let pid = Pid::from_raw(pid.map_err(SpawnError::Fork)?);
     // `clone` returned, so the child has exec'd, or failed and exited
     // leaving the reason in the plan it shared. (It also made its own
     // process group before either.)
@@ -252,65 +247,13 @@ pub fn spawn(request: &SpawnRequest<'_>) -> Result<Spawned, SpawnError> {
     // uses; volatile because the child wrote it behind the compiler's back.
     let errno = unsafe { std::ptr::read_volatile(&plan.exec_errno) };
     if errno == 0 {
-        Ok(Spawned { pid, pidfd })
+        Ok(pid)
     } else {
         Err(SpawnError::Exec {
             path,
             errno: Errno::from_raw(errno),
         })
     }
-}
-
-/// A pidfd for `pid`, a child of sockvisor's that has not been reaped (so
-/// its pid cannot have been reused): after a re-exec, which closes the
-/// pidfds of the previous program. `None` if the kernel gives none.
-pub fn open_pidfd(pid: Pid) -> Option<OwnedFd> {
-    // SAFETY: pidfd_open(2) takes a pid and flags and returns a new
-    // descriptor or -1; no memory is passed.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
-    let fd = RawFd::try_from(fd).ok().filter(|fd| *fd >= 0)?;
-    // SAFETY: the kernel just made this descriptor for us (close-on-exec,
-    // as every pidfd), and nothing else owns it.
-    Some(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// One `clone` of the child onto `stack`, with a pidfd for it if
-/// `with_pidfd`.
-fn clone_child(
-    stack: &ChildStack,
-    plan: *mut ExecPlan,
-    with_pidfd: bool,
-) -> Result<(Pid, Option<OwnedFd>), Errno> {
-    let mut pidfd: libc::c_int = -1;
-    let flags = libc::CLONE_VM
-        | libc::CLONE_VFORK
-        | libc::SIGCHLD
-        | if with_pidfd { libc::CLONE_PIDFD } else { 0 };
-    // SAFETY: sockvisor is single-threaded. The child shares this memory
-    // (CLONE_VM) and runs `run_child` on `stack`, making only
-    // async-signal-safe calls on the plan prepared by the caller, which it
-    // alone uses until it execs or exits: CLONE_VFORK suspends this thread
-    // until then, so the plan and the stack outlive its use. With
-    // CLONE_PIDFD the kernel writes the new descriptor to `pidfd` (the
-    // parent_tid argument), which lives until this function returns.
-    let pid = unsafe {
-        libc::clone(
-            run_child,
-            stack.top(),
-            flags,
-            plan.cast(),
-            &mut pidfd as *mut libc::c_int,
-        )
-    };
-    if pid < 0 {
-        return Err(Errno::last());
-    }
-    let pidfd = (with_pidfd && pidfd >= 0).then(|| {
-        // SAFETY: the kernel just made this descriptor for us, and
-        // nothing else owns it.
-        unsafe { OwnedFd::from_raw_fd(pidfd) }
-    });
-    Ok((Pid::from_raw(pid), pidfd))
 }
 
 thread_local! {

@@ -80,8 +80,6 @@ struct Readiness {
     hung_up: Vec<usize>,
     /// A watched file changed.
     watched: bool,
-    /// A child watched by pidfd exited.
-    exited: bool,
 }
 
 impl EventLoop {
@@ -169,10 +167,6 @@ impl EventLoop {
             for generation in ready.notify {
                 self.on_notify(generation, now);
             }
-            if ready.exited {
-                let exits = self.supervisor.processes_mut().reaper.reap_watched();
-                self.on_exits(exits, now);
-            }
             if ready.signals {
                 for signal in self.signals.take() {
                     self.on_signal(signal, now);
@@ -196,8 +190,6 @@ impl EventLoop {
                 self.serve_metrics(&ready.metrics, now);
             }
             let now = Instant::now();
-            let exits = self.supervisor.processes_mut().reaper.on_tick(now);
-            self.on_exits(exits, now);
             self.supervisor.on_tick(now);
             self.control.on_tick(now);
             if let Some(metrics) = &mut self.metrics {
@@ -247,7 +239,6 @@ impl EventLoop {
                 .and_then(ServiceNotifier::next_deadline),
             self.watcher.as_ref().and_then(Watcher::next_deadline),
             self.metrics.as_ref().and_then(MetricsServer::next_deadline),
-            self.supervisor.processes().reaper.next_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -257,10 +248,6 @@ impl EventLoop {
         let notify_fds = self.supervisor.processes().notify_fds();
         let stored = self.supervisor.processes().fdstore.polled();
         let mut fds = vec![PollFd::new(self.signals.fd(), PollFlags::POLLIN)];
-        let exits_at = fds.len();
-        let exits_fd = self.supervisor.processes().reaper.fd();
-        fds.extend(exits_fd.map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
-        let control_at = fds.len();
         fds.extend(
             control_fds
                 .into_iter()
@@ -302,14 +289,13 @@ impl EventLoop {
         let readable = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
         Readiness {
             signals: readable(&fds[0]),
-            exited: exits_fd.is_some() && readable(&fds[exits_at]),
-            control: fds[control_at..control_at + control_count]
+            control: fds[1..1 + control_count]
                 .iter()
                 .map(PollFd::revents)
                 .collect(),
             notify: notify_fds
                 .iter()
-                .zip(&fds[control_at + control_count..])
+                .zip(&fds[1 + control_count..])
                 .filter(|(_, fd)| readable(fd))
                 .map(|((generation, _), _)| *generation)
                 .collect(),
@@ -337,10 +323,21 @@ impl EventLoop {
         let serves_sockets = !self.supervisor.processes().listeners.is_empty();
         match signals::meaning(signal) {
             Meaning::Reap => {
-                let reaper = &mut self.supervisor.processes_mut().reaper;
-                let mut exits = reaper.reap_watched();
-                exits.extend(reaper.on_sigchld(now));
-                self.on_exits(exits, now);
+                for exit in reaper::reap_all() {
+                    // Whose process it was: the re-exec check is the
+                    // loop's own; a worker or probe is the supervisor's
+                    // (by its pid index); anything else is an orphan,
+                    // which the supervisor logs.
+                    let is_check = self
+                        .pending_reexec
+                        .as_ref()
+                        .is_some_and(|p| p.check == exit.pid);
+                    if is_check {
+                        self.on_reexec_check(exit.status, now);
+                    } else {
+                        self.supervisor.on_exit(exit, now);
+                    }
+                }
             }
             Meaning::Stop => {
                 self.supervisor
@@ -354,23 +351,6 @@ impl EventLoop {
             // configuration) is the server's.
             Meaning::Upgrade | Meaning::Forward => self.forward(signal, &name),
             Meaning::Untouched(_) => {}
-        }
-    }
-
-    /// Dispatches exits by whose process it was: the re-exec check is the
-    /// loop's own; a worker or probe is the supervisor's (by its pid
-    /// index); anything else is an orphan, which the supervisor logs.
-    fn on_exits(&mut self, exits: Vec<reaper::Exit>, now: Instant) {
-        for exit in exits {
-            let is_check = self
-                .pending_reexec
-                .as_ref()
-                .is_some_and(|p| p.check == exit.pid);
-            if is_check {
-                self.on_reexec_check(exit.status, now);
-            } else {
-                self.supervisor.on_exit(exit, now);
-            }
         }
     }
 

@@ -79,8 +79,7 @@ impl EventLoop {
             no_listen_pid: true,
         };
         match spawn::spawn(&request) {
-            Ok(spawned) => {
-                let pid = self.supervisor.processes_mut().watch(spawned);
+            Ok(pid) => {
                 challenge.given();
                 tracing::info!("re-exec: checking {} (pid {pid})", binary.display());
                 self.control.progress(

@@ -275,13 +275,7 @@ pub fn restore(state: &State, now: Instant) -> Result<Restored, String> {
     children.terminal = state
         .terminal_group
         .map(|group| Terminal::adopt(Pid::from_raw(group)));
-    let mut supervisor = Supervisor::restore(&state.supervisor, children, now)?;
-    // The previous program's pidfds were closed by the exec.
-    for pid in supervisor.process_pids() {
-        if let Some(pidfd) = crate::spawn::open_pidfd(pid) {
-            supervisor.processes_mut().reaper.watch(pid, pidfd);
-        }
-    }
+    let supervisor = Supervisor::restore(&state.supervisor, children, now)?;
     Ok(Restored {
         supervisor,
         control,

@@ -440,16 +440,6 @@ impl<P: Spawner> Supervisor<P> {
             .collect()
     }
 
-    /// Every process the supervisor started that is alive: its workers and
-    /// their readiness probes.
-    pub fn process_pids(&self) -> Vec<Pid> {
-        self.generations
-            .iter()
-            .flat_map(|g| g.workers.iter())
-            .flat_map(|w| std::iter::once(w.pid).chain(w.state.probe_pid()))
-            .collect()
-    }
-
     /// The workers of generation `number` (index and pid), in index order.
     #[cfg(test)]
     pub fn workers_of(&self, number: u32) -> Vec<(u32, Pid)> {
