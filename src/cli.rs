@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use nix::sys::signal::Signal;
 
+use crate::byte_size::parse_byte_size;
 use crate::duration::parse_duration;
 use crate::env_file::EnvFile;
 use crate::paths::DEFAULT_NAME;
@@ -232,6 +233,27 @@ pub struct RunArgs {
     #[arg(long, value_name = "K", value_parser = parse_worker_count)]
     pub max_surge: Option<u32>,
 
+    /// Replace a worker whose memory stays above SIZE (512M, 2G; K, M, G
+    /// and T are powers of 1024): the resident memory (RSS) of the worker
+    /// and every process under it, summed, over the limit at two samples in
+    /// a row. A new worker starts in the same slot, and the old one gets the
+    /// stop signal only once the new one is ready; if the new one fails,
+    /// the old one keeps serving. At most --max-surge (default 1) at a time.
+    #[arg(long, value_name = "SIZE", value_parser = parse_byte_size)]
+    pub worker_max_rss: Option<u64>,
+
+    /// Replace a worker, the same way, once it has served this long, less
+    /// up to a tenth (fixed for each slot and process) so that workers
+    /// started together are not replaced together.
+    #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
+    pub worker_max_age: Option<Duration>,
+
+    /// How often workers' memory is sampled for --worker-max-rss (nothing
+    /// is sampled without it).
+    #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration,
+          default_value = "10s", requires = "worker_max_rss")]
+    pub worker_sample_interval: Duration,
+
     /// When the child exits on its own: restart it or exit with its status.
     /// Default: always when there are sockets to serve (a server's exit,
     /// even a clean one, is not a request to stop the service: that is
@@ -333,4 +355,15 @@ pub struct RunArgs {
     /// The server to run, with its arguments (after `--`).
     #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
+}
+
+/// A duration that is more than zero: an age limit or a sampling interval
+/// of 0 would replace or sample without end.
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        duration if duration.is_zero() => {
+            Err(format!("'{text}' is zero; give a duration of at least 1ms"))
+        }
+        duration => Ok(duration),
+    }
 }

@@ -8,6 +8,7 @@
 //! One process, one thread, one `poll(2)` loop. See `README.md` and `docs/`
 //! (`docs/architecture.md` maps the modules and the supervisor state machine).
 
+pub mod byte_size;
 pub mod children;
 pub mod cli;
 pub mod control;
@@ -27,6 +28,7 @@ pub mod notify;
 pub mod output;
 pub mod paths;
 pub mod pidfile;
+pub mod process_memory;
 pub mod reaper;
 pub mod reexec;
 pub mod run;

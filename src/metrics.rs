@@ -375,6 +375,16 @@ pub fn render(status: &Value, resources: &Resources) -> String {
         counter(number(&counters["restarts"])),
     );
     registry.register(
+        "recycles",
+        "Workers replaced for their memory or age by a new one that became ready",
+        counter(number(&counters["recycles"])),
+    );
+    registry.register(
+        "recycle_failures",
+        "Replacements for memory or age that did not become ready (the old worker served on)",
+        counter(number(&counters["recycle_failures"])),
+    );
+    registry.register(
         "watchdog_restarts",
         "Replacements of a generation that missed its watchdog",
         counter(number(&status["watchdog_restarts"])),
@@ -458,11 +468,7 @@ pub fn accept_queue(fd: BorrowedFd<'_>) -> Option<(u32, u32)> {
 
 /// Resident memory of a process, in bytes, from `/proc/PID/statm`.
 pub fn resident_bytes(pid: &str) -> Option<u64> {
-    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    Some(pages * u64::try_from(page).unwrap_or(4096))
+    crate::process_memory::resident_bytes(pid)
 }
 
 /// How many descriptors this process has open.
@@ -513,7 +519,8 @@ mod tests {
     fn the_exposition_names_follow_prometheus_conventions() {
         let status = serde_json::json!({
             "current": 2, "stopping": false, "reexecs": 1, "watchdog_restarts": 0,
-            "counters": {"upgrades": 3, "rollbacks": 1, "restarts": 4},
+            "counters": {"upgrades": 3, "rollbacks": 1, "restarts": 4, "recycles": 5,
+                "recycle_failures": 6},
             "last_upgrade": {"duration_ms": 1500},
             "generations": [{"generation": 2, "state": "ready",
                 "workers": [{"index": 0, "state": "ready", "age_ms": 2500}]}]
@@ -530,6 +537,8 @@ mod tests {
             "sockvisor_upgrades_total 3",
             "sockvisor_rollbacks_total 1",
             "sockvisor_restarts_total 4",
+            "sockvisor_recycles_total 5",
+            "sockvisor_recycle_failures_total 6",
             "sockvisor_reexecs_total 1",
             "sockvisor_workers{state=\"ready\"} 1",
             "sockvisor_workers{state=\"draining\"} 0",

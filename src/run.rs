@@ -276,6 +276,11 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
         workers: args.workers,
         max_surge: args.max_surge,
         watchdog,
+        recycle: crate::supervisor::Recycle {
+            max_rss: args.worker_max_rss,
+            max_age: args.worker_max_age,
+            sample_interval: args.worker_sample_interval,
+        },
         terminal: terminal.is_some(),
     };
     let mut children = Children::new(

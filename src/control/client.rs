@@ -306,12 +306,17 @@ pub fn render_status(status: &serde_json::Value) -> String {
             for worker in workers {
                 let _ = writeln!(
                     out,
-                    "     worker {}  pid {}  {:<8}  {}  restarts {}{}",
+                    "     worker {}  pid {}  {:<8}  {}  restarts {}{}{}",
                     worker["index"],
                     worker["pid"],
                     worker["state"].as_str().unwrap_or_default(),
                     shown_ms(&worker["age_ms"]),
                     worker["restarts"],
+                    if worker["recycling"] == true {
+                        "  (recycling)"
+                    } else {
+                        ""
+                    },
                     worker["status"]
                         .as_str()
                         .map(|s| format!("  \"{}\"", printable(s)))

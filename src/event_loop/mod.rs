@@ -57,6 +57,8 @@ pub struct EventLoop {
     /// `--metrics`: the Prometheus endpoint.
     metrics: Option<MetricsServer>,
     watch_upgrade: Option<crate::supervisor::UpgradeId>,
+    /// `--worker-max-rss`: when workers' memory is sampled next.
+    memory_sample_at: Option<Instant>,
 }
 
 pub(super) struct PendingReexec {
@@ -101,6 +103,7 @@ impl EventLoop {
             watcher: None,
             metrics: None,
             watch_upgrade: None,
+            memory_sample_at: None,
         }
     }
 
@@ -152,6 +155,13 @@ impl EventLoop {
 
     /// Runs until the supervisor has an exit status, and returns it.
     pub fn run(mut self) -> i32 {
+        let recycle = self.supervisor.config().recycle;
+        if recycle.max_rss.is_some() {
+            self.memory_sample_at = Some(crate::deadline::after(
+                Instant::now(),
+                recycle.sample_interval,
+            ));
+        }
         loop {
             self.carry_out_effects();
             self.tell_service_manager();
@@ -196,6 +206,7 @@ impl EventLoop {
                 metrics.on_tick(now);
             }
             self.reexec_check_deadline(now);
+            self.sample_memory(now);
             self.upgrade_on_change(now);
             if let Some(service) = &mut self.service {
                 service.on_tick(now);
@@ -205,6 +216,33 @@ impl EventLoop {
                 self.control.deliver(&notice);
             }
         }
+    }
+
+    /// `--worker-max-rss`: every `--worker-sample-interval`, each serving
+    /// worker's process tree's resident memory, for the supervisor to
+    /// judge. O(N) per sample, never per event.
+    fn sample_memory(&mut self, now: Instant) {
+        let Some(at) = self.memory_sample_at.filter(|at| *at <= now) else {
+            return;
+        };
+        let samples: Vec<(u32, u32, u64)> = self
+            .supervisor
+            .sampled_workers()
+            .into_iter()
+            .filter_map(|(generation, key, pid)| {
+                crate::process_memory::tree_resident_bytes(pid)
+                    .map(|bytes| (generation, key, bytes))
+            })
+            .collect();
+        self.supervisor.on_memory_samples(&samples, now);
+        let interval = self.supervisor.config().recycle.sample_interval;
+        // From the time it was due, so that a slow loop does not drift.
+        let next = crate::deadline::after(at, interval);
+        self.memory_sample_at = Some(if next > now {
+            next
+        } else {
+            crate::deadline::after(now, interval)
+        });
     }
 
     /// Carries out what the supervisor decided since the last call, in
@@ -239,6 +277,7 @@ impl EventLoop {
                 .and_then(ServiceNotifier::next_deadline),
             self.watcher.as_ref().and_then(Watcher::next_deadline),
             self.metrics.as_ref().and_then(MetricsServer::next_deadline),
+            self.memory_sample_at,
         ]
         .into_iter()
         .flatten()

@@ -83,6 +83,8 @@ pub enum WorkerState {
     Ready {
         /// With a watchdog: when it is hung unless it sends `WATCHDOG=1`.
         watchdog_by: Option<Instant>,
+        /// With `--worker-max-age`: when it is old enough to be replaced.
+        recycle_at: Option<Instant>,
     },
     /// Asked to stop on its own (a replacement that was not ready in time).
     Stopping {
@@ -185,8 +187,31 @@ impl WorkerState {
 
     pub fn watchdog_by(&self) -> Option<Instant> {
         match self {
-            WorkerState::Ready { watchdog_by } => *watchdog_by,
+            WorkerState::Ready { watchdog_by, .. } => *watchdog_by,
             _ => None,
+        }
+    }
+
+    pub fn recycle_at(&self) -> Option<Instant> {
+        match self {
+            WorkerState::Ready { recycle_at, .. } => *recycle_at,
+            _ => None,
+        }
+    }
+
+    /// Just ready: its watchdog and its age limit start.
+    pub fn ready(watchdog_by: Option<Instant>, recycle_at: Option<Instant>) -> WorkerState {
+        WorkerState::Ready {
+            watchdog_by,
+            recycle_at,
+        }
+    }
+
+    /// A ready worker is replaced for its age at `at` (`None`: not for
+    /// its age); a worker in any other stage is not.
+    pub fn set_recycle_at(&mut self, at: Option<Instant>) {
+        if let WorkerState::Ready { recycle_at, .. } = self {
+            *recycle_at = at;
         }
     }
 
@@ -214,7 +239,7 @@ impl WorkerState {
     /// A ready worker's watchdog runs out at `by` (`None`: no watchdog);
     /// a worker in any other stage has none.
     pub fn set_watchdog(&mut self, by: Option<Instant>) {
-        if let WorkerState::Ready { watchdog_by } = self {
+        if let WorkerState::Ready { watchdog_by, .. } = self {
             *watchdog_by = by;
         }
     }
@@ -229,7 +254,13 @@ impl WorkerState {
                 *ready_by = None;
                 *probe = Probe::Idle;
             }
-            WorkerState::Ready { watchdog_by } => *watchdog_by = None,
+            WorkerState::Ready {
+                watchdog_by,
+                recycle_at,
+            } => {
+                *watchdog_by = None;
+                *recycle_at = None;
+            }
             WorkerState::Stopping { kill_at } | WorkerState::Draining { kill_at } => {
                 *kill_at = None
             }
@@ -238,11 +269,24 @@ impl WorkerState {
     }
 }
 
+/// Workers are kept by key: a slot's own worker under the slot's index,
+/// and the slot's second process while the worker in it is recycled (the
+/// new worker while it starts, then the old one while it drains) under
+/// this plus the index.
+pub const SECOND_KEY: u32 = 1 << 16;
+
 /// One process of a generation, in its slot.
 #[derive(Debug, Clone)]
 pub struct Worker {
     /// Its slot, 0..N-1 (`SOCKVISOR_WORKER`); a replacement keeps it.
     pub index: u32,
+    /// The slot's second process during a recycle (see [`SECOND_KEY`]).
+    pub second: bool,
+    /// With `--worker-max-rss`: the last samples in a row that found it
+    /// over the limit.
+    pub samples_over: u32,
+    /// Its process tree's resident memory at the last sample, in bytes.
+    pub rss: Option<u64>,
     /// Also its process group.
     pub pid: Pid,
     pub started: Instant,
@@ -258,11 +302,30 @@ impl Worker {
     pub fn new(index: u32, pid: Pid, now: Instant, ready_timeout: Duration) -> Worker {
         Worker {
             index,
+            second: false,
+            samples_over: 0,
+            rss: None,
             pid,
             started: now,
             state: WorkerState::starting(deadline::after(now, ready_timeout), Probe::Idle),
             status_text: None,
             watchdog: None,
+        }
+    }
+
+    /// Puts back the slot and the second-process flag that `key` says,
+    /// whatever a change wrote to them: a worker's key is its identity.
+    fn keep_identity(&mut self, key: u32) {
+        self.second = key >= SECOND_KEY;
+        self.index = if self.second { key - SECOND_KEY } else { key };
+    }
+
+    /// Its key among its generation's workers (see [`SECOND_KEY`]).
+    pub fn key(&self) -> u32 {
+        if self.second {
+            SECOND_KEY + self.index
+        } else {
+            self.index
         }
     }
 }
@@ -292,6 +355,8 @@ pub enum WorkerTimer {
     Probe,
     /// [`WorkerState::watchdog_by`].
     Watchdog,
+    /// [`WorkerState::recycle_at`].
+    Recycle,
 }
 
 /// What the worker indexes hold of one worker, to take it out again.
@@ -314,6 +379,7 @@ impl WorkerKeys {
             (self.state.deadline(), WorkerTimer::Deadline),
             (self.state.probe_at(), WorkerTimer::Probe),
             (self.state.watchdog_by(), WorkerTimer::Watchdog),
+            (self.state.recycle_at(), WorkerTimer::Recycle),
         ]
         .into_iter()
         .filter_map(|(at, timer)| at.map(|at| (at, timer)))
@@ -428,10 +494,10 @@ impl Workers {
         })
     }
 
-    /// Adds a worker in its slot. A slot holds one worker; one already
-    /// there is displaced and returned.
+    /// Adds a worker under its key (its slot's index, or the slot's
+    /// second key). One already there is displaced and returned.
     pub fn insert(&mut self, worker: Worker) -> Option<Worker> {
-        let key = worker.index;
+        let key = worker.key();
         let displaced = self.remove(key);
         self.index.add(key, &WorkerKeys::of(&worker));
         self.by_index.insert(key, worker);
@@ -444,12 +510,17 @@ impl Workers {
         Some(worker)
     }
 
-    /// The slot of the worker whose pid is `pid`.
+    /// The slots' second processes (recycles in progress), in slot order.
+    pub fn seconds(&self) -> impl Iterator<Item = &Worker> {
+        self.by_index.range(SECOND_KEY..).map(|(_, w)| w)
+    }
+
+    /// The key of the worker whose pid is `pid`.
     pub fn index_of_pid(&self, pid: Pid) -> Option<u32> {
         self.index.by_pid.get(&pid).copied()
     }
 
-    /// The slot of the worker whose readiness probe runs as `pid`.
+    /// The key of the worker whose readiness probe runs as `pid`.
     pub fn index_of_probe(&self, pid: Pid) -> Option<u32> {
         self.index.by_probe.get(&pid).copied()
     }
@@ -491,14 +562,15 @@ impl Workers {
         for (key, worker) in &mut self.by_index {
             let before = WorkerKeys::of(worker);
             change(worker);
-            worker.index = *key;
+            worker.keep_identity(*key);
             self.index.update(*key, &before, &WorkerKeys::of(worker));
         }
     }
 }
 
-/// A worker being changed; the indexes follow when it is dropped. Its slot
-/// index is its identity and is kept whatever is written to it.
+/// A worker being changed; the indexes follow when it is dropped. Its key
+/// (slot index, and whether it is the slot's second process) is its
+/// identity and is kept whatever is written to it.
 pub struct WorkerMut<'a> {
     worker: &'a mut Worker,
     indexes: &'a mut WorkerIndex,
@@ -521,7 +593,7 @@ impl DerefMut for WorkerMut<'_> {
 
 impl Drop for WorkerMut<'_> {
     fn drop(&mut self) {
-        self.worker.index = self.key;
+        self.worker.keep_identity(self.key);
         let after = WorkerKeys::of(self.worker);
         self.indexes.update(self.key, &self.before, &after);
     }
@@ -888,7 +960,7 @@ impl Generation {
     pub(super) fn assert_indexes_agree(&self) {
         let mut rebuilt = Workers::default();
         for (key, worker) in &self.workers.by_index {
-            assert_eq!(*key, worker.index, "generation {}", self.number);
+            assert_eq!(*key, worker.key(), "generation {}", self.number);
             rebuilt.insert(worker.clone());
         }
         assert_eq!(
@@ -925,9 +997,7 @@ mod tests {
         assert_eq!(workers.retire_candidate(), Some(3));
         {
             let mut third = workers.get_mut(3).unwrap();
-            third.state = WorkerState::Ready {
-                watchdog_by: Some(now + Duration::from_secs(1)),
-            };
+            third.state = WorkerState::ready(Some(now + Duration::from_secs(1)), None);
         }
         {
             let mut first = workers.get_mut(1).unwrap();

@@ -56,6 +56,12 @@ pub struct ConfigRecord {
     pub terminal: bool,
     #[serde(default)]
     pub watchdog: Option<Duration>,
+    #[serde(default)]
+    pub worker_max_rss: Option<u64>,
+    #[serde(default)]
+    pub worker_max_age: Option<Duration>,
+    #[serde(default)]
+    pub worker_sample_interval: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +94,13 @@ pub struct WorkerRecord {
     pub watchdog: Option<Duration>,
     #[serde(default)]
     pub watchdog_in: Option<Duration>,
+    /// The slot's second process during a recycle.
+    #[serde(default)]
+    pub second: bool,
+    #[serde(default)]
+    pub recycle_in: Option<Duration>,
+    #[serde(default)]
+    pub samples_over: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -161,6 +174,7 @@ fn worker_state_from(
         },
         "ready" => WorkerState::Ready {
             watchdog_by: at(record.watchdog_in),
+            recycle_at: at(record.recycle_in),
         },
         "stopping" => WorkerState::Stopping {
             kill_at: at(record.deadline_in),
@@ -219,6 +233,9 @@ impl ConfigRecord {
             max_surge: config.max_surge,
             terminal: config.terminal,
             watchdog: config.watchdog,
+            worker_max_rss: config.recycle.max_rss,
+            worker_max_age: config.recycle.max_age,
+            worker_sample_interval: Some(config.recycle.sample_interval),
         }
     }
 
@@ -237,6 +254,13 @@ impl ConfigRecord {
             max_surge: self.max_surge,
             terminal: self.terminal,
             watchdog: self.watchdog,
+            recycle: super::Recycle {
+                max_rss: self.worker_max_rss,
+                max_age: self.worker_max_age,
+                sample_interval: self
+                    .worker_sample_interval
+                    .unwrap_or(super::DEFAULT_SAMPLE_INTERVAL),
+            },
         })
     }
 }
@@ -298,6 +322,9 @@ impl<P: Spawner> Supervisor<P> {
                             status_text: w.status_text.clone(),
                             watchdog: w.watchdog,
                             watchdog_in: until(w.state.watchdog_by(), now),
+                            second: w.second,
+                            recycle_in: until(w.state.recycle_at(), now),
+                            samples_over: w.samples_over,
                         })
                         .collect(),
                     slots: g
@@ -351,6 +378,9 @@ impl<P: Spawner> Supervisor<P> {
                     pid: Pid::from_raw(w.pid),
                     started: ago(w.age),
                     state: worker_state_from(w, at)?,
+                    second: w.second,
+                    samples_over: w.samples_over,
+                    rss: None,
                     status_text: w.status_text.clone(),
                     watchdog: w.watchdog,
                 });

@@ -38,6 +38,7 @@ mod generation;
 mod handover;
 mod ids;
 mod readiness;
+mod recycle;
 mod restart;
 mod rollout;
 mod scale;
@@ -71,6 +72,9 @@ pub use workers::{MAX_WORKERS, parse_worker_count};
 
 use crate::reaper::Exit;
 use crate::spawn::SpawnError;
+
+/// `--worker-sample-interval`'s default.
+pub const DEFAULT_SAMPLE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Pause between two runs of an `exec=` readiness probe that failed.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(100);
@@ -122,11 +126,28 @@ pub struct Config {
     pub max_surge: Option<u32>,
     /// `--watchdog`: a ready worker must send `WATCHDOG=1` this often.
     pub watchdog: Option<Duration>,
+    /// `--worker-max-rss`, `--worker-max-age`: when a serving worker is
+    /// replaced by a new one in its slot.
+    pub recycle: Recycle,
     /// sockvisor runs in the foreground of a terminal: the serving
     /// generation is its foreground process group, and a generation killed
     /// by the keyboard's SIGINT or SIGQUIT ends sockvisor instead of being
     /// restarted.
     pub terminal: bool,
+}
+
+/// When a serving worker is replaced, surge-first, by a new one in its
+/// slot (`--worker-max-rss`, `--worker-max-age`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recycle {
+    /// Bytes of resident memory of its process tree, over which (at two
+    /// samples in a row) a worker is replaced.
+    pub max_rss: Option<u64>,
+    /// The age at which a worker is replaced, less up to a tenth so that
+    /// workers started together are not all replaced together.
+    pub max_age: Option<Duration>,
+    /// How often the event loop samples memory (with `max_rss` only).
+    pub sample_interval: Duration,
 }
 
 /// A command the supervisor decided on. It is returned as data
@@ -353,6 +374,11 @@ impl<P: Spawner> Supervisor<P> {
         &mut self.processes
     }
 
+    /// The knobs it was started with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     pub fn generations(&self) -> &[Generation] {
         &self.generations
     }
@@ -554,6 +580,7 @@ impl<P: Spawner> Supervisor<P> {
         // tick, so that no deadline is left in the past.
         self.replace_due_workers(now);
         self.check_watchdogs(now);
+        self.check_recycles(now);
         #[cfg(test)]
         self.check_indexes();
     }

@@ -157,6 +157,7 @@ impl Run {
             workers,
             max_surge,
             watchdog,
+            recycle: Recycle::default(),
             terminal: false,
         };
         let now = Instant::now();

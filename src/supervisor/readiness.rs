@@ -337,9 +337,21 @@ impl<P: Spawner> Supervisor<P> {
                 return;
             };
             let probe = worker.state.probe_pid();
-            worker.state = WorkerState::Ready { watchdog_by: None };
+            worker.state = WorkerState::ready(None, None);
             (Worker::clone(&worker), probe)
         };
+        if worker.second && phase == Phase::Ready {
+            let waited = format_duration(now.saturating_duration_since(worker.started));
+            tracing::info!(
+                "{} is ready after {waited}",
+                generation.describe_worker(&worker)
+            );
+            if let Some(probe) = probe {
+                self.signal_group(probe, Signal::SIGKILL);
+            }
+            self.promote_successor(number, worker.index, now);
+            return;
+        }
         let all_ready = generation.all_ready();
         let describe = generation.describe_worker(&worker);
         let ready_count = generation.serving_count();
@@ -348,6 +360,7 @@ impl<P: Spawner> Supervisor<P> {
             self.signal_group(probe, Signal::SIGKILL);
         }
         self.arm_watchdog(number, index, now);
+        self.arm_recycle(number, index);
         let waited = format_duration(now.saturating_duration_since(worker.started));
         if phase == Phase::Starting && self.rollout() == Some(number) {
             let message = format!("{describe} is ready after {waited} ({ready_count} of {size})");

@@ -63,6 +63,7 @@ impl<P: Spawner> Supervisor<P> {
             return Err(UpgradeRejection::Busy("no generation is serving".into()));
         };
         let from = generation.size();
+        self.abandon_recycles(now);
         self.config.workers = workers;
         self.last_upgrade_id += 1;
         let id = self.last_upgrade_id;
@@ -140,7 +141,12 @@ impl<P: Spawner> Supervisor<P> {
         generation.slots.resize(to as usize);
         let mut removed = Vec::new();
         generation.workers.for_each_mut(|worker| {
-            if worker.index >= to && worker.state.stage() != super::WorkerStage::Draining {
+            // A slot's second process (a recycle) is stopped or drains
+            // already, on its own deadline.
+            if worker.index >= to
+                && !worker.second
+                && worker.state.stage() != super::WorkerStage::Draining
+            {
                 let probe = worker.state.drain(deadline::after(now, drain_timeout));
                 removed.push((worker.clone(), probe));
             }

@@ -34,6 +34,14 @@ pub struct Counters {
     pub rollbacks: u64,
     /// Generations restarted and workers started again in their slot.
     pub restarts: u64,
+    /// Workers replaced for their memory or age (`--worker-max-rss`,
+    /// `--worker-max-age`) by a new one that became ready.
+    #[serde(default)]
+    pub recycles: u64,
+    /// Replacements for memory or age that did not become ready (the old
+    /// worker served on).
+    #[serde(default)]
+    pub recycle_failures: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -62,6 +70,14 @@ pub struct WorkerStatus {
     /// Milliseconds since this process was started.
     pub age_ms: u64,
     pub status: Option<String>,
+    /// The slot's second process during a recycle: the new worker while it
+    /// starts, the old one while it drains.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub recycling: bool,
+    /// With `--worker-max-rss`: its process tree's resident memory at the
+    /// last sample.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -87,7 +103,7 @@ impl<P: Spawner> Supervisor<P> {
                 .generations
                 .iter()
                 .map(|g| {
-                    // In index order: workers are kept by slot.
+                    // In slot order, then the slots' second processes.
                     let workers: Vec<WorkerStatus> = g
                         .workers
                         .iter()
@@ -98,6 +114,8 @@ impl<P: Spawner> Supervisor<P> {
                             restarts: g.slots.get(w.index).map_or(0, |s| s.restarts),
                             age_ms: age(w.started),
                             status: w.status_text.clone(),
+                            recycling: w.second,
+                            rss_bytes: w.rss,
                         })
                         .collect();
                     GenerationStatus {

@@ -93,6 +93,7 @@ fn config(restart: RestartPolicy, ready: ReadyMode) -> Config {
         workers: 1,
         max_surge: None,
         watchdog: None,
+        recycle: Recycle::default(),
         terminal: false,
     }
 }
@@ -2078,4 +2079,257 @@ fn a_status_text_within_the_limit_is_kept_whole() {
         s.snapshot(now).generations[0].workers[0].status.as_deref(),
         Some(text.as_str())
     );
+}
+
+// ----- recycling (--worker-max-rss, --worker-max-age) -----
+
+use super::generation::SECOND_KEY;
+
+fn recycling(workers: u32, recycle: Recycle) -> (Supervisor<FakeProcesses>, Instant) {
+    let now = Instant::now();
+    let mut config = config(RestartPolicy::Always, ReadyMode::Notify);
+    config.workers = workers;
+    config.recycle = recycle;
+    let mut s = Supervisor::new(config, FakeProcesses::default());
+    s.start(now).unwrap();
+    all_notify(&mut s, 1, workers, now);
+    s.take_notices();
+    (s, now)
+}
+
+fn by_age(max_age: Duration) -> Recycle {
+    Recycle {
+        max_age: Some(max_age),
+        ..Recycle::default()
+    }
+}
+
+fn worker_spawns(s: &Supervisor<FakeProcesses>) -> usize {
+    s.processes()
+        .calls
+        .iter()
+        .filter(|c| {
+            matches!(
+                c,
+                Call::Spawn(_) | Call::SpawnForeground(_) | Call::SpawnWorker(_, _)
+            )
+        })
+        .count()
+}
+
+fn slot_pid(s: &Supervisor<FakeProcesses>, generation: u32, key: u32) -> Option<i32> {
+    s.generations()
+        .iter()
+        .find(|g| g.number == generation)?
+        .workers
+        .get(key)
+        .map(|w| w.pid.as_raw())
+}
+
+#[test]
+fn a_worker_at_its_age_limit_is_replaced_surge_first_one_at_a_time() {
+    let (mut s, now) = recycling(2, by_age(Duration::from_secs(100)));
+    let before = worker_spawns(&s);
+    // Past both workers' limits (each 90 to 100 s): one replacement starts,
+    // the other waits for it.
+    let later = now + Duration::from_secs(100);
+    s.on_tick(later);
+    assert_eq!(worker_spawns(&s), before + 1, "one replacement at a time");
+    let (index, old) = (0..2)
+        .find_map(|i| slot_pid(&s, 1, SECOND_KEY + i).map(|_| (i, worker_pid(1, i))))
+        .expect("a replacement runs as the slot's second process");
+    assert!(
+        signals_to(&s, old).is_empty(),
+        "the old worker serves until its replacement is ready"
+    );
+    assert_eq!(
+        s.serving_pids().len(),
+        3,
+        "both old workers serve, and the new one starts"
+    );
+    s.on_notify(1, SECOND_KEY + index, &ready(), later);
+    assert_eq!(signals_to(&s, old), [Signal::SIGQUIT, Signal::SIGCONT]);
+    assert_eq!(
+        slot_pid(&s, 1, index),
+        Some(old + 10_000),
+        "the new worker has the slot"
+    );
+    assert_eq!(
+        slot_pid(&s, 1, SECOND_KEY + index),
+        Some(old),
+        "the old one drains"
+    );
+    assert_eq!(s.snapshot(later).counters.recycles, 1);
+    // The old worker's exit is expected: nothing is started for it.
+    let spawned = worker_spawns(&s);
+    s.on_exit(
+        Exit {
+            pid: Pid::from_raw(old),
+            status: ExitStatus::Code(0),
+        },
+        later,
+    );
+    assert_eq!(worker_spawns(&s), spawned);
+    assert_eq!(slot_pid(&s, 1, SECOND_KEY + index), None);
+    // The other worker's turn comes within a second.
+    s.on_tick(later + recycle::RETRY);
+    assert_eq!(worker_spawns(&s), spawned + 1);
+    assert!(slot_pid(&s, 1, SECOND_KEY + (1 - index)).is_some());
+}
+
+#[test]
+fn a_replacement_that_fails_leaves_the_old_worker_serving_and_is_tried_again() {
+    let (mut s, now) = recycling(1, by_age(Duration::from_secs(100)));
+    let later = now + Duration::from_secs(100);
+    s.on_tick(later);
+    let new = slot_pid(&s, 1, SECOND_KEY).expect("a replacement starts");
+    s.on_exit(
+        Exit {
+            pid: Pid::from_raw(new),
+            status: ExitStatus::Code(3),
+        },
+        later,
+    );
+    assert!(
+        signals_to(&s, pid_of(1)).is_empty(),
+        "the old worker was not asked to stop"
+    );
+    assert_eq!(slot_pid(&s, 1, 0), Some(pid_of(1)));
+    assert_eq!(s.current().map(|g| g.number), Some(1));
+    let counters = s.snapshot(later).counters;
+    assert_eq!((counters.recycles, counters.recycle_failures), (0, 1));
+    let spawned = worker_spawns(&s);
+    s.on_tick(later + recycle::RETRY);
+    assert_eq!(worker_spawns(&s), spawned + 1, "tried again");
+}
+
+#[test]
+fn a_replacement_not_ready_in_time_is_stopped_and_the_old_worker_serves_on() {
+    let (mut s, now) = recycling(1, by_age(Duration::from_secs(100)));
+    let later = now + Duration::from_secs(100);
+    s.on_tick(later);
+    let new = slot_pid(&s, 1, SECOND_KEY).unwrap();
+    let timeout = later + Duration::from_secs(11);
+    s.on_tick(timeout);
+    assert_eq!(signals_to(&s, new), [Signal::SIGQUIT, Signal::SIGCONT]);
+    assert!(signals_to(&s, pid_of(1)).is_empty());
+    s.on_exit(
+        Exit {
+            pid: Pid::from_raw(new),
+            status: ExitStatus::Signal(Signal::SIGQUIT),
+        },
+        timeout,
+    );
+    assert_eq!(s.snapshot(timeout).counters.recycle_failures, 1);
+    assert_eq!(slot_pid(&s, 1, 0), Some(pid_of(1)));
+}
+
+#[test]
+fn memory_over_the_limit_at_two_samples_in_a_row_replaces_a_worker_and_a_spike_does_not() {
+    let limit = 100 << 20;
+    let (mut s, now) = recycling(
+        2,
+        Recycle {
+            max_rss: Some(limit),
+            ..Recycle::default()
+        },
+    );
+    assert_eq!(s.sampled_workers().len(), 2);
+    let spawned = worker_spawns(&s);
+    s.on_memory_samples(&[(1, 1, 2 * limit), (1, 0, limit)], now);
+    s.on_memory_samples(&[(1, 1, limit / 2), (1, 0, limit)], now);
+    s.on_memory_samples(&[(1, 1, 2 * limit), (1, 0, limit)], now);
+    assert_eq!(
+        worker_spawns(&s),
+        spawned,
+        "one sample over the limit at a time"
+    );
+    s.on_memory_samples(&[(1, 1, 2 * limit), (1, 0, limit)], now);
+    assert_eq!(worker_spawns(&s), spawned + 1);
+    assert_eq!(
+        slot_pid(&s, 1, SECOND_KEY + 1),
+        Some(worker_pid(1, 1) + 10_000)
+    );
+    assert_eq!(
+        s.snapshot(now).generations[0].workers[1].rss_bytes,
+        Some(2 * limit)
+    );
+}
+
+#[test]
+fn without_the_recycle_flags_nothing_is_sampled_and_no_timer_is_armed() {
+    let (mut s, now) = recycling(4, Recycle::default());
+    assert!(s.sampled_workers().is_empty());
+    assert_eq!(
+        s.next_deadline(),
+        None,
+        "an idle sockvisor sleeps without a timer"
+    );
+    let spawned = worker_spawns(&s);
+    s.on_tick(now + Duration::from_secs(365 * 24 * 3600));
+    assert_eq!(worker_spawns(&s), spawned);
+}
+
+#[test]
+fn an_upgrade_stops_a_starting_replacement_and_counts_no_failure() {
+    let (mut s, now) = recycling(1, by_age(Duration::from_secs(100)));
+    let later = now + Duration::from_secs(100);
+    s.on_tick(later);
+    let new = slot_pid(&s, 1, SECOND_KEY).unwrap();
+    s.request_upgrade(later).unwrap();
+    assert_eq!(signals_to(&s, new), [Signal::SIGQUIT, Signal::SIGCONT]);
+    s.on_exit(
+        Exit {
+            pid: Pid::from_raw(new),
+            status: ExitStatus::Signal(Signal::SIGQUIT),
+        },
+        later,
+    );
+    assert_eq!(s.snapshot(later).counters.recycle_failures, 0);
+    assert!(
+        signals_to(&s, pid_of(1)).is_empty(),
+        "the old worker serves until generation 2 is ready"
+    );
+    s.on_notify(2, 0, &ready(), later);
+    assert_eq!(s.current().map(|g| g.number), Some(2));
+}
+
+#[test]
+fn a_worker_that_exits_while_its_replacement_starts_hands_it_the_slot() {
+    let (mut s, now) = recycling(1, by_age(Duration::from_secs(100)));
+    let later = now + Duration::from_secs(100);
+    s.on_tick(later);
+    let new = slot_pid(&s, 1, SECOND_KEY).unwrap();
+    let spawned = worker_spawns(&s);
+    s.on_exit(exit(1, ExitStatus::Code(1)), later);
+    assert_eq!(
+        slot_pid(&s, 1, 0),
+        Some(new),
+        "the replacement takes the slot"
+    );
+    assert_eq!(slot_pid(&s, 1, SECOND_KEY), None);
+    s.on_tick(later + Duration::from_secs(5));
+    assert_eq!(worker_spawns(&s), spawned, "no restart besides it");
+    s.on_notify(1, 0, &ready(), later);
+    assert_eq!(s.serving_pids(), [Pid::from_raw(new)]);
+}
+
+#[test]
+fn a_replacement_in_flight_survives_a_re_exec() {
+    let (mut s, now) = recycling(1, by_age(Duration::from_secs(100)));
+    let later = now + Duration::from_secs(100);
+    s.on_tick(later);
+    let new = slot_pid(&s, 1, SECOND_KEY).unwrap();
+    let state = s.capture(later);
+    let json = serde_json::to_string(&state).unwrap();
+    let decoded: SupervisorState = serde_json::from_str(&json).unwrap();
+    let mut restored = Supervisor::restore(&decoded, FakeProcesses::default(), later).unwrap();
+    assert_eq!(slot_pid(&restored, 1, SECOND_KEY), Some(new));
+    restored.on_notify(1, SECOND_KEY, &ready(), later);
+    assert_eq!(slot_pid(&restored, 1, 0), Some(new));
+    assert_eq!(
+        signals_to(&restored, pid_of(1)),
+        [Signal::SIGQUIT, Signal::SIGCONT]
+    );
+    assert_eq!(restored.snapshot(later).counters.recycles, 1);
 }

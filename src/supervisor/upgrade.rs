@@ -78,6 +78,7 @@ impl<P: Spawner> Supervisor<P> {
         if let Some(busy) = self.in_flight() {
             return Err(busy);
         }
+        self.abandon_recycles(now);
         self.last_upgrade_id += 1;
         let id = self.last_upgrade_id;
         // An upgrade replaces a restart that was waiting for its backoff.

@@ -280,6 +280,10 @@ impl<P: Spawner> Supervisor<P> {
         status: ExitStatus,
         now: Instant,
     ) {
+        if worker.second {
+            self.on_second_exit(number, worker, status, now);
+            return;
+        }
         let Some(generation) = self.generation(number) else {
             return;
         };
@@ -313,6 +317,10 @@ impl<P: Spawner> Supervisor<P> {
         if self.config.terminal && is_keyboard_interrupt(status) {
             tracing::info!("{describe} {status}: interrupted from the terminal; stopping");
             self.finish_with(status.as_code(), now);
+            return;
+        }
+        if self.successor_takes_over(number, worker.index) {
+            tracing::warn!("{describe} {status} while its replacement was starting");
             return;
         }
         let replace = self.config.restart.restarts_after(status);
