@@ -94,6 +94,8 @@ enum Event {
     Ready(usize),
     /// WATCHDOG=1 from the chosen live process.
     Ping(usize),
+    /// A memory sample of the chosen live process: over the limit or not.
+    Sample(usize, bool),
     /// The chosen live process exits on its own.
     Exit(usize, Ending),
     /// Processes asked to stop finish draining (exit 0).
@@ -117,6 +119,7 @@ fn event() -> impl Strategy<Value = Event> {
         1 => Just(Event::Stop),
         6 => any::<usize>().prop_map(Event::Ready),
         2 => any::<usize>().prop_map(Event::Ping),
+        2 => (any::<usize>(), any::<bool>()).prop_map(|(which, over)| Event::Sample(which, over)),
         3 => (any::<usize>(), prop_oneof![
             Just(Ending::Clean),
             (1i32..=3).prop_map(Ending::Code),
@@ -136,6 +139,23 @@ struct Run {
     /// Operations accepted (upgrade, scale) and how many results each had.
     operations: BTreeMap<u64, u32>,
     most_workers: u32,
+    max_surge: Option<u32>,
+}
+
+/// `--worker-max-rss` in the model: a sample is either twice this or half.
+const MAX_RSS: u64 = 100 << 20;
+
+/// What the property test recycles by: nothing, or age and memory.
+fn recycle_settings(on: bool) -> Recycle {
+    if on {
+        Recycle {
+            max_rss: Some(MAX_RSS),
+            max_age: Some(Duration::from_secs(8)),
+            sample_interval: Duration::from_secs(10),
+        }
+    } else {
+        Recycle::default()
+    }
 }
 
 impl Run {
@@ -144,6 +164,7 @@ impl Run {
         max_surge: Option<u32>,
         restart: RestartPolicy,
         watchdog: Option<Duration>,
+        recycle: Recycle,
     ) -> Run {
         let config = Config {
             restart,
@@ -157,7 +178,7 @@ impl Run {
             workers,
             max_surge,
             watchdog,
-            recycle: Recycle::default(),
+            recycle,
             terminal: false,
         };
         let now = Instant::now();
@@ -168,6 +189,7 @@ impl Run {
             now,
             operations: BTreeMap::new(),
             most_workers: workers,
+            max_surge,
         };
         run.carry_out_effects();
         run
@@ -183,6 +205,14 @@ impl Run {
 
     fn world(&mut self) -> &mut World {
         self.supervisor.processes_mut()
+    }
+
+    /// The generation and key of the live process `which` selects, as the
+    /// event loop finds a notify message's sender: by the supervisor's pid
+    /// index.
+    fn owner(&self, which: usize) -> Option<(u32, u32)> {
+        let (pid, _, _) = self.pick(which)?;
+        self.supervisor.worker_of(Pid::from_raw(pid))
     }
 
     /// The live process `which` selects, if any.
@@ -256,7 +286,7 @@ impl Run {
                 self.supervisor.on_stop_request("stop requested", now);
             }
             Event::Ready(which) => {
-                if let Some((_, generation, index)) = self.pick(*which) {
+                if let Some((generation, index)) = self.owner(*which) {
                     let message = NotifyMessage {
                         ready: true,
                         ..NotifyMessage::default()
@@ -265,12 +295,19 @@ impl Run {
                 }
             }
             Event::Ping(which) => {
-                if let Some((_, generation, index)) = self.pick(*which) {
+                if let Some((generation, index)) = self.owner(*which) {
                     let message = NotifyMessage {
                         watchdog_ping: true,
                         ..NotifyMessage::default()
                     };
                     self.supervisor.on_notify(generation, index, &message, now);
+                }
+            }
+            Event::Sample(which, over) => {
+                if let Some((generation, key)) = self.owner(*which) {
+                    let bytes = if *over { 2 * MAX_RSS } else { MAX_RSS / 2 };
+                    self.supervisor
+                        .on_memory_samples(&[(generation, key, bytes)], now);
                 }
             }
             Event::Exit(which, ending) => {
@@ -356,6 +393,7 @@ impl Run {
                     ("deadline", w.state.deadline()),
                     ("probe", w.state.probe_at()),
                     ("watchdog", w.state.watchdog_by()),
+                    ("recycle", w.state.recycle_at()),
                 ] {
                     if past(at) {
                         found.push(format!(
@@ -404,8 +442,17 @@ impl Run {
         let active: usize = generations
             .iter()
             .filter(|g| matches!(g.phase, Phase::Starting | Phase::Ready))
-            .map(|g| g.workers.len())
+            .map(|g| g.workers.iter().filter(|w| !w.second).count())
             .sum();
+        let recycle_limit = self.max_surge.unwrap_or(1).max(1) as usize;
+        for g in generations {
+            let seconds = g.workers.seconds().count();
+            assert!(
+                seconds <= recycle_limit,
+                "generation {} has {seconds} recycles at once, over {recycle_limit}",
+                g.number
+            );
+        }
         assert!(
             active <= 2 * self.most_workers as usize,
             "{active} processes in starting and serving generations, for {} workers",
@@ -454,7 +501,26 @@ fn replay_watched(
     watchdog: Option<Duration>,
     events: &[Event],
 ) {
-    let mut run = Run::new(workers, max_surge, restart, watchdog);
+    replay_all(
+        workers,
+        max_surge,
+        restart,
+        watchdog,
+        Recycle::default(),
+        events,
+    );
+}
+
+/// [`replay_watched`], with `--worker-max-rss` and `--worker-max-age`.
+fn replay_all(
+    workers: u32,
+    max_surge: Option<u32>,
+    restart: RestartPolicy,
+    watchdog: Option<Duration>,
+    recycle: Recycle,
+    events: &[Event],
+) {
+    let mut run = Run::new(workers, max_surge, restart, watchdog, recycle);
     run.check_invariants();
     for event in events {
         if run.supervisor.exit_code().is_some() {
@@ -571,8 +637,10 @@ proptest! {
             Just(RestartPolicy::Never),
         ],
         watchdog in prop_oneof![Just(None), Just(Some(Duration::from_secs(5)))],
+        recycling in any::<bool>(),
         events in proptest::collection::vec(event(), 1..60),
     ) {
-        replay_watched(workers, max_surge, restart, watchdog, &events);
+        let recycle = recycle_settings(recycling);
+        replay_all(workers, max_surge, restart, watchdog, recycle, &events);
     }
 }

@@ -167,19 +167,21 @@ impl<P: Spawner> Supervisor<P> {
         let has_second = generation.worker(SECOND_KEY + index).is_some();
         let running = generation.workers.seconds().count();
         let most = self.config.max_surge.unwrap_or(1).max(1) as usize;
-        let may = ready
-            && generation.phase == Phase::Ready
-            && !has_second
-            && running < most
-            && self.stop.is_none()
-            && self.in_flight().is_none();
+        let serves = ready && generation.phase == Phase::Ready && self.stop.is_none();
+        let may = serves && !has_second && running < most && self.in_flight().is_none();
         if !may {
-            if ready && self.stop.is_none() {
+            if serves {
                 tracing::debug!(
                     "{describe} {}: replacing it later (another replacement or operation is in progress)",
                     reason.describe()
                 );
                 self.postpone_recycle(number, key, now);
+            } else if let Some(mut worker) =
+                self.generation_mut(number).and_then(|g| g.worker_mut(key))
+            {
+                // Being stopped or replaced already: nothing to recycle, and
+                // a limit left in the past would wake the loop at once.
+                worker.state.set_recycle_at(None);
             }
             return;
         }
