@@ -257,7 +257,7 @@ _sockvisor() {
             return 0
             ;;
         sockvisor__subcmd__run)
-            opts="-l -n -h -V --listen --env-file --metrics --user --group --signal-group --workers --max-surge --restart --restart-delay --restart-delay-max --stop-signal --stop-timeout --ready --ready-timeout --drain-timeout --watch --watch-delay --watch-ignore --no-listen-pid --watchdog --fdstore-max --fd-env --name --control --pidfile --log-level --log-format --help --version"
+            opts="-l -n -h -V --listen --env-file --metrics --user --group --signal-group --workers --max-surge --worker-max-rss --worker-max-age --worker-sample-interval --restart --restart-delay --restart-delay-max --stop-signal --stop-timeout --ready --ready-timeout --drain-timeout --watch --watch-delay --watch-ignore --no-listen-pid --watchdog --fdstore-max --fd-env --name --control --pidfile --log-level --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -296,6 +296,18 @@ _sockvisor() {
                     return 0
                     ;;
                 --max-surge)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --worker-max-rss)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --worker-max-age)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --worker-sample-interval)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -414,3 +414,68 @@ fn the_control_socket_refuses_numbers_out_of_range_and_keeps_serving() {
         sockvisor.stderr()
     );
 }
+
+#[test]
+fn recycle_limits_are_taken_in_range_and_refused_beyond() {
+    let dir = TestDir::new("recycle-limits");
+    for flags in [
+        ["--worker-max-rss", "1"],
+        ["--worker-max-rss", "512M"],
+        ["--worker-max-rss", "2g"],
+        ["--worker-max-rss", "8388607T"],
+        ["--worker-max-age", "1ms"],
+        ["--worker-max-age", "8760h"],
+    ] {
+        let (what, output) = run_true(&dir, &flags);
+        assert_taken(&what, &output);
+    }
+    let (what, output) = run_true(
+        &dir,
+        &["--worker-max-rss", "1G", "--worker-sample-interval", "1ms"],
+    );
+    assert_taken(&what, &output);
+    for (flags, needles) in [
+        (
+            vec!["--worker-max-rss", "0"],
+            vec!["--worker-max-rss", "'0' is zero"],
+        ),
+        (
+            vec!["--worker-max-rss", "1.5G"],
+            vec!["--worker-max-rss", "invalid size '1.5G'", "512M"],
+        ),
+        (
+            vec!["--worker-max-rss", "8388608T"],
+            vec!["--worker-max-rss", "'8388608T' is too large"],
+        ),
+        (
+            vec!["--worker-max-rss", "18446744073709551616"],
+            vec!["--worker-max-rss", "invalid size"],
+        ),
+        (
+            vec!["--worker-max-age", "0"],
+            vec!["--worker-max-age", "'0' is zero"],
+        ),
+        (
+            vec!["--worker-max-age", "8760.1h"],
+            vec!["--worker-max-age", "maximum, 8760h (one year)"],
+        ),
+        (
+            vec!["--worker-max-rss", "1G", "--worker-sample-interval", "0"],
+            vec!["--worker-sample-interval", "'0' is zero"],
+        ),
+    ] {
+        let (what, output) = run_true(&dir, &flags);
+        assert_usage_error(&what, &output, &needles);
+    }
+    // A sampling interval means nothing without a limit: clap names the
+    // flag it needs.
+    let (what, output) = run_true(&dir, &["--worker-sample-interval", "1s"]);
+    assert_no_panic(&what, &output);
+    assert_eq!(output.status.code(), Some(2), "{what}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("required arguments were not provided")
+            && stderr.contains("--worker-max-rss"),
+        "{what}: {stderr}"
+    );
+}

@@ -156,3 +156,45 @@ fn status_json_counts_upgrades_and_rollbacks() {
         "{status}"
     );
 }
+
+#[test]
+fn a_worker_over_its_memory_limit_is_recycled_and_the_endpoint_counts_it() {
+    let port = free_port();
+    let dir = TestDir::new("metrics-rss");
+    let mut command = Command::new(sockvisor_bin());
+    command
+        .args(["run", "--listen", "127.0.0.1:0", "--workers", "2"])
+        .args([
+            "--worker-max-rss",
+            "1K",
+            "--worker-sample-interval",
+            "100ms",
+        ])
+        .args(["--metrics", &format!("127.0.0.1:{port}"), "--"])
+        .args(Sockvisor::probe_args(&dir.path));
+    let mut sockvisor = Sockvisor::spawn(dir, command);
+    // Every process is over 1 KiB: each worker is replaced after two
+    // samples, again and again.
+    let line = sockvisor.wait_for_log("KiB: replacing it");
+    assert!(line.contains("uses "), "{line}");
+    let samples = sockvisor.wait_for("a recycle counted on the endpoint", || {
+        let samples = parsed(&scrape(port));
+        (samples["sockvisor_recycles_total{}"].as_f64()? >= 1.0).then_some(samples)
+    });
+    assert_eq!(samples["sockvisor_current_generation{}"], 1.0, "{samples}");
+    let status = status_json(&sockvisor);
+    assert!(
+        status["counters"]["recycles"].as_u64().unwrap() >= 1,
+        "{status}"
+    );
+    // A worker sampled since it started shows its figure.
+    let sampled = status["generations"][0]["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w["rss_bytes"].as_u64())
+        .collect::<Vec<_>>();
+    assert!(sampled.iter().all(|bytes| *bytes > 1024), "{status}");
+    sockvisor.signal(libc::SIGTERM);
+    assert_eq!(sockvisor.wait_exit(), 0);
+}
