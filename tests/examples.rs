@@ -20,14 +20,7 @@ fn manifest(path: &str) -> String {
 /// Runs `server` under sockvisor, upgrades it three times while two clients
 /// load it, and stops it.
 fn survives_upgrades_under_load(name: &str, run_options: &[&str], server: &[String]) {
-    let dir = TestDir::new(name);
-    let mut command = Command::new(sockvisor_bin());
-    command
-        .args(["run", "--listen", "127.0.0.1:0"])
-        .args(run_options)
-        .arg("--")
-        .args(server);
-    let mut sockvisor = Sockvisor::spawn(dir, command);
+    let mut sockvisor = Sockvisor::listening_in(TestDir::new(name), run_options, server);
     sockvisor.wait_for_log("is ready after");
     let address = sockvisor.logged_tcp_address();
     let first = wait_for("the example to answer", || {

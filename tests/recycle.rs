@@ -7,31 +7,9 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::Command;
 
 use common::*;
 use serde_json::Value;
-
-fn run(name: &str, options: &[&str], server: &[String]) -> Sockvisor {
-    let dir = TestDir::new(name);
-    let mut command = Command::new(sockvisor_bin());
-    command
-        .args(["run", "--listen", "127.0.0.1:0"])
-        .args(options)
-        .arg("--")
-        .args(server);
-    Sockvisor::spawn(dir, command)
-}
-
-fn probe(name: &str, options: &[&str], probe_options: &[&str]) -> Sockvisor {
-    let dir = TestDir::new(&format!("{name}-reports"));
-    let mut server = Sockvisor::probe_args(&dir.path);
-    server.extend(probe_options.iter().map(|o| o.to_string()));
-    let sockvisor = run(name, options, &server);
-    // The reports directory lives as long as the test.
-    std::mem::forget(dir);
-    sockvisor
-}
 
 fn counters(status: &Value) -> (u64, u64) {
     let counters = &status["counters"];
@@ -50,7 +28,7 @@ fn pids(status: &Value) -> Vec<i64> {
 
 #[test]
 fn workers_at_their_age_are_replaced_one_at_a_time_under_load_and_across_a_reexec() {
-    let mut sockvisor = probe(
+    let mut sockvisor = Sockvisor::listening_probe(
         "recycle-age",
         &["--workers", "2", "--worker-max-age", "1s"],
         &["--request-delay-ms", "2"],
@@ -101,16 +79,16 @@ fn workers_at_their_age_are_replaced_one_at_a_time_under_load_and_across_a_reexe
 
 #[test]
 fn a_replacement_that_fails_leaves_the_old_worker_serving() {
-    let reports = TestDir::new("recycle-fail-reports");
-    let marker = reports.join("started-once");
+    let dir = TestDir::new("recycle-fail");
+    let marker = dir.join("started-once");
     // The first start serves; every later one fails before it is ready.
     let script = format!(
         "if [ -e '{marker}' ]; then exit 3; fi; : > '{marker}'; exec \"$@\"",
         marker = marker.display()
     );
     let mut server = vec!["/bin/sh".to_string(), "-c".into(), script, "sh".into()];
-    server.extend(Sockvisor::probe_args(&reports.path));
-    let mut sockvisor = run("recycle-fail", &["--worker-max-age", "1s"], &server);
+    server.extend(Sockvisor::probe_args(&dir.path));
+    let mut sockvisor = Sockvisor::listening_in(dir, &["--worker-max-age", "1s"], &server);
     let address = sockvisor.logged_tcp_address();
     let serving = sockvisor.wait_for("generation 1 to serve", || {
         let status = status_json(&sockvisor);

@@ -61,15 +61,7 @@ fn reexec(sockvisor: &Sockvisor, binary: &Path) -> std::process::Output {
 }
 
 fn run(name: &str, options: &[&str], probe: &[&str]) -> Sockvisor {
-    let dir = TestDir::new(name);
-    let mut command = Command::new(sockvisor_bin());
-    command
-        .args(["run", "--listen", "127.0.0.1:0"])
-        .args(options)
-        .arg("--")
-        .args(Sockvisor::probe_args(&dir.path))
-        .args(probe);
-    let sockvisor = Sockvisor::spawn(dir, command);
+    let sockvisor = Sockvisor::listening_probe(name, options, probe);
     sockvisor.wait_for_log("is ready after");
     sockvisor
 }

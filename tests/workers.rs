@@ -6,21 +6,12 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::Command;
 
 use common::*;
 use serde_json::Value;
 
 fn run(name: &str, options: &[&str], probe_options: &[&str]) -> Sockvisor {
-    let dir = TestDir::new(name);
-    let mut command = Command::new(sockvisor_bin());
-    command
-        .args(["run", "--listen", "127.0.0.1:0"])
-        .args(options)
-        .arg("--")
-        .args(Sockvisor::probe_args(&dir.path))
-        .args(probe_options);
-    Sockvisor::spawn(dir, command)
+    Sockvisor::listening_probe(name, options, probe_options)
 }
 
 /// Waits until generation `generation` serves and returns the address.

@@ -236,6 +236,14 @@ impl WorkerState {
         probe
     }
 
+    /// A starting worker's probe is now `probe`; a worker in any other
+    /// stage has none.
+    pub fn set_probe(&mut self, new: Probe) {
+        if let WorkerState::Starting { probe, .. } = self {
+            *probe = new;
+        }
+    }
+
     /// A ready worker's watchdog runs out at `by` (`None`: no watchdog);
     /// a worker in any other stage has none.
     pub fn set_watchdog(&mut self, by: Option<Instant>) {

@@ -143,13 +143,10 @@ impl<P: Spawner> Supervisor<P> {
         let Some(mut worker) = generation.worker_mut(index) else {
             return;
         };
-        let WorkerState::Starting { ready_by, .. } = worker.state else {
+        if !worker.state.is_starting() {
             return;
-        };
-        worker.state = WorkerState::Starting {
-            ready_by,
-            probe: Probe::Idle,
-        };
+        }
+        worker.state.set_probe(Probe::Idle);
         if matches!(phase, Phase::Draining | Phase::Failed) {
             return;
         }
@@ -158,10 +155,9 @@ impl<P: Spawner> Supervisor<P> {
             self.mark_worker_ready(number, index, now);
         } else {
             tracing::debug!("{describe} readiness probe {}", status);
-            worker.state = WorkerState::Starting {
-                ready_by,
-                probe: Probe::At(deadline::after(now, PROBE_INTERVAL)),
-            };
+            worker
+                .state
+                .set_probe(Probe::At(deadline::after(now, PROBE_INTERVAL)));
         }
     }
 
@@ -214,13 +210,7 @@ impl<P: Spawner> Supervisor<P> {
                 else {
                     return;
                 };
-                let WorkerState::Starting { ready_by, .. } = worker.state else {
-                    return;
-                };
-                worker.state = WorkerState::Starting {
-                    ready_by,
-                    probe: Probe::Idle,
-                };
+                worker.state.set_probe(Probe::Idle);
                 let pid = worker.pid;
                 drop(worker);
                 match ready_mode {
@@ -231,12 +221,8 @@ impl<P: Spawner> Supervisor<P> {
                                 if let Some(mut worker) = self
                                     .generation_mut(number)
                                     .and_then(|g| g.worker_mut(index))
-                                    && let WorkerState::Starting { ready_by, .. } = worker.state
                                 {
-                                    worker.state = WorkerState::Starting {
-                                        ready_by,
-                                        probe: Probe::Running(probe),
-                                    };
+                                    worker.state.set_probe(Probe::Running(probe));
                                 }
                             }
                             Err(err) => self.fail_worker_start(

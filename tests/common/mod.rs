@@ -191,6 +191,26 @@ impl Sockvisor {
         }
     }
 
+    /// `sockvisor run --listen 127.0.0.1:0 OPTIONS -- SERVER` in `dir`.
+    pub fn listening_in(dir: TestDir, options: &[&str], server: &[String]) -> Sockvisor {
+        let mut command = Command::new(sockvisor_bin());
+        command
+            .args(["run", "--listen", "127.0.0.1:0"])
+            .args(options)
+            .arg("--")
+            .args(server);
+        Self::spawn(dir, command)
+    }
+
+    /// [`Sockvisor::listening_in`] a directory of its own, running the
+    /// probe server (reporting into that directory) with `probe_options`.
+    pub fn listening_probe(name: &str, options: &[&str], probe_options: &[&str]) -> Sockvisor {
+        let dir = TestDir::new(name);
+        let mut server = Self::probe_args(&dir.path);
+        server.extend(probe_options.iter().map(|o| o.to_string()));
+        Self::listening_in(dir, options, &server)
+    }
+
     /// Arguments that run the probe server writing its reports into this
     /// test's directory; append to a `run … --` command line.
     pub fn probe_args(dir: &Path) -> Vec<String> {
