@@ -2333,3 +2333,75 @@ fn a_replacement_in_flight_survives_a_re_exec() {
     );
     assert_eq!(restored.snapshot(later).counters.recycles, 1);
 }
+
+#[test]
+fn a_scale_stops_a_starting_replacement_and_finishes() {
+    let (mut s, now) = recycling(2, by_age(Duration::from_secs(100)));
+    let later = now + Duration::from_secs(100);
+    s.on_tick(later);
+    let index = (0..2)
+        .find(|i| slot_pid(&s, 1, SECOND_KEY + i).is_some())
+        .unwrap();
+    let new = slot_pid(&s, 1, SECOND_KEY + index).unwrap();
+    let id = s.request_scale(1, later).unwrap();
+    assert_eq!(signals_to(&s, new), [Signal::SIGQUIT, Signal::SIGCONT]);
+    s.on_exit(
+        Exit {
+            pid: Pid::from_raw(new),
+            status: ExitStatus::Signal(Signal::SIGQUIT),
+        },
+        later,
+    );
+    // Worker 1 drains for the scale-down; once it exits, the scale is done.
+    s.on_exit(worker_exit(1, 1, ExitStatus::Code(0)), later);
+    let finished = s
+        .take_notices()
+        .into_iter()
+        .any(|n| matches!(n, Notice::Finished { upgrade, result: Ok(_) } if upgrade == id));
+    assert!(finished, "the scale got its result");
+    assert_eq!(s.snapshot(later).counters.recycle_failures, 0);
+    assert_eq!(s.serving_pids(), [Pid::from_raw(worker_pid(1, 0))]);
+}
+
+#[test]
+fn no_replacement_starts_while_a_rolling_upgrade_is_in_progress() {
+    let now = Instant::now();
+    let mut config = config(RestartPolicy::Always, ReadyMode::Notify);
+    config.workers = 2;
+    config.max_surge = Some(1);
+    config.recycle = by_age(Duration::from_secs(5));
+    let mut s = Supervisor::new(config, FakeProcesses::default());
+    s.start(now).unwrap();
+    all_notify(&mut s, 1, 2, now);
+    s.request_upgrade(now).unwrap();
+    let spawned = worker_spawns(&s);
+    // Past generation 1's age limits, within the rolling worker's ready
+    // timeout.
+    s.on_tick(now + Duration::from_secs(6));
+    assert_eq!(
+        worker_spawns(&s),
+        spawned,
+        "the rollout is the only change in flight"
+    );
+    assert!(
+        s.generations()
+            .iter()
+            .all(|g| g.workers.seconds().count() == 0)
+    );
+}
+
+#[test]
+fn the_workers_of_an_upgraded_generation_are_recycled_by_their_own_age() {
+    let (mut s, now) = recycling(1, by_age(Duration::from_secs(100)));
+    let later = now + Duration::from_secs(50);
+    s.request_upgrade(later).unwrap();
+    s.on_notify(2, 0, &ready(), later);
+    s.on_exit(exit(1, ExitStatus::Code(0)), later);
+    let spawned = worker_spawns(&s);
+    // Generation 1's limit has passed, generation 2's has not.
+    s.on_tick(now + Duration::from_secs(100));
+    assert_eq!(worker_spawns(&s), spawned);
+    s.on_tick(later + Duration::from_secs(100));
+    assert_eq!(worker_spawns(&s), spawned + 1);
+    assert!(slot_pid(&s, 2, SECOND_KEY).is_some());
+}
