@@ -363,8 +363,6 @@ pub enum WorkerTimer {
     Probe,
     /// [`WorkerState::watchdog_by`].
     Watchdog,
-    /// [`WorkerState::recycle_at`].
-    Recycle,
 }
 
 /// What the worker indexes hold of one worker, to take it out again.
@@ -387,7 +385,6 @@ impl WorkerKeys {
             (self.state.deadline(), WorkerTimer::Deadline),
             (self.state.probe_at(), WorkerTimer::Probe),
             (self.state.watchdog_by(), WorkerTimer::Watchdog),
-            (self.state.recycle_at(), WorkerTimer::Recycle),
         ]
         .into_iter()
         .filter_map(|(at, timer)| at.map(|at| (at, timer)))
@@ -410,6 +407,10 @@ struct WorkerIndex {
     by_pid: BTreeMap<Pid, u32>,
     by_probe: BTreeMap<Pid, u32>,
     timers: BTreeSet<(Instant, u32, WorkerTimer)>,
+    /// Age limits (`--worker-max-age`), apart from the other timers: one
+    /// that has passed may wait for room (another replacement running),
+    /// and then must neither wake the loop nor be walked over.
+    recycles: BTreeSet<(Instant, u32)>,
     /// Starting and ready workers, by (starting, index): the last is the
     /// one a rollout retires first.
     retirable: BTreeSet<(bool, u32)>,
@@ -424,6 +425,9 @@ impl WorkerIndex {
         }
         for (at, timer) in keys.timers() {
             self.timers.insert((at, index, timer));
+        }
+        if let Some(at) = keys.state.recycle_at() {
+            self.recycles.insert((at, index));
         }
         if let Some(starting) = keys.retirable() {
             self.retirable.insert((starting, index));
@@ -444,6 +448,9 @@ impl WorkerIndex {
         }
         for (at, timer) in keys.timers() {
             self.timers.remove(&(at, index, timer));
+        }
+        if let Some(at) = keys.state.recycle_at() {
+            self.recycles.remove(&(at, index));
         }
         if let Some(starting) = keys.retirable() {
             self.retirable.remove(&(starting, index));
@@ -547,6 +554,20 @@ impl Workers {
     /// The earliest timer of any worker.
     pub fn next_timer(&self) -> Option<Instant> {
         self.index.timers.first().map(|(at, _, _)| *at)
+    }
+
+    /// The earliest age limit of any worker.
+    pub fn next_recycle(&self) -> Option<Instant> {
+        self.index.recycles.first().map(|(at, _)| *at)
+    }
+
+    /// The worker whose age limit passed first, if one has by `now`.
+    pub fn first_recycle_due(&self, now: Instant) -> Option<u32> {
+        self.index
+            .recycles
+            .first()
+            .filter(|(at, _)| *at <= now)
+            .map(|(_, key)| *key)
     }
 
     /// The workers with one of `timers` due by `now`, each once, in index
@@ -971,10 +992,28 @@ impl Generation {
             assert_eq!(*key, worker.key(), "generation {}", self.number);
             rebuilt.insert(worker.clone());
         }
+        let (rebuilt, kept) = (&rebuilt.index, &self.workers.index);
+        let number = self.number;
         assert_eq!(
-            rebuilt.index, self.workers.index,
-            "worker indexes of generation {}",
-            self.number
+            rebuilt.by_pid, kept.by_pid,
+            "pid index of generation {number}"
+        );
+        assert_eq!(
+            rebuilt.by_probe, kept.by_probe,
+            "probe index of generation {number}"
+        );
+        assert_eq!(rebuilt.timers, kept.timers, "timers of generation {number}");
+        assert_eq!(
+            rebuilt.recycles, kept.recycles,
+            "age limits of generation {number}"
+        );
+        assert_eq!(
+            rebuilt.retirable, kept.retirable,
+            "retirement order of generation {number}"
+        );
+        assert_eq!(
+            rebuilt.ready, kept.ready,
+            "ready count of generation {number}"
         );
         let rebuilt = Slots::from_vec(self.slots.slots.clone());
         assert_eq!(

@@ -418,17 +418,21 @@ impl<P: Spawner> Supervisor<P> {
         // exit), not for a time: its slot's deadline would wake the loop
         // at once, again and again.
         let waits_for_room = self.rollout().filter(|_| !self.rollout_has_room());
-        [self.restart_at, self.stop.and_then(|s| s.deadline)]
-            .into_iter()
-            .chain(self.generations.iter().map(|g| {
-                if waits_for_room == Some(g.number) {
-                    g.next_deadline_but_restarts()
-                } else {
-                    g.next_deadline()
-                }
-            }))
-            .flatten()
-            .min()
+        [
+            self.restart_at,
+            self.stop.and_then(|s| s.deadline),
+            self.next_recycle_deadline(),
+        ]
+        .into_iter()
+        .chain(self.generations.iter().map(|g| {
+            if waits_for_room == Some(g.number) {
+                g.next_deadline_but_restarts()
+            } else {
+                g.next_deadline()
+            }
+        }))
+        .flatten()
+        .min()
     }
 
     /// Sends `signal` to every worker of the serving generation (of each,

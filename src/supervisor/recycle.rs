@@ -29,8 +29,8 @@ use crate::reaper::ExitStatus;
 /// single spike (a large request being served) is not a leak.
 pub const SAMPLES_OVER: u32 = 2;
 
-/// How long a replacement that could not start now waits before it is
-/// tried again.
+/// How long a replacement that could not be started (a failed spawn, a
+/// new worker that failed) waits before it is tried again.
 pub const RETRY: Duration = Duration::from_secs(1);
 
 /// Why a worker is replaced.
@@ -109,6 +109,7 @@ impl<P: Spawner> Supervisor<P> {
             }
         }
         for (number, key, bytes) in over {
+            // Without room now, the next sample tries again.
             self.recycle(number, key, Reason::Memory { bytes, limit }, now);
         }
     }
@@ -127,63 +128,87 @@ impl<P: Spawner> Supervisor<P> {
             .collect()
     }
 
-    /// Acts on every age limit that has passed by `now`.
-    pub(super) fn check_recycles(&mut self, now: Instant) {
-        let due: Vec<(u32, u32)> = self
-            .generations
+    /// Whether generation `number` may start a replacement now: it
+    /// serves, nothing else is in progress, and fewer than `--max-surge`
+    /// (1) replacements run in it.
+    pub(super) fn recycle_has_room(&self, number: u32) -> bool {
+        let most = self.config.max_surge.unwrap_or(1).max(1) as usize;
+        self.generation(number).is_some_and(|g| {
+            g.phase == Phase::Ready
+                && self.stop.is_none()
+                && self.in_flight().is_none()
+                && g.workers.seconds().count() < most
+        })
+    }
+
+    /// The next age limit that `on_tick` acts on: none while there is no
+    /// room, since the workers past theirs wait for room, not for a time.
+    pub(super) fn next_recycle_deadline(&self) -> Option<Instant> {
+        self.generations
             .iter()
-            .flat_map(|g| {
-                g.workers
-                    .due(now, &[super::WorkerTimer::Recycle])
-                    .into_iter()
-                    .map(move |key| (g.number, key))
-            })
-            .collect();
+            .filter(|g| self.recycle_has_room(g.number))
+            .filter_map(|g| g.workers.next_recycle())
+            .min()
+    }
+
+    /// Starts the replacements whose age limit has passed, the earliest
+    /// first, as far as there is room: O(replacements started), however
+    /// many workers wait.
+    pub(super) fn check_recycles(&mut self, now: Instant) {
         let Some(limit) = self.config.recycle.max_age else {
             return;
         };
-        for (number, key) in due {
-            let Some(worker) = self.generation(number).and_then(|g| g.worker(key)) else {
-                continue;
-            };
-            let age = now.saturating_duration_since(worker.started);
-            self.recycle(number, key, Reason::Age { age, limit }, now);
+        let numbers: Vec<u32> = self.generations.iter().map(|g| g.number).collect();
+        for number in numbers {
+            while self.recycle_has_room(number) {
+                let Some(generation) = self.generation(number) else {
+                    break;
+                };
+                let Some(key) = generation.workers.first_recycle_due(now) else {
+                    break;
+                };
+                let Some(worker) = generation.worker(key) else {
+                    break;
+                };
+                let age = now.saturating_duration_since(worker.started);
+                if !self.recycle(number, key, Reason::Age { age, limit }, now) {
+                    break;
+                }
+            }
         }
     }
 
     /// Replaces worker `key` of generation `number` for `reason`, if it
-    /// can be now; otherwise (a replacement already running, another
-    /// operation in progress) tries again after [`RETRY`].
-    fn recycle(&mut self, number: u32, key: u32, reason: Reason, now: Instant) {
+    /// can be now. Returns false, changing nothing, when there is no room
+    /// (the worker waits for it); true when the replacement started, or
+    /// the worker's age limit moved (tried again later, or dropped for a
+    /// worker that is being stopped).
+    fn recycle(&mut self, number: u32, key: u32, reason: Reason, now: Instant) -> bool {
         let Some(generation) = self.generation(number) else {
-            return;
+            return false;
         };
         let Some(worker) = generation.worker(key).filter(|w| !w.second) else {
-            return;
+            return false;
         };
         let (index, pid) = (worker.index, worker.pid);
         let describe = generation.describe_worker(worker);
-        let ready = worker.state.is_ready();
+        let serves = worker.state.is_ready() && generation.phase == Phase::Ready;
         let has_second = generation.worker(SECOND_KEY + index).is_some();
-        let running = generation.workers.seconds().count();
-        let most = self.config.max_surge.unwrap_or(1).max(1) as usize;
-        let serves = ready && generation.phase == Phase::Ready && self.stop.is_none();
-        let may = serves && !has_second && running < most && self.in_flight().is_none();
-        if !may {
-            if serves {
-                tracing::debug!(
-                    "{describe} {}: replacing it later (another replacement or operation is in progress)",
-                    reason.describe()
-                );
-                self.postpone_recycle(number, key, now);
-            } else if let Some(mut worker) =
-                self.generation_mut(number).and_then(|g| g.worker_mut(key))
-            {
-                // Being stopped or replaced already: nothing to recycle, and
-                // a limit left in the past would wake the loop at once.
+        if !serves || self.stop.is_some() {
+            // Being stopped or replaced already: nothing to recycle.
+            if let Some(mut worker) = self.generation_mut(number).and_then(|g| g.worker_mut(key)) {
                 worker.state.set_recycle_at(None);
             }
-            return;
+            return true;
+        }
+        if !self.recycle_has_room(number) {
+            return false;
+        }
+        if has_second {
+            // Its predecessor still drains (an age limit shorter than the
+            // drain): once it is gone.
+            self.postpone_recycle(number, key, now);
+            return true;
         }
         tracing::warn!("{describe} {}: replacing it", reason.describe());
         if let Some(mut worker) = self.generation_mut(number).and_then(|g| g.worker_mut(key)) {
@@ -212,11 +237,12 @@ impl<P: Spawner> Supervisor<P> {
                 self.postpone_recycle(number, key, now);
             }
         }
+        true
     }
 
-    /// A replacement that could not start now is tried again after
-    /// [`RETRY`] (an age limit is a timer; an over-limit memory sample
-    /// comes again by itself).
+    /// A replacement that could not start is tried again after [`RETRY`]
+    /// (an age limit is a timer; an over-limit memory sample comes again
+    /// by itself).
     fn postpone_recycle(&mut self, number: u32, key: u32, now: Instant) {
         if self.config.recycle.max_age.is_none() {
             return;

@@ -2405,3 +2405,37 @@ fn the_workers_of_an_upgraded_generation_are_recycled_by_their_own_age() {
     assert_eq!(worker_spawns(&s), spawned + 1);
     assert!(slot_pid(&s, 2, SECOND_KEY).is_some());
 }
+
+#[test]
+fn workers_past_their_age_wait_for_room_without_waking_the_loop() {
+    // 64 workers: the fake's pids stay distinct (see `worker_pid`).
+    let (mut s, now) = recycling(64, by_age(Duration::from_secs(100)));
+    let later = now + Duration::from_secs(100);
+    s.on_tick(later);
+    let running: Vec<u32> = s.generations()[0]
+        .workers
+        .seconds()
+        .map(|w| w.index)
+        .collect();
+    assert_eq!(running.len(), 1, "one replacement at a time");
+    // 63 workers are past their limit: none of it is a deadline now.
+    assert!(
+        s.next_deadline().is_none_or(|d| d > later),
+        "a deadline in the past would wake the loop at once, again and again"
+    );
+    // The replacement is ready and its predecessor drains: still no room.
+    let index = running[0];
+    s.on_notify(1, SECOND_KEY + index, &ready(), later);
+    assert!(s.next_deadline().is_none_or(|d| d > later));
+    // The predecessor is gone: the next replacement starts at once.
+    let spawned = worker_spawns(&s);
+    s.on_exit(worker_exit(1, index, ExitStatus::Code(0)), later);
+    assert!(
+        s.next_deadline().is_some_and(|d| d <= later),
+        "room: due now"
+    );
+    s.on_tick(later);
+    assert_eq!(worker_spawns(&s), spawned + 1);
+    assert_eq!(s.generations()[0].workers.seconds().count(), 1);
+    assert!(s.next_deadline().is_none_or(|d| d > later));
+}
