@@ -328,6 +328,11 @@ pub fn render(status: &Value, resources: &Resources) -> String {
         for worker in generation["workers"].as_array().into_iter().flatten() {
             let state = worker["state"].as_str().unwrap_or("unknown").to_string();
             workers.get_or_create(&vec![("state".into(), state)]).inc();
+            // A slot's figures are its own worker's; the second process of
+            // a recycle is counted by state only.
+            if worker["recycling"] == true {
+                continue;
+            }
             let labels = vec![
                 ("generation".to_string(), number.to_string()),
                 ("worker".to_string(), worker["index"].to_string()),
@@ -347,7 +352,7 @@ pub fn render(status: &Value, resources: &Resources) -> String {
     registry.register("generations", "Generations, by state", generations);
     registry.register_with_unit(
         "worker_resident_memory",
-        "Resident memory of each worker process",
+        "Resident memory of each worker and the processes under it",
         Unit::Bytes,
         rss,
     );
@@ -513,6 +518,30 @@ mod tests {
     fn a_partial_request_waits_for_the_rest() {
         let mut render = String::new;
         assert!(respond(b"GET /metr", &mut render).is_none());
+    }
+
+    #[test]
+    fn a_slots_second_process_counts_by_state_but_not_as_the_slots_age() {
+        let status = serde_json::json!({
+            "counters": {},
+            "generations": [{"generation": 1, "state": "ready", "workers": [
+                {"index": 0, "state": "ready", "age_ms": 1000},
+                {"index": 0, "state": "draining", "age_ms": 9000, "recycling": true}]}]
+        });
+        let resources = Resources {
+            queues: Vec::new(),
+            worker_rss: Vec::new(),
+            own_rss: 0,
+            own_fds: 0,
+        };
+        let text = render(&status, &resources);
+        for line in [
+            "sockvisor_workers{state=\"ready\"} 1",
+            "sockvisor_workers{state=\"draining\"} 1",
+            "sockvisor_worker_age_seconds{generation=\"1\",worker=\"0\"} 1.0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} missing:\n{text}");
+        }
     }
 
     #[test]

@@ -39,8 +39,9 @@ impl EventLoop {
                     .generations()
                     .iter()
                     .flat_map(|g| g.workers.iter().map(move |w| (g.number, w)))
+                    .filter(|(_, w)| !w.second)
                     .filter_map(|(number, w)| {
-                        let bytes = crate::metrics::resident_bytes(&w.pid.to_string())?;
+                        let bytes = crate::process_memory::tree_resident_bytes(w.pid)?;
                         Some((number, w.index, bytes))
                     })
                     .collect(),
