@@ -9,21 +9,27 @@
 
 use nix::unistd::Pid;
 
-/// Most processes counted under one worker: enough for any server, and a
-/// bound on one sample's cost whatever a worker forks.
-pub const MAX_TREE: usize = 4096;
+/// Most processes one sample of every worker reads, beyond the workers
+/// themselves: a bound on the time a sample holds the loop, whatever the
+/// workers fork. Once it is spent, a worker counts for itself alone until
+/// the next sample.
+pub const SAMPLE_BUDGET: usize = 16_384;
 
-/// The resident bytes of `pid` and every process under it; `None` if
-/// `pid` itself is gone.
-pub fn tree_resident_bytes(pid: Pid) -> Option<u64> {
+/// The resident bytes of `pid` and every process under it, reading at
+/// most `budget` processes under it (and taking them off the budget);
+/// `None` if `pid` itself is gone.
+pub fn tree_resident_bytes(pid: Pid, budget: &mut usize) -> Option<u64> {
     let mut total = resident_bytes(&pid.to_string())?;
-    let mut pending = children_of(pid.as_raw());
-    let mut seen = 1;
+    let mut pending = if *budget > 0 {
+        children_of(pid.as_raw())
+    } else {
+        Vec::new()
+    };
     while let Some(child) = pending.pop() {
-        if seen >= MAX_TREE {
+        if *budget == 0 {
             break;
         }
-        seen += 1;
+        *budget -= 1;
         // A process that exited meanwhile counts for nothing.
         if let Some(bytes) = resident_bytes(&child.to_string()) {
             total = total.saturating_add(bytes);
@@ -69,13 +75,21 @@ mod tests {
     #[test]
     fn a_process_tree_counts_at_least_its_root() {
         let own = resident_bytes("self").unwrap();
-        let tree = tree_resident_bytes(nix::unistd::getpid()).unwrap();
+        let tree = tree_resident_bytes(nix::unistd::getpid(), &mut { SAMPLE_BUDGET }).unwrap();
         assert!(own > 0);
         assert!(tree >= own / 2, "{tree} for a process of {own}");
     }
 
     #[test]
     fn a_gone_process_has_no_figure() {
-        assert_eq!(tree_resident_bytes(Pid::from_raw(i32::MAX)), None);
+        assert_eq!(tree_resident_bytes(Pid::from_raw(i32::MAX), &mut 10), None);
+    }
+
+    #[test]
+    fn a_spent_budget_counts_the_worker_alone() {
+        let mut spent = 0;
+        let own = tree_resident_bytes(nix::unistd::getpid(), &mut spent).unwrap();
+        assert!(own > 0);
+        assert_eq!(spent, 0);
     }
 }

@@ -225,12 +225,13 @@ impl EventLoop {
         let Some(at) = self.memory_sample_at.filter(|at| *at <= now) else {
             return;
         };
+        let mut budget = crate::process_memory::SAMPLE_BUDGET;
         let samples: Vec<(u32, u32, u64)> = self
             .supervisor
             .sampled_workers()
             .into_iter()
             .filter_map(|(generation, key, pid)| {
-                crate::process_memory::tree_resident_bytes(pid)
+                crate::process_memory::tree_resident_bytes(pid, &mut budget)
                     .map(|bytes| (generation, key, bytes))
             })
             .collect();

@@ -34,17 +34,20 @@ impl EventLoop {
                         Some((3 + index as i32, l.spec.name.clone(), queued, limit))
                     })
                     .collect(),
-                worker_rss: self
-                    .supervisor
-                    .generations()
-                    .iter()
-                    .flat_map(|g| g.workers.iter().map(move |w| (g.number, w)))
-                    .filter(|(_, w)| !w.second)
-                    .filter_map(|(number, w)| {
-                        let bytes = crate::process_memory::tree_resident_bytes(w.pid)?;
-                        Some((number, w.index, bytes))
-                    })
-                    .collect(),
+                worker_rss: {
+                    let mut budget = crate::process_memory::SAMPLE_BUDGET;
+                    self.supervisor
+                        .generations()
+                        .iter()
+                        .flat_map(|g| g.workers.iter().map(move |w| (g.number, w)))
+                        .filter(|(_, w)| !w.second)
+                        .filter_map(|(number, w)| {
+                            let bytes =
+                                crate::process_memory::tree_resident_bytes(w.pid, &mut budget)?;
+                            Some((number, w.index, bytes))
+                        })
+                        .collect()
+                },
                 own_rss: crate::metrics::resident_bytes("self").unwrap_or_default(),
                 own_fds: crate::metrics::open_descriptors(),
             };
