@@ -77,6 +77,9 @@ pub struct GenerationRecord {
     pub failure: Option<i32>,
     #[serde(default)]
     pub hung: bool,
+    /// The operator was told it does not handle its stop signal.
+    #[serde(default)]
+    pub stop_signal_warned: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -340,6 +343,7 @@ impl<P: Spawner> Supervisor<P> {
                         .collect(),
                     failure: g.failure.map(exit_code),
                     hung: g.hung,
+                    stop_signal_warned: g.stop_signal_warned,
                 })
                 .collect(),
             current: self.current,
@@ -413,7 +417,7 @@ impl<P: Spawner> Supervisor<P> {
                 ),
                 failure: g.failure.map(exit_status_from),
                 hung: g.hung,
-                stop_signal_warned: false,
+                stop_signal_warned: g.stop_signal_warned,
             });
         }
         supervisor.current = state.current;

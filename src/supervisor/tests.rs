@@ -2439,3 +2439,29 @@ fn workers_past_their_age_wait_for_room_without_waking_the_loop() {
     assert_eq!(s.generations()[0].workers.seconds().count(), 1);
     assert!(s.next_deadline().is_none_or(|d| d > later));
 }
+
+#[test]
+fn the_stop_signal_warning_given_once_per_generation_survives_a_re_exec() {
+    let (mut s, now) = four_serving(RestartPolicy::OnFailure);
+    s.request_upgrade(now).unwrap();
+    all_notify(&mut s, 2, 4, now);
+    // Generation 1 drains; one of its workers dies of the stop signal.
+    s.on_exit(worker_exit(1, 0, ExitStatus::Signal(Signal::SIGQUIT)), now);
+    let warned = |s: &Supervisor<FakeProcesses>| {
+        s.generations()
+            .iter()
+            .find(|g| g.number == 1)
+            .map(|g| g.stop_signal_warned)
+    };
+    assert_eq!(warned(&s), Some(true));
+    s.take_notices();
+    let state = s.capture(now);
+    let json = serde_json::to_string(&state).unwrap();
+    let decoded: SupervisorState = serde_json::from_str(&json).unwrap();
+    let restored = Supervisor::restore(&decoded, FakeProcesses::default(), now).unwrap();
+    assert_eq!(
+        warned(&restored),
+        Some(true),
+        "said once, not again after it"
+    );
+}
