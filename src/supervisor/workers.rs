@@ -105,11 +105,7 @@ impl<P: Spawner> Supervisor<P> {
             _ => format!(
                 "generation {number} started: {} workers, pids {}",
                 workers.len(),
-                workers
-                    .iter()
-                    .map(|w| w.pid.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                pid_list(workers.iter().map(|w| w.pid))
             ),
         };
         tracing::info!("{message}");
@@ -554,9 +550,34 @@ impl<P: Spawner> Supervisor<P> {
     }
 }
 
+/// Pids listed in a log line: the first few, then how many more, so that
+/// the line stays short whatever the number of workers (`status` lists
+/// them all).
+const LISTED_PIDS: usize = 8;
+
+fn pid_list(pids: impl ExactSizeIterator<Item = nix::unistd::Pid>) -> String {
+    let count = pids.len();
+    let shown: Vec<String> = pids.take(LISTED_PIDS).map(|p| p.to_string()).collect();
+    match count.checked_sub(LISTED_PIDS) {
+        Some(more) if more > 0 => format!("{} and {more} more", shown.join(", ")),
+        _ => shown.join(", "),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_log_line_lists_the_first_pids_and_counts_the_rest() {
+        let pids = |n: i32| (1..=n).map(nix::unistd::Pid::from_raw).collect::<Vec<_>>();
+        assert_eq!(pid_list(pids(3).into_iter()), "1, 2, 3");
+        assert_eq!(pid_list(pids(8).into_iter()), "1, 2, 3, 4, 5, 6, 7, 8");
+        assert_eq!(
+            pid_list(pids(1024).into_iter()),
+            "1, 2, 3, 4, 5, 6, 7, 8 and 1016 more"
+        );
+    }
 
     #[test]
     fn worker_counts_from_one_to_the_maximum_are_accepted() {
