@@ -258,6 +258,7 @@ impl<P: Spawner> Supervisor<P> {
     /// old one gets the stop signal and drains.
     pub(super) fn promote_successor(&mut self, number: u32, index: u32, now: Instant) {
         let (drain_timeout, stop_signal) = (self.config.drain_timeout, self.config.stop_signal);
+        let terminal = self.config.terminal;
         let Some(generation) = self.generation_mut(number) else {
             return;
         };
@@ -266,6 +267,9 @@ impl<P: Spawner> Supervisor<P> {
         };
         successor.second = false;
         let new = successor.pid;
+        // On a terminal, the slot's worker 0 has the keyboard: it passes
+        // to the new worker with the slot.
+        let hand_terminal = terminal && generation.foreground && index == 0;
         let old = generation.workers.remove(index).map(|mut old| {
             old.second = true;
             old.samples_over = 0;
@@ -273,14 +277,20 @@ impl<P: Spawner> Supervisor<P> {
             (old, probe)
         });
         generation.workers.insert(successor);
-        let Some((old, probe)) = old else {
+        let old = old.map(|(old, probe)| {
+            let (pid, describe) = (old.pid, generation.describe_worker(&old));
+            generation.workers.insert(old);
+            (pid, describe, probe)
+        });
+        if hand_terminal {
+            self.command(super::Effect::HandTerminal { group: new });
+        }
+        let Some((pid, describe, probe)) = old else {
             // The old worker exited meanwhile: the new one simply serves.
             self.arm_watchdog(number, index, now);
             self.arm_recycle(number, index);
             return;
         };
-        let (pid, describe) = (old.pid, generation.describe_worker(&old));
-        generation.workers.insert(old);
         self.arm_watchdog(number, index, now);
         self.arm_recycle(number, index);
         self.counters.recycles += 1;
@@ -299,6 +309,7 @@ impl<P: Spawner> Supervisor<P> {
     /// the replacement takes the slot as it is (still starting), instead
     /// of a restart. Returns whether there was one.
     pub(super) fn successor_takes_over(&mut self, number: u32, index: u32) -> bool {
+        let terminal = self.config.terminal;
         let Some(generation) = self.generation_mut(number) else {
             return false;
         };
@@ -316,7 +327,12 @@ impl<P: Spawner> Supervisor<P> {
             "{} takes the slot of the worker it was to replace",
             generation.describe_worker(&successor)
         );
+        let group = successor.pid;
+        let hand_terminal = terminal && generation.foreground && index == 0;
         generation.workers.insert(successor);
+        if hand_terminal {
+            self.command(super::Effect::HandTerminal { group });
+        }
         true
     }
 

@@ -2465,3 +2465,28 @@ fn the_stop_signal_warning_given_once_per_generation_survives_a_re_exec() {
         "said once, not again after it"
     );
 }
+
+#[test]
+fn on_a_terminal_the_keyboard_passes_to_the_replacement_of_worker_0_with_the_slot() {
+    let now = Instant::now();
+    let mut config = config(RestartPolicy::Always, ReadyMode::Notify);
+    config.terminal = true;
+    config.recycle = by_age(Duration::from_secs(100));
+    let mut s = Supervisor::new(config, FakeProcesses::default());
+    s.start(now).unwrap();
+    s.on_notify(1, 0, &ready(), now);
+    let later = now + Duration::from_secs(100);
+    s.on_tick(later);
+    let new = slot_pid(&s, 1, SECOND_KEY).unwrap();
+    assert!(
+        !s.processes().calls.contains(&Call::HandTerminal(new)),
+        "the old worker keeps the keyboard while it serves"
+    );
+    s.on_notify(1, SECOND_KEY, &ready(), later);
+    let calls = &s.processes().calls;
+    let handed = calls.iter().position(|c| *c == Call::HandTerminal(new));
+    let asked = calls
+        .iter()
+        .position(|c| *c == Call::Signal(pid_of(1), Signal::SIGQUIT));
+    assert!(handed.is_some() && handed < asked, "{calls:?}");
+}
