@@ -367,3 +367,32 @@ fn parse_positive_duration(text: &str) -> Result<Duration, String> {
         duration => Ok(duration),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_positive_duration_is_at_least_a_millisecond() {
+        assert_eq!(parse_positive_duration("1ms"), Ok(Duration::from_millis(1)));
+        assert_eq!(
+            parse_positive_duration("24h"),
+            Ok(Duration::from_secs(86_400))
+        );
+        assert!(
+            parse_positive_duration("0")
+                .unwrap_err()
+                .contains("'0' is zero")
+        );
+        assert!(
+            parse_positive_duration("0ms")
+                .unwrap_err()
+                .contains("is zero")
+        );
+        assert!(
+            parse_positive_duration("soon")
+                .unwrap_err()
+                .contains("invalid duration")
+        );
+    }
+}
