@@ -166,7 +166,6 @@ impl<P: Spawner> Supervisor<P> {
     pub(super) fn on_worker_deadline(&mut self, number: u32, index: u32, now: Instant) {
         let ready_timeout = self.config.ready_timeout;
         let stop_timeout = self.config.stop_timeout;
-        let stop_signal = self.config.stop_signal;
         let ready_mode = self.config.ready.clone();
         let Some((phase, worker, describe)) = self.worker_view(number, index) else {
             return;
@@ -188,19 +187,7 @@ impl<P: Spawner> Supervisor<P> {
                     "{describe} was not ready within {}; stopping it",
                     format_duration(ready_timeout)
                 );
-                let Some(mut worker) = self
-                    .generation_mut(number)
-                    .and_then(|g| g.worker_mut(index))
-                else {
-                    return;
-                };
-                let probe = worker.state.stop(deadline::after(now, stop_timeout));
-                let pid = worker.pid;
-                drop(worker);
-                if let Some(probe) = probe {
-                    self.signal_group(probe, Signal::SIGKILL);
-                }
-                self.ask_to_stop(pid, stop_signal);
+                self.stop_worker(number, index, now);
                 self.hint_at_ready_mode(&describe);
             }
             (WorkerStage::Starting, _) => {
@@ -288,11 +275,15 @@ impl<P: Spawner> Supervisor<P> {
             return;
         }
         tracing::warn!("generation {number} worker {index}: {reason}");
+        self.stop_worker(number, index, now);
+    }
+
+    /// Asks worker `key` of generation `number` to stop on its own (it is
+    /// not ready in time, or no longer wanted), its process group to be
+    /// killed at `--stop-timeout`; a readiness probe of it is killed.
+    pub(super) fn stop_worker(&mut self, number: u32, key: u32, now: Instant) {
         let (stop_timeout, stop_signal) = (self.config.stop_timeout, self.config.stop_signal);
-        let Some(mut worker) = self
-            .generation_mut(number)
-            .and_then(|g| g.worker_mut(index))
-        else {
+        let Some(mut worker) = self.generation_mut(number).and_then(|g| g.worker_mut(key)) else {
             return;
         };
         let probe = worker.state.stop(deadline::after(now, stop_timeout));

@@ -374,28 +374,18 @@ impl<P: Spawner> Supervisor<P> {
     /// starting are stopped (the old workers serve on until the operation
     /// replaces or keeps them).
     pub(super) fn abandon_recycles(&mut self, now: Instant) {
-        let stop_timeout = self.config.stop_timeout;
-        let stop_signal = self.config.stop_signal;
-        let mut stopped = Vec::new();
-        for generation in &mut self.generations {
-            let keys: Vec<u32> = generation
-                .workers
-                .seconds()
-                .filter(|w| w.state.is_starting())
-                .map(Worker::key)
-                .collect();
-            for key in keys {
-                if let Some(mut worker) = generation.worker_mut(key) {
-                    let probe = worker.state.stop(deadline::after(now, stop_timeout));
-                    stopped.push((worker.pid, probe));
-                }
-            }
-        }
-        for (pid, probe) in stopped {
-            if let Some(probe) = probe {
-                self.signal_group(probe, nix::sys::signal::Signal::SIGKILL);
-            }
-            self.ask_to_stop(pid, stop_signal);
+        let starting: Vec<(u32, u32)> = self
+            .generations
+            .iter()
+            .flat_map(|g| {
+                g.workers
+                    .seconds()
+                    .filter(|w| w.state.is_starting())
+                    .map(move |w| (g.number, w.key()))
+            })
+            .collect();
+        for (number, key) in starting {
+            self.stop_worker(number, key, now);
         }
     }
 }
