@@ -13,8 +13,11 @@
 //! or keeps them).
 //!
 //! Memory is sampled by the event loop (`/proc` is not the supervisor's to
-//! read) and handed in with [`Supervisor::on_memory_samples`]; ages are
-//! worker timers, in the same index as every other worker deadline.
+//! read) and handed in with [`Supervisor::on_memory_samples`]. Age limits
+//! are worker timers with an index of their own: a passed one waits for
+//! room (a replacement running, an operation in progress) without being a
+//! deadline, so that it neither wakes the loop nor is walked over, and the
+//! earliest starts once there is room.
 
 use std::time::{Duration, Instant};
 
