@@ -179,7 +179,7 @@ impl NotifyDir {
         // Another sockvisor starting at this moment may take the new,
         // not yet locked directory for a leftover and remove it: then
         // make another.
-        for _ in 0..8 {
+        for _ in 0..32 {
             let name = format!(
                 "{NOTIFY_DIR_PREFIX}{}.{:016x}",
                 std::process::id(),
@@ -187,9 +187,18 @@ impl NotifyDir {
             );
             let path = base.join(name);
             fs::DirBuilder::new().mode(0o700).create(&path)?;
-            let dir = fs::File::open(&path)?;
-            let lock = Flock::lock(dir, FlockArg::LockExclusiveNonblock)
-                .map_err(|(_, errno)| io::Error::from(errno))?;
+            // Gone already, or locked by the one checking it for a
+            // leftover (who then removes it): make another.
+            let dir = match fs::File::open(&path) {
+                Ok(dir) => dir,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            let lock = match Flock::lock(dir, FlockArg::LockExclusiveNonblock) {
+                Ok(lock) => lock,
+                Err((_, nix::errno::Errno::EWOULDBLOCK)) => continue,
+                Err((_, errno)) => return Err(io::Error::from(errno)),
+            };
             let locked = lock.metadata()?;
             let still_there = fs::symlink_metadata(&path)
                 .is_ok_and(|m| (m.dev(), m.ino()) == (locked.dev(), locked.ino()));
@@ -448,5 +457,28 @@ mod tests {
         assert!(socket.exists());
         drop(other);
         drop(in_use);
+    }
+
+    #[test]
+    fn sockvisors_starting_together_never_fail_to_make_their_notify_directory() {
+        // Each start clears the directories nobody holds locked, and may
+        // take another's new one, not locked yet, for a leftover.
+        let dir = TestDir::new("notify-race");
+        let base = dir.path().to_path_buf();
+        let starts: Vec<_> = (0..4)
+            .map(|_| {
+                let base = base.clone();
+                std::thread::spawn(move || {
+                    (0..200)
+                        .filter_map(|_| NotifyDir::create(&base).err().map(|e| e.to_string()))
+                        .collect::<Vec<String>>()
+                })
+            })
+            .collect();
+        let failures: Vec<String> = starts
+            .into_iter()
+            .flat_map(|start| start.join().unwrap())
+            .collect();
+        assert_eq!(failures, Vec::<String>::new());
     }
 }

@@ -260,12 +260,38 @@ impl Sockvisor {
     }
 
     pub fn wait_for_log(&self, needle: &str) -> String {
-        wait_for(&format!("log line containing {needle:?}"), || {
-            let log = self.stderr();
-            log.lines()
-                .find(|line| line.contains(needle))
-                .map(str::to_string)
-        })
+        wait_for_explained(
+            &format!("log line containing {needle:?}"),
+            Duration::from_millis(5),
+            || {
+                let log = self.stderr();
+                log.lines()
+                    .find(|line| line.contains(needle))
+                    .map(str::to_string)
+            },
+            || {
+                let pid = self.pid();
+                let children: Vec<String> = children_of(pid)
+                    .iter()
+                    .map(|child| {
+                        fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default()
+                    })
+                    .collect();
+                let state = fs::read_to_string(format!("/proc/{pid}/status"))
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| l.starts_with("State") || l.starts_with("Sig"))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                let wchan = fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+                let syscall =
+                    fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+                format!(
+                    "sockvisor's log so far:\n{}\nits children: {children:#?}\nits state: {state}; waiting in {wchan}; syscall {syscall}",
+                    self.stderr()
+                )
+            },
+        )
     }
 
     /// Waits for the first "listening on tcp://ADDRESS" log line and returns
