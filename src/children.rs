@@ -23,6 +23,7 @@ use crate::fdstore::FdStore;
 use crate::listen::Listener;
 use crate::notify::NotifySocket;
 use crate::paths::NotifyDir;
+use crate::reaper::Reaper;
 use crate::spawn::{self, Command, SpawnError, SpawnRequest};
 use crate::supervisor::{Effect, Spawner};
 use crate::terminal::Terminal;
@@ -51,6 +52,8 @@ pub struct Children {
     pub run_as: Option<RunAs>,
     /// `--env-file`: read again for every worker started.
     pub env_files: Vec<EnvFile>,
+    /// Waits for every process started here (and every other child).
+    pub reaper: Reaper,
     /// What each generation's workers last read from the env files.
     environments: BTreeMap<u32, EnvironmentRecord>,
     notify: Vec<(u32, NotifySocket)>,
@@ -80,6 +83,7 @@ impl Children {
             environments: BTreeMap::new(),
             signal_group: false,
             fdstore: FdStore::default(),
+            reaper: Reaper::new(),
             notify: Vec::new(),
         }
     }
@@ -211,7 +215,7 @@ impl Spawner for Children {
             },
         ));
         let stored = self.fdstore.passed();
-        let pid = spawn::spawn(&SpawnRequest {
+        let spawned = spawn::spawn(&SpawnRequest {
             command: &self.command,
             listeners: &self.listeners,
             stored: &stored,
@@ -225,11 +229,13 @@ impl Spawner for Children {
             no_listen_pid: self.no_listen_pid,
             run_as: self.run_as.as_ref(),
             env_overrides: &env_overrides,
+            pidfd: self.reaper.wants_pidfd(),
         })?;
+        self.reaper.adopt(spawned.pid, spawned.pidfd);
         if let Some(notify) = notify {
             self.notify.push((generation, notify));
         }
-        Ok(pid)
+        Ok(spawned.pid)
     }
 
     fn spawn_probe(
@@ -246,7 +252,7 @@ impl Spawner for Children {
             ("SOCKVISOR_READY_PID".to_string(), target.to_string()),
             ("SOCKVISOR_GENERATION".to_string(), generation.to_string()),
         ];
-        spawn::spawn(&SpawnRequest {
+        let spawned = spawn::spawn(&SpawnRequest {
             command: &probe,
             listeners: &[],
             stored: &[],
@@ -256,7 +262,10 @@ impl Spawner for Children {
             no_listen_pid: false,
             run_as: self.run_as.as_ref(),
             env_overrides: &[],
-        })
+            pidfd: self.reaper.wants_pidfd(),
+        })?;
+        self.reaper.adopt(spawned.pid, spawned.pidfd);
+        Ok(spawned.pid)
     }
 }
 

@@ -32,9 +32,10 @@
 
 use std::ffi::{CString, OsStr, OsString};
 use std::fmt;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::errno::Errno;
 use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
@@ -197,10 +198,24 @@ pub struct SpawnRequest<'a> {
     /// Variables from `--env-file`: they replace sockvisor's own of the
     /// same name, and never the ones sockvisor sets for the child.
     pub env_overrides: &'a [(String, String)],
+    /// Ask for a pidfd of the child (see [`Spawned::pidfd`]).
+    pub pidfd: bool,
 }
 
-/// Starts the child and returns its pid once it has successfully `exec`ed.
-pub fn spawn(request: &SpawnRequest<'_>) -> Result<Pid, SpawnError> {
+/// A child that has `exec`ed.
+#[derive(Debug)]
+pub struct Spawned {
+    pub pid: Pid,
+    /// A pidfd for it, when one was asked for and the kernel gave one
+    /// (`CLONE_PIDFD`, Linux 5.2): for the reaper to wait on it alone.
+    pub pidfd: Option<OwnedFd>,
+}
+
+/// Set once the kernel has refused `CLONE_PIDFD`: it will refuse it again.
+static NO_CLONE_PIDFD: AtomicBool = AtomicBool::new(false);
+
+/// Starts the child and returns it once it has successfully `exec`ed.
+pub fn spawn(request: &SpawnRequest<'_>) -> Result<Spawned, SpawnError> {
     let path = resolve(&request.command.program)?;
     let mut plan = ExecPlan::new(&path, request);
 
@@ -214,32 +229,21 @@ pub fn spawn(request: &SpawnRequest<'_>) -> Result<Pid, SpawnError> {
         Some(&mut saved_mask),
     )
     .map_err(SpawnError::Fork)?;
-    let pid = CHILD_STACK.with(|cell| {
-        let mut cell = cell.borrow_mut();
-        if cell.is_none() {
-            *cell = Some(ChildStack::new()?);
+    let mut with_pidfd = request.pidfd && !NO_CLONE_PIDFD.load(Ordering::Relaxed);
+    let cloned = loop {
+        let cloned = clone_child(&mut plan, with_pidfd);
+        match cloned {
+            // Kernels before 5.2 do not know the flag; with every
+            // descriptor in use, there is none to give. Either way the
+            // child can still be started, and reaped the old way.
+            Err(Errno::EINVAL) if with_pidfd => NO_CLONE_PIDFD.store(true, Ordering::Relaxed),
+            Err(Errno::EMFILE | Errno::ENFILE) if with_pidfd => {}
+            _ => break cloned,
         }
-        let Some(stack) = cell.as_ref() else {
-            return Err(Errno::ENOMEM);
-        };
-        let plan_ptr: *mut ExecPlan = &mut plan;
-        // SAFETY: sockvisor is single-threaded. The child shares this
-        // memory (CLONE_VM) and runs `run_child` on `stack`, making only
-        // async-signal-safe calls on the plan prepared above, which it
-        // alone uses until it execs or exits: CLONE_VFORK suspends this
-        // thread until then, so the plan and the stack outlive its use.
-        let pid = unsafe {
-            libc::clone(
-                run_child,
-                stack.top(),
-                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-                plan_ptr.cast(),
-            )
-        };
-        if pid < 0 { Err(Errno::last()) } else { Ok(pid) }
-    });
+        with_pidfd = false;
+    };
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&saved_mask), None);
-    let pid = Pid::from_raw(pid.map_err(SpawnError::Fork)?);
+    let (pid, pidfd) = cloned.map_err(SpawnError::Fork)?;
     // `clone` returned, so the child has exec'd, or failed and exited
     // leaving the reason in the plan it shared. (It also made its own
     // process group before either.)
@@ -247,13 +251,62 @@ pub fn spawn(request: &SpawnRequest<'_>) -> Result<Pid, SpawnError> {
     // uses; volatile because the child wrote it behind the compiler's back.
     let errno = unsafe { std::ptr::read_volatile(&plan.exec_errno) };
     if errno == 0 {
-        Ok(pid)
+        Ok(Spawned { pid, pidfd })
     } else {
+        // The child has exited; its SIGCHLD brings the reaper's sweep to it
+        // (closing its pidfd here leaves it to that).
         Err(SpawnError::Exec {
             path,
             errno: Errno::from_raw(errno),
         })
     }
+}
+
+/// One `clone` of the child, `vfork`-style and sharing sockvisor's
+/// descriptor table until the child makes its own (`CLONE_FILES`, see
+/// `ExecPlan::exec_in_child`), with a pidfd for it if `with_pidfd`.
+/// Returns once the child has exec'd or exited.
+fn clone_child(plan: &mut ExecPlan, with_pidfd: bool) -> Result<(Pid, Option<OwnedFd>), Errno> {
+    CHILD_STACK.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if cell.is_none() {
+            *cell = Some(ChildStack::new()?);
+        }
+        let Some(stack) = cell.as_ref() else {
+            return Err(Errno::ENOMEM);
+        };
+        let plan_ptr: *mut ExecPlan = plan;
+        let mut pidfd: libc::c_int = -1;
+        let mut flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_FILES | libc::SIGCHLD;
+        if with_pidfd {
+            flags |= libc::CLONE_PIDFD;
+        }
+        // SAFETY: sockvisor is single-threaded. The child shares this
+        // memory (CLONE_VM) and runs `run_child` on `stack`, making only
+        // async-signal-safe calls on the plan prepared above, which it
+        // alone uses until it execs or exits: CLONE_VFORK suspends this
+        // thread until then, so the plan and the stack outlive its use.
+        // It shares the descriptor table too (CLONE_FILES) until its first
+        // call makes it a copy of its own, before it changes any
+        // descriptor. With CLONE_PIDFD the kernel writes the new pidfd to
+        // `pidfd` (the parent-tid argument), which outlives the call.
+        let pid = unsafe {
+            libc::clone(
+                run_child,
+                stack.top(),
+                flags,
+                plan_ptr.cast(),
+                &mut pidfd as *mut libc::c_int,
+            )
+        };
+        if pid < 0 {
+            return Err(Errno::last());
+        }
+        // SAFETY: with CLONE_PIDFD and success, the kernel made `pidfd` a
+        // new descriptor (close-on-exec) that nothing else owns.
+        let pidfd = (with_pidfd && pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd) });
+        Ok((Pid::from_raw(pid), pidfd))
+    })
 }
 
 thread_local! {
@@ -353,6 +406,9 @@ struct ExecPlan {
     exec_errno: i32,
     /// The terminal to take as foreground group, or -1.
     terminal_fd: RawFd,
+    /// One above the highest descriptor the child uses: its copy of the
+    /// descriptor table need hold nothing from here up.
+    keep_below: RawFd,
     /// uid, gid and supplementary groups to take, with `--user`.
     identity: Option<(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)>,
     parent: libc::pid_t,
@@ -488,6 +544,13 @@ impl ExecPlan {
             _own_pid_slots: own_pid_slots,
             pid_slots,
             moved_fds: vec![-1; listener_fds.len()],
+            keep_below: listener_fds
+                .iter()
+                .copied()
+                .chain([libc::STDERR_FILENO, request.terminal.unwrap_or(-1)])
+                .max()
+                .unwrap_or(libc::STDERR_FILENO)
+                + 1,
             listener_fds,
             exec_errno: 0,
             terminal_fd: request.terminal.unwrap_or(-1),
@@ -506,6 +569,7 @@ impl ExecPlan {
         // descriptors and memory this process owns; the pointers come from
         // CStrings and slots that live in `self`, which outlives the exec.
         unsafe {
+            self.own_descriptor_table();
             libc::setpgid(0, 0);
             if self.terminal_fd >= 0 {
                 // Every signal is still blocked, so taking the terminal from
@@ -563,6 +627,32 @@ impl ExecPlan {
                 self.envp_ptrs.as_ptr(),
             );
             self.fail(Errno::last_raw());
+        }
+    }
+
+    /// Stops sharing sockvisor's descriptor table (`CLONE_FILES`): makes
+    /// the child a table of its own holding only the descriptors below
+    /// `keep_below`, the only ones it uses (everything above is
+    /// close-on-exec, or made so before `exec`). Copying just those keeps
+    /// a spawn's cost independent of how many descriptors sockvisor holds:
+    /// a pidfd per worker would otherwise make every spawn O(N).
+    ///
+    /// # Safety
+    /// Call only in the child, before it changes any descriptor.
+    unsafe fn own_descriptor_table(&mut self) {
+        // SAFETY: close_range and unshare change only this process's
+        // descriptor table, which they first make its own.
+        unsafe {
+            let copied_up_to = libc::syscall(
+                libc::SYS_close_range,
+                self.keep_below as libc::c_uint,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_UNSHARE,
+            );
+            // Kernels before 5.9: a copy of the whole table.
+            if copied_up_to != 0 && libc::unshare(libc::CLONE_FILES) != 0 {
+                self.fail(Errno::last_raw());
+            }
         }
     }
 

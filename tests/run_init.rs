@@ -101,3 +101,40 @@ fn as_pid_1_it_reaps_orphans_and_stops_on_sigterm() {
     unsafe { libc::kill(init_host_pid, libc::SIGTERM) };
     assert_eq!(sockvisor.wait_exit(), 0, "graceful stop as PID 1");
 }
+
+/// Each worker has a child of its own in its process group, and the test
+/// kills the groups all at once: the orphans' exits come together with the
+/// workers', and their `SIGCHLD`s merge with the workers' (which sockvisor
+/// also learns of by pidfd). Every orphan is still reaped, and no zombie
+/// is left.
+#[test]
+fn orphans_that_die_with_their_workers_are_reaped_too() {
+    const WORKERS: usize = 16;
+    let dir = TestDir::new("orphans-with-workers");
+    let mut command = Command::new(sockvisor_bin());
+    command
+        .args(["run", "--ready", "now", "--workers", &WORKERS.to_string()])
+        .args(["--restart", "always", "--restart-delay", "1h", "--"])
+        .args(["sh", "-c", "sleep 600 & exec sleep 600"]);
+    let mut sockvisor = Sockvisor::spawn(dir, command);
+    let groups: Vec<(i32, i32)> = wait_for("every worker with its child", || {
+        let workers = children_of(sockvisor.pid());
+        let groups: Vec<(i32, i32)> = workers
+            .iter()
+            .filter_map(|w| Some((*w, *children_of(*w).first()?)))
+            .collect();
+        (groups.len() == WORKERS).then_some(groups)
+    });
+    for (worker, _) in &groups {
+        // SAFETY: kill has no memory preconditions; a worker is the
+        // leader of its own process group.
+        unsafe { libc::kill(-worker, libc::SIGKILL) };
+    }
+    wait_for("every worker and orphan gone, no zombie left", || {
+        let gone = groups
+            .iter()
+            .all(|(worker, child)| !process_alive(*worker as i64) && !process_alive(*child as i64));
+        (gone && zombie_children(sockvisor.pid()).is_empty()).then_some(())
+    });
+    assert!(sockvisor.is_running(), "sockvisor waits to restart them");
+}

@@ -320,3 +320,88 @@ fn scale_up_and_down_under_load_fails_no_request() {
     sockvisor.signal(libc::SIGTERM);
     assert_eq!(sockvisor.wait_exit(), 0);
 }
+
+/// sockvisor's pidfds: its descriptors that are one.
+fn pidfds_of(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| {
+                    std::fs::read_link(e.path())
+                        .is_ok_and(|target| target.to_string_lossy() == "anon_inode:[pidfd]")
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Under a tight `ulimit -n`, sockvisor keeps pidfds for only some of its
+/// workers (it leaves descriptors for everything else) and reaps the others
+/// by `waitpid(-1)`: every exit is still seen, whichever way it comes.
+#[test]
+fn with_pidfds_for_only_some_workers_every_exit_is_still_seen() {
+    const WORKERS: usize = 64;
+    let mut sockvisor = Sockvisor::start_with(
+        "few-pidfds",
+        |command| {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe and touches only the
+            // child's own limits.
+            unsafe {
+                command.pre_exec(|| {
+                    let limit = libc::rlimit {
+                        rlim_cur: 300,
+                        rlim_max: 300,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        },
+        &[
+            "run",
+            "--ready",
+            "now",
+            "--workers",
+            "64",
+            "--restart",
+            "always",
+            "--",
+            "sleep",
+            "600",
+        ],
+    );
+    let first: Vec<i32> = wait_for("every worker to start", || {
+        let workers = children_of(sockvisor.pid());
+        (workers.len() == WORKERS).then_some(workers)
+    });
+    let watched = pidfds_of(sockvisor.pid());
+    assert!(
+        watched > 0 && watched < WORKERS,
+        "{watched} of {WORKERS} workers have a pidfd"
+    );
+    for worker in &first {
+        // SAFETY: kill has no memory preconditions.
+        unsafe { libc::kill(*worker, libc::SIGKILL) };
+    }
+    // Each killed worker is seen to exit, and the workers are started
+    // again (as a new generation: all of them ended).
+    let status = wait_for("every worker to be started again", || {
+        let status = status_json(&sockvisor);
+        status["generations"][0]["workers"].as_array()?;
+        let pids: BTreeSet<i64> = worker_pids(&status, 0).into_iter().collect();
+        let replaced = pids.len() == WORKERS
+            && first.iter().all(|old| !pids.contains(&(*old as i64)))
+            && pids.iter().all(|pid| process_alive(*pid));
+        replaced.then_some(status)
+    });
+    assert!(zombie_children(sockvisor.pid()).is_empty(), "{status}");
+    assert!(sockvisor.client(&["stop"]).status.success());
+    assert_eq!(sockvisor.wait_exit(), 0);
+    for pid in worker_pids(&status, 0) {
+        assert!(!process_alive(pid), "pid {pid} still runs");
+    }
+}

@@ -25,7 +25,7 @@ use crate::metrics::MetricsServer;
 use crate::notify::NotifyMessage;
 use crate::notify::sender::{self, AckRefusal};
 use crate::pidfile::PidFile;
-use crate::reaper;
+use crate::reaper::Exit;
 use crate::reexec;
 use crate::service_notify::{ServiceNotifier, ServiceState};
 use crate::signals::{self, Meaning, SignalSource, parse_signal};
@@ -74,6 +74,8 @@ pub(super) struct PendingReexec {
 /// What one `poll` reported.
 struct Readiness {
     signals: bool,
+    /// A watched child exited (the reaper's pidfds).
+    exited: bool,
     control: Vec<Option<PollFlags>>,
     /// The metrics endpoint's listener and connections, when it serves.
     metrics: Vec<Option<PollFlags>>,
@@ -182,6 +184,12 @@ impl EventLoop {
                     self.on_signal(signal, now);
                 }
             }
+            // After the signals, as `SIGCHLD` is: a stop request that came
+            // with an exit is seen first.
+            if ready.exited {
+                let exits = self.supervisor.processes_mut().reaper.reap_ready();
+                self.on_exits(exits, now);
+            }
             if ready.watched
                 && let Some(watcher) = &mut self.watcher
             {
@@ -200,6 +208,8 @@ impl EventLoop {
                 self.serve_metrics(&ready.metrics, now);
             }
             let now = Instant::now();
+            let exits = self.supervisor.processes_mut().reaper.on_tick(now);
+            self.on_exits(exits, now);
             self.supervisor.on_tick(now);
             self.control.on_tick(now);
             if let Some(metrics) = &mut self.metrics {
@@ -279,6 +289,7 @@ impl EventLoop {
             self.watcher.as_ref().and_then(Watcher::next_deadline),
             self.metrics.as_ref().and_then(MetricsServer::next_deadline),
             self.memory_sample_at,
+            self.supervisor.processes().reaper.next_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -288,6 +299,10 @@ impl EventLoop {
         let notify_fds = self.supervisor.processes().notify_fds();
         let stored = self.supervisor.processes().fdstore.polled();
         let mut fds = vec![PollFd::new(self.signals.fd(), PollFlags::POLLIN)];
+        let reaper_fd = self.supervisor.processes().reaper.fd();
+        let exited_at = fds.len();
+        fds.extend(reaper_fd.map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
+        let control_at = fds.len();
         fds.extend(
             control_fds
                 .into_iter()
@@ -329,13 +344,14 @@ impl EventLoop {
         let readable = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
         Readiness {
             signals: readable(&fds[0]),
-            control: fds[1..1 + control_count]
+            exited: reaper_fd.is_some() && readable(&fds[exited_at]),
+            control: fds[control_at..control_at + control_count]
                 .iter()
                 .map(PollFd::revents)
                 .collect(),
             notify: notify_fds
                 .iter()
-                .zip(&fds[1 + control_count..])
+                .zip(&fds[control_at + control_count..])
                 .filter(|(_, fd)| readable(fd))
                 .map(|((generation, _), _)| *generation)
                 .collect(),
@@ -363,21 +379,8 @@ impl EventLoop {
         let serves_sockets = !self.supervisor.processes().listeners.is_empty();
         match signals::meaning(signal) {
             Meaning::Reap => {
-                for exit in reaper::reap_all() {
-                    // Whose process it was: the re-exec check is the
-                    // loop's own; a worker or probe is the supervisor's
-                    // (by its pid index); anything else is an orphan,
-                    // which the supervisor logs.
-                    let is_check = self
-                        .pending_reexec
-                        .as_ref()
-                        .is_some_and(|p| p.check == exit.pid);
-                    if is_check {
-                        self.on_reexec_check(exit.status, now);
-                    } else {
-                        self.supervisor.on_exit(exit, now);
-                    }
-                }
+                let exits = self.supervisor.processes_mut().reaper.on_sigchld(now);
+                self.on_exits(exits, now);
             }
             Meaning::Stop => {
                 self.supervisor
@@ -391,6 +394,24 @@ impl EventLoop {
             // configuration) is the server's.
             Meaning::Upgrade | Meaning::Forward => self.forward(signal, &name),
             Meaning::Untouched(_) => {}
+        }
+    }
+
+    /// Dispatches what the reaper collected. Whose process it was: the
+    /// re-exec check is the loop's own; a worker or probe is the
+    /// supervisor's (by its pid index); anything else is an orphan, which
+    /// the supervisor logs.
+    fn on_exits(&mut self, exits: Vec<Exit>, now: Instant) {
+        for exit in exits {
+            let is_check = self
+                .pending_reexec
+                .as_ref()
+                .is_some_and(|p| p.check == exit.pid);
+            if is_check {
+                self.on_reexec_check(exit.status, now);
+            } else {
+                self.supervisor.on_exit(exit, now);
+            }
         }
     }
 

@@ -77,9 +77,15 @@ impl EventLoop {
             run_as: None,
             env_overrides: &[],
             no_listen_pid: true,
+            pidfd: self.supervisor.processes().reaper.wants_pidfd(),
         };
         match spawn::spawn(&request) {
-            Ok(pid) => {
+            Ok(spawned) => {
+                let pid = spawned.pid;
+                self.supervisor
+                    .processes_mut()
+                    .reaper
+                    .adopt(pid, spawned.pidfd);
                 challenge.given();
                 tracing::info!("re-exec: checking {} (pid {pid})", binary.display());
                 self.control.progress(

@@ -275,7 +275,16 @@ pub fn restore(state: &State, now: Instant) -> Result<Restored, String> {
     children.terminal = state
         .terminal_group
         .map(|group| Terminal::adopt(Pid::from_raw(group)));
-    let supervisor = Supervisor::restore(&state.supervisor, children, now)?;
+    let mut supervisor = Supervisor::restore(&state.supervisor, children, now)?;
+    // The old program's pidfds closed at the exec: wait on every process
+    // by a pidfd of this one's, and sweep once for anything else that
+    // exited across the exec.
+    let pids = supervisor.process_pids();
+    let reaper = &mut supervisor.processes_mut().reaper;
+    for pid in pids {
+        reaper.adopt_running(pid);
+    }
+    reaper.sweep_at(now);
     Ok(Restored {
         supervisor,
         control,

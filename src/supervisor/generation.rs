@@ -535,6 +535,11 @@ impl Workers {
         self.index.by_pid.get(&pid).copied()
     }
 
+    /// The pids of the readiness probes running.
+    pub fn probe_pids(&self) -> impl Iterator<Item = Pid> + '_ {
+        self.index.by_probe.keys().copied()
+    }
+
     /// The key of the worker whose readiness probe runs as `pid`.
     pub fn index_of_probe(&self, pid: Pid) -> Option<u32> {
         self.index.by_probe.get(&pid).copied()

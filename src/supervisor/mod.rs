@@ -478,6 +478,20 @@ impl<P: Spawner> Supervisor<P> {
             .unwrap_or_default()
     }
 
+    /// The pid of every process of the supervisor's: each generation's
+    /// workers and running readiness probes.
+    pub fn process_pids(&self) -> Vec<Pid> {
+        self.generations
+            .iter()
+            .flat_map(|g| {
+                g.workers
+                    .iter()
+                    .map(|w| w.pid)
+                    .chain(g.workers.probe_pids())
+            })
+            .collect()
+    }
+
     /// Which of the supervisor's processes `pid` is: a worker or a
     /// worker's readiness probe; `None` for any other process (an orphan).
     /// One lookup per generation in its pid indexes, O(log N) each.
