@@ -279,6 +279,17 @@ impl SignalSource {
         self.wake_read.as_fd()
     }
 
+    /// Whether a signal came since the last [`take`](Self::take), as its
+    /// handler's flag says: true also when the handler ran just as `poll`
+    /// returned, after `poll` had looked at the pipe. Reading the flags
+    /// costs no system call, and acting on them at once saves the wake-up
+    /// the pipe's byte would cause next.
+    pub fn any_pending(&self) -> bool {
+        self.flags
+            .iter()
+            .any(|(_, flag)| flag.load(Ordering::SeqCst))
+    }
+
     /// Drains the wake-up pipe and returns the signals seen since the last
     /// call, `SIGCHLD` last so exits are reaped after stop requests.
     pub fn take(&mut self) -> Vec<i32> {

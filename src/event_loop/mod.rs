@@ -179,7 +179,10 @@ impl EventLoop {
             for generation in ready.notify {
                 self.on_notify(generation, now);
             }
-            if ready.signals {
+            // A child's exit wakes `poll` through its pidfd, and the
+            // `SIGCHLD` handler runs as `poll` returns: seen by its flag,
+            // both are dealt with in this one wake-up.
+            if ready.signals || self.signals.any_pending() {
                 for signal in self.signals.take() {
                     self.on_signal(signal, now);
                 }
