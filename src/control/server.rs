@@ -163,8 +163,9 @@ impl ControlServer {
             .map(|c| std::os::fd::AsRawFd::as_raw_fd(&c.stream))
     }
 
-    /// Before a re-exec: every client but `keep` gets a final answer now
-    /// (best effort, the write does not wait).
+    /// Before a re-exec: every client but `keep` gets a final answer now,
+    /// and every queued line is written (best effort, the write does not
+    /// wait).
     pub fn close_for_reexec(&mut self, keep: ConnectionId) {
         for connection in &mut self.connections {
             // One that has its result already gets no second one.
@@ -173,8 +174,10 @@ impl ControlServer {
                     ErrorKind::Busy,
                     "sockvisor is re-executing itself; try again",
                 ));
-                connection.flush();
             }
+            // The requester's progress lines too: its connection is handed
+            // over, what is queued here is not.
+            connection.flush();
         }
     }
 
@@ -451,6 +454,16 @@ impl ControlServer {
     fn sweep(&mut self) {
         self.connections.retain(|c| !c.is_done());
     }
+
+    /// Writes every client's queued replies (as far as each socket takes
+    /// them without waiting) and lets go of the clients that are done.
+    /// The event loop calls it before each sleep.
+    pub fn flush(&mut self) {
+        for connection in &mut self.connections {
+            connection.flush();
+        }
+        self.sweep();
+    }
 }
 
 impl Connection {
@@ -527,12 +540,17 @@ impl Connection {
         self.dead || (self.state == State::Closing && self.output.is_empty())
     }
 
+    /// Queues `reply`; [`ControlServer::flush`] writes what is queued,
+    /// once per turn of the loop, so that the lines one event brings go
+    /// out in one write.
     fn send(&mut self, reply: &Reply) {
         if self.dead {
             return;
         }
         self.output.extend_from_slice(&reply.to_line());
-        self.flush();
+        if self.output.len() > MAX_QUEUED_OUTPUT {
+            self.flush();
+        }
         if self.output.len() > MAX_QUEUED_OUTPUT {
             tracing::debug!(
                 "control client {} does not read its replies; dropped",

@@ -166,6 +166,7 @@ impl EventLoop {
         }
         loop {
             self.carry_out_effects();
+            self.control.flush();
             self.tell_service_manager();
             if let Some(code) = self.supervisor.exit_code() {
                 self.control.close_for_exit(code);
