@@ -1,14 +1,16 @@
 //! What sockvisor does to its own process at start-up so that it can act as
-//! an init: sane stdio, no inherited signal mask, and the right to reap
-//! orphans.
+//! an init: sane stdio, no inherited signal mask, the right to reap
+//! orphans, and room for a descriptor per child.
 //!
 //! It must not start children or touch sockets; see `spawn` and `listen`.
 
 use std::os::fd::IntoRawFd;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::fcntl::{OFlag, open};
 use nix::sys::prctl;
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
 use nix::sys::stat::Mode;
 use nix::unistd::getpid;
@@ -61,4 +63,31 @@ pub fn become_reaper() -> ReaperRole {
             ReaperRole::None
         }
     }
+}
+
+/// The soft `RLIMIT_NOFILE` sockvisor was started with, when it raised its
+/// own (0: not raised). Its children get this one back before `exec`.
+static CHILDREN_OPEN_FILES: AtomicU64 = AtomicU64::new(0);
+
+/// Raises sockvisor's own soft limit on open files to the hard limit, as
+/// systemd advises for a program that needs many descriptors: sockvisor
+/// holds a pidfd per child. `started_with` is the soft limit to give the
+/// children (after a re-exec, the one the first program was started
+/// with); by default the current one. The children get it back, so a
+/// server that uses `select(2)` still sees the limit it was started under.
+pub fn raise_open_file_limit(started_with: Option<u64>) {
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let original = started_with.unwrap_or(soft).min(hard);
+    if original < hard && (soft >= hard || setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok()) {
+        CHILDREN_OPEN_FILES.store(original, Ordering::Relaxed);
+    }
+}
+
+/// The soft limit on open files to give a child, if it differs from
+/// sockvisor's own (see [`raise_open_file_limit`]).
+pub fn children_open_file_limit() -> Option<u64> {
+    let limit = CHILDREN_OPEN_FILES.load(Ordering::Relaxed);
+    (limit != 0).then_some(limit)
 }

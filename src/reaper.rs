@@ -217,7 +217,10 @@ impl Reaper {
                     other => break other,
                 }
             };
-            let _ = epoll.delete(&pidfd);
+            // Closing the pidfd takes it out of the epoll instance: no
+            // other descriptor refers to it (children get none, and a
+            // child's copy during its exec is gone before it matters: an
+            // event for a pid no longer watched is skipped above).
             drop(pidfd);
             match status.ok().and_then(exit_of) {
                 Some(exit) => {

@@ -239,6 +239,7 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
         ),
         None => None,
     };
+    init::raise_open_file_limit(None);
     if init::become_reaper() == ReaperRole::Pid1 {
         tracing::debug!("running as PID 1: reaping every orphan in this namespace");
     }
@@ -353,6 +354,7 @@ pub fn resume(inherited: reexec::Inherited) -> Result<i32, RunError> {
     if let Err(why) = reexec::capture::validate(&state) {
         reexec::fall_back(handover, &why);
     }
+    init::raise_open_file_limit(state.children_open_files);
     let now = Instant::now();
     let restored = reexec::capture::restore(&state, now).map_err(RunError::Setup)?;
     reexec::exec::own_descriptors(&state);

@@ -409,6 +409,10 @@ struct ExecPlan {
     /// One above the highest descriptor the child uses: its copy of the
     /// descriptor table need hold nothing from here up.
     keep_below: RawFd,
+    /// The limit on open files sockvisor was started with, when it raised
+    /// its own (`init::raise_open_file_limit`): the child's again.
+    /// (The kernel's `struct rlimit64`: soft, then hard.)
+    open_files: Option<[u64; 2]>,
     /// uid, gid and supplementary groups to take, with `--user`.
     identity: Option<(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)>,
     parent: libc::pid_t,
@@ -552,6 +556,12 @@ impl ExecPlan {
                 .unwrap_or(libc::STDERR_FILENO)
                 + 1,
             listener_fds,
+            open_files: crate::init::children_open_file_limit().and_then(|soft| {
+                let (_, hard) =
+                    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+                        .ok()?;
+                Some([soft, hard])
+            }),
             exec_errno: 0,
             terminal_fd: request.terminal.unwrap_or(-1),
             identity: request.run_as.map(|r| (r.uid, r.gid, r.groups.clone())),
@@ -570,6 +580,18 @@ impl ExecPlan {
         // CStrings and slots that live in `self`, which outlives the exec.
         unsafe {
             self.own_descriptor_table();
+            if let Some(limit) = &self.open_files {
+                // Lowering a soft limit needs no privilege; a failure
+                // leaves the child sockvisor's higher one, which is
+                // harmless.
+                libc::syscall(
+                    libc::SYS_prlimit64,
+                    0,
+                    libc::RLIMIT_NOFILE,
+                    limit.as_ptr(),
+                    std::ptr::null_mut::<u64>(),
+                );
+            }
             libc::setpgid(0, 0);
             if self.terminal_fd >= 0 {
                 // Every signal is still blocked, so taking the terminal from

@@ -398,3 +398,54 @@ fn sigkill_during_a_reexec_leaves_nothing_running() {
         std::net::TcpListener::bind(&address).ok().map(drop)
     });
 }
+
+/// The soft limit on open files that process `pid` runs under.
+fn open_files_limit(pid: i64) -> u64 {
+    let limits = fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    line.split_whitespace().nth(3).unwrap().parse().unwrap()
+}
+
+/// sockvisor raises its own soft limit on open files to the hard one (it
+/// holds a descriptor per child), and every child, before and after a
+/// re-exec, runs under the limit sockvisor was started with.
+#[test]
+fn children_keep_the_open_file_limit_sockvisor_was_started_with() {
+    let dir = TestDir::new("open-files");
+    let mut command = Command::new(sockvisor_bin());
+    command
+        .args(["run", "--listen", "127.0.0.1:0", "--"])
+        .args(Sockvisor::probe_args(&dir.path));
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setrlimit is async-signal-safe and changes only the child's
+    // own limits.
+    unsafe {
+        command.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 256,
+                rlim_max: 4096,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let sockvisor = Sockvisor::spawn(dir, command);
+    let first = sockvisor.report(1)["pid"].as_i64().unwrap();
+    assert_eq!(open_files_limit(sockvisor.pid() as i64), 4096);
+    assert_eq!(open_files_limit(first), 256);
+    let output = reexec(
+        &sockvisor,
+        &copy_of_sockvisor(&sockvisor.dir, "sockvisor-new"),
+    );
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(open_files_limit(sockvisor.pid() as i64), 4096);
+    let upgrade = sockvisor.client(&["upgrade", "--timeout", "20s"]);
+    assert!(upgrade.status.success(), "{upgrade:?}");
+    let second = sockvisor.report(2)["pid"].as_i64().unwrap();
+    assert_eq!(open_files_limit(second), 256, "after the re-exec too");
+}

@@ -56,6 +56,7 @@ pub fn capture(
         watch: watcher.map(|w| w.paths.clone()).unwrap_or_default(),
         watch_ignore: watcher.map(|w| w.ignore.clone()).unwrap_or_default(),
         watch_delay: watcher.map(|w| w.delay).unwrap_or_default(),
+        children_open_files: crate::init::children_open_file_limit(),
         version: STATE_VERSION,
         program_version: env!("CARGO_PKG_VERSION").into(),
         started_from: super::started_from(),

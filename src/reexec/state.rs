@@ -66,6 +66,11 @@ pub struct State {
     pub watch_ignore: Vec<String>,
     #[serde(default)]
     pub watch_delay: std::time::Duration,
+    /// The soft limit on open files the first program was started with,
+    /// when sockvisor raised its own (see `init::raise_open_file_limit`):
+    /// still the children's.
+    #[serde(default)]
+    pub children_open_files: Option<u64>,
 }
 
 /// The digest of the env files a generation read, and when.
