@@ -106,21 +106,25 @@ const RESERVED_FDS: u64 = 256;
 
 impl Reaper {
     pub fn new() -> Reaper {
-        let epoll = match Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC) {
-            Ok(epoll) => Some(epoll),
-            Err(errno) => {
+        let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .map_or(1024, |(soft, _)| soft);
+        let budget = usize::try_from(limit.saturating_sub(RESERVED_FDS)).unwrap_or(usize::MAX);
+        // Under a limit too tight for any pidfd, not even the epoll
+        // descriptor is taken.
+        let epoll = match (budget > 0).then(|| Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)) {
+            Some(Ok(epoll)) => Some(epoll),
+            Some(Err(errno)) => {
                 tracing::debug!("epoll unavailable ({errno}): children are reaped by sweeps");
                 None
             }
+            None => None,
         };
-        let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-            .map_or(1024, |(soft, _)| soft);
         Reaper {
             epoll,
             watched: BTreeMap::new(),
             unwatched: BTreeSet::new(),
             sweeps: SweepPolicy::default(),
-            budget: usize::try_from(limit.saturating_sub(RESERVED_FDS)).unwrap_or(usize::MAX),
+            budget,
         }
     }
 

@@ -321,24 +321,6 @@ fn status_check_says_serving_however_many_idle_clients_are_connected() {
     drop(idle);
 }
 
-/// Runs `command` with at most `limit` open descriptors (`ulimit -n`).
-fn with_descriptor_limit(command: &mut Command, limit: u64) {
-    // SAFETY: setrlimit is async-signal-safe; it runs in the forked child
-    // before exec and touches no memory of the parent.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(command, move || {
-            let limit = libc::rlimit {
-                rlim_cur: limit,
-                rlim_max: limit,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
-
 /// CPU time (user + system) a process has used, in clock ticks.
 fn cpu_ticks(pid: i32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
@@ -353,7 +335,7 @@ fn out_of_descriptors_the_loop_rests_and_recovers_when_clients_leave() {
     command
         .args(["run", "--listen", "127.0.0.1:0", "--"])
         .args(Sockvisor::probe_args(&dir.path));
-    with_descriptor_limit(&mut command, 30);
+    limit_open_files(&mut command, 30, 30);
     let sockvisor = Sockvisor::spawn(dir, command);
     let report = sockvisor.report(1);
     let idle = idle_clients(&sockvisor, 40);
@@ -390,7 +372,7 @@ fn sockvisor_starts_and_serves_with_a_small_descriptor_limit() {
     command
         .args(["run", "--listen", "127.0.0.1:0", "--"])
         .args(Sockvisor::probe_args(&dir.path));
-    with_descriptor_limit(&mut command, 20);
+    limit_open_files(&mut command, 20, 20);
     let sockvisor = Sockvisor::spawn(dir, command);
     let report = sockvisor.report(1);
     assert!(http_get_tcp(&reported_address(&report, 3)).is_ok());

@@ -419,21 +419,7 @@ fn children_keep_the_open_file_limit_sockvisor_was_started_with() {
     command
         .args(["run", "--listen", "127.0.0.1:0", "--"])
         .args(Sockvisor::probe_args(&dir.path));
-    use std::os::unix::process::CommandExt;
-    // SAFETY: setrlimit is async-signal-safe and changes only the child's
-    // own limits.
-    unsafe {
-        command.pre_exec(|| {
-            let limit = libc::rlimit {
-                rlim_cur: 256,
-                rlim_max: 4096,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    limit_open_files(&mut command, 256, 4096);
     let sockvisor = Sockvisor::spawn(dir, command);
     let first = sockvisor.report(1)["pid"].as_i64().unwrap();
     assert_eq!(open_files_limit(sockvisor.pid() as i64), 4096);

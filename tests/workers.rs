@@ -344,23 +344,7 @@ fn with_pidfds_for_only_some_workers_every_exit_is_still_seen() {
     const WORKERS: usize = 64;
     let mut sockvisor = Sockvisor::start_with(
         "few-pidfds",
-        |command| {
-            use std::os::unix::process::CommandExt;
-            // SAFETY: setrlimit is async-signal-safe and touches only the
-            // child's own limits.
-            unsafe {
-                command.pre_exec(|| {
-                    let limit = libc::rlimit {
-                        rlim_cur: 300,
-                        rlim_max: 300,
-                    };
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        },
+        |command| limit_open_files(command, 300, 300),
         &[
             "run",
             "--ready",

@@ -485,6 +485,25 @@ pub fn zombie_children(parent: i32) -> Vec<i32> {
     zombies
 }
 
+/// Starts `command` under `ulimit -n` `soft` (and `-Hn` `hard`).
+pub fn limit_open_files(command: &mut Command, soft: u64, hard: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setrlimit is async-signal-safe and changes only the child's
+    // own limits.
+    unsafe {
+        command.pre_exec(move || {
+            let limit = libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: hard,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Host pids of the children of `parent`.
 pub fn children_of(parent: i32) -> Vec<i32> {
     fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
