@@ -29,6 +29,13 @@
 //! each of N workers. sockvisor waits (suspended by the kernel) only until
 //! the child has exec'd; it never waits for a child to exit: exits are the
 //! reaper's business.
+//!
+//! The child shares sockvisor's descriptor table too (`CLONE_FILES`), and
+//! its first call makes it a copy of only the descriptors it uses (below
+//! the highest listener, stored descriptor or terminal): sockvisor holds a
+//! pidfd per child, and copying them all would make every spawn O(N). If
+//! the system refuses that call (a seccomp filter), the child exits before
+//! touching anything and every later child is cloned with a full copy.
 
 use std::ffi::{CString, OsStr, OsString};
 use std::fmt;
@@ -214,6 +221,14 @@ pub struct Spawned {
 /// Set once the kernel has refused `CLONE_PIDFD`: it will refuse it again.
 static NO_CLONE_PIDFD: AtomicBool = AtomicBool::new(false);
 
+/// Set once a child could not make its own copy of the descriptor table
+/// it shared (`CLONE_FILES`): children are then cloned with a copy.
+static NO_SHARED_FILES: AtomicBool = AtomicBool::new(false);
+
+/// Test-only: a child behaves as if neither `close_range` nor `unshare`
+/// were allowed, as under a seccomp filter that refuses both.
+const TEST_NO_UNSHARE_VAR: &str = "SOCKVISOR_TEST_SPAWN_CANNOT_UNSHARE";
+
 /// Starts the child and returns it once it has successfully `exec`ed.
 pub fn spawn(request: &SpawnRequest<'_>) -> Result<Spawned, SpawnError> {
     let path = resolve(&request.command.program)?;
@@ -231,6 +246,7 @@ pub fn spawn(request: &SpawnRequest<'_>) -> Result<Spawned, SpawnError> {
     .map_err(SpawnError::Fork)?;
     let mut with_pidfd = request.pidfd && !NO_CLONE_PIDFD.load(Ordering::Relaxed);
     let cloned = loop {
+        plan.shares_files = !NO_SHARED_FILES.load(Ordering::Relaxed);
         let cloned = clone_child(&mut plan, with_pidfd);
         match cloned {
             // Kernels before 5.2 do not know the flag; with every
@@ -238,6 +254,22 @@ pub fn spawn(request: &SpawnRequest<'_>) -> Result<Spawned, SpawnError> {
             // child can still be started, and reaped the old way.
             Err(Errno::EINVAL) if with_pidfd => NO_CLONE_PIDFD.store(true, Ordering::Relaxed),
             Err(Errno::EMFILE | Errno::ENFILE) if with_pidfd => {}
+            // SAFETY: a plain read of a field of `plan`, which the child no
+            // longer uses (volatile: the child wrote it).
+            Ok(_) if unsafe { std::ptr::read_volatile(&plan.cannot_unshare) } => {
+                // Neither close_range nor unshare may run here (a seccomp
+                // filter): that child exited without touching anything,
+                // and the reaper's sweep collects it. Children get a
+                // copy of the whole table from now on.
+                tracing::debug!(
+                    "a child cannot unshare its descriptor table (errno {}); copying it at each spawn",
+                    plan.exec_errno
+                );
+                NO_SHARED_FILES.store(true, Ordering::Relaxed);
+                plan.cannot_unshare = false;
+                plan.exec_errno = 0;
+                continue;
+            }
             _ => break cloned,
         }
         with_pidfd = false;
@@ -277,7 +309,10 @@ fn clone_child(plan: &mut ExecPlan, with_pidfd: bool) -> Result<(Pid, Option<Own
         };
         let plan_ptr: *mut ExecPlan = plan;
         let mut pidfd: libc::c_int = -1;
-        let mut flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_FILES | libc::SIGCHLD;
+        let mut flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
+        if plan.shares_files {
+            flags |= libc::CLONE_FILES;
+        }
         if with_pidfd {
             flags |= libc::CLONE_PIDFD;
         }
@@ -413,6 +448,13 @@ struct ExecPlan {
     /// its own (`init::raise_open_file_limit`): the child's again.
     /// (The kernel's `struct rlimit64`: soft, then hard.)
     open_files: Option<[u64; 2]>,
+    /// The child shares sockvisor's descriptor table (`CLONE_FILES`)
+    /// until it makes its own copy.
+    shares_files: bool,
+    /// Written by the child when it could not make that copy.
+    cannot_unshare: bool,
+    /// [`TEST_NO_UNSHARE_VAR`] is set.
+    test_no_unshare: bool,
     /// uid, gid and supplementary groups to take, with `--user`.
     identity: Option<(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)>,
     parent: libc::pid_t,
@@ -562,6 +604,9 @@ impl ExecPlan {
                         .ok()?;
                 Some([soft, hard])
             }),
+            shares_files: false,
+            cannot_unshare: false,
+            test_no_unshare: std::env::var_os(TEST_NO_UNSHARE_VAR).is_some(),
             exec_errno: 0,
             terminal_fd: request.terminal.unwrap_or(-1),
             identity: request.run_as.map(|r| (r.uid, r.gid, r.groups.clone())),
@@ -662,6 +707,13 @@ impl ExecPlan {
     /// # Safety
     /// Call only in the child, before it changes any descriptor.
     unsafe fn own_descriptor_table(&mut self) {
+        if !self.shares_files {
+            return;
+        }
+        if self.test_no_unshare {
+            self.cannot_unshare = true;
+            self.fail(libc::EPERM);
+        }
         // SAFETY: close_range and unshare change only this process's
         // descriptor table, which they first make its own.
         unsafe {
@@ -673,6 +725,8 @@ impl ExecPlan {
             );
             // Kernels before 5.9: a copy of the whole table.
             if copied_up_to != 0 && libc::unshare(libc::CLONE_FILES) != 0 {
+                // Nothing was changed: sockvisor clones again, with a copy.
+                self.cannot_unshare = true;
                 self.fail(Errno::last_raw());
             }
         }

@@ -389,3 +389,40 @@ fn with_pidfds_for_only_some_workers_every_exit_is_still_seen() {
         assert!(!process_alive(pid), "pid {pid} still runs");
     }
 }
+
+/// Where the system refuses a child the calls that give it a descriptor
+/// table of its own (`close_range`, `unshare`: a seccomp filter may), the
+/// child exits before it has touched anything and sockvisor starts it
+/// again with a copy of the table: the workers get exactly what they
+/// would otherwise, and every exit is still reaped.
+#[test]
+fn workers_start_the_same_where_a_child_cannot_unshare_its_descriptors() {
+    let dir = TestDir::new("cannot-unshare");
+    let probe = Sockvisor::probe_args(&dir.path);
+    let mut command = std::process::Command::new(sockvisor_bin());
+    command
+        .args(["--log-level", "debug", "run", "--listen", "127.0.0.1:0"])
+        .args(["--workers", "2", "--"])
+        .args(&probe)
+        .env("SOCKVISOR_TEST_SPAWN_CANNOT_UNSHARE", "1");
+    let sockvisor = Sockvisor::spawn(dir, command);
+    for worker in 0..2 {
+        let report = sockvisor.worker_report(1, worker);
+        let pid = report["pid"].as_i64().unwrap();
+        assert_eq!(report["env"]["LISTEN_PID"], pid.to_string());
+        let fds: Vec<i64> = report["fds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["fd"].as_i64().unwrap())
+            .collect();
+        assert_eq!(fds, [0, 1, 2, 3], "worker {worker}");
+    }
+    sockvisor.wait_for_log("cannot unshare its descriptor table");
+    let upgrade = sockvisor.client(&["upgrade", "--timeout", "20s"]);
+    assert!(upgrade.status.success(), "{upgrade:?}");
+    sockvisor.worker_report(2, 1);
+    wait_for("no zombie left", || {
+        zombie_children(sockvisor.pid()).is_empty().then_some(())
+    });
+}
