@@ -249,11 +249,19 @@ pub fn spawn(request: &SpawnRequest<'_>) -> Result<Spawned, SpawnError> {
         plan.shares_files = !NO_SHARED_FILES.load(Ordering::Relaxed);
         let cloned = clone_child(&mut plan, with_pidfd);
         match cloned {
-            // Kernels before 5.2 do not know the flag; with every
-            // descriptor in use, there is none to give. Either way the
-            // child can still be started, and reaped the old way.
-            Err(Errno::EINVAL) if with_pidfd => NO_CLONE_PIDFD.store(true, Ordering::Relaxed),
+            // Kernels before 5.2 do not know the flag (and a seccomp
+            // filter may refuse it); with every descriptor in use, there
+            // is none to give. Either way the child can still be started,
+            // and reaped the old way.
+            Err(Errno::EINVAL | Errno::EPERM | Errno::ENOSYS) if with_pidfd => {
+                NO_CLONE_PIDFD.store(true, Ordering::Relaxed)
+            }
             Err(Errno::EMFILE | Errno::ENFILE) if with_pidfd => {}
+            // A filter that refuses a shared table: a copy, as fork makes.
+            Err(Errno::EINVAL | Errno::EPERM) if plan.shares_files => {
+                NO_SHARED_FILES.store(true, Ordering::Relaxed);
+                continue;
+            }
             // SAFETY: a plain read of a field of `plan`, which the child no
             // longer uses (volatile: the child wrote it).
             Ok(_) if unsafe { std::ptr::read_volatile(&plan.cannot_unshare) } => {
