@@ -180,10 +180,6 @@ impl Reaper {
         self.epoll.as_ref().map(|epoll| epoll.0.as_fd())
     }
 
-    pub fn watched(&self) -> usize {
-        self.watched.len()
-    }
-
     /// When the put-off sweep is due.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.sweeps.due_at
