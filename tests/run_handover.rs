@@ -12,15 +12,6 @@ use std::os::unix::net::{SocketAddr, UnixStream};
 use common::*;
 use serde_json::Value;
 
-fn fd_numbers(report: &Value) -> Vec<i64> {
-    report["fds"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["fd"].as_i64().unwrap())
-        .collect()
-}
-
 fn fd_info(report: &Value, fd: i64) -> &Value {
     report["fds"]
         .as_array()

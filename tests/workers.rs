@@ -48,13 +48,7 @@ fn four_workers_each_get_the_sockets_and_their_own_listen_pid() {
         assert_eq!(report["env"]["LISTEN_FDS"], "1");
         assert_eq!(report["env"]["SOCKVISOR_WORKER"], worker.to_string());
         assert_eq!(report["pgid"].as_i64(), Some(pid), "own process group");
-        let fds: Vec<i64> = report["fds"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| f["fd"].as_i64().unwrap())
-            .collect();
-        assert_eq!(fds, [0, 1, 2, 3], "worker {worker}");
+        assert_eq!(fd_numbers(&report), [0, 1, 2, 3], "worker {worker}");
         pids.insert(pid);
     }
     assert_eq!(pids.len(), 4);
@@ -410,13 +404,7 @@ fn workers_start_the_same_where_a_child_cannot_unshare_its_descriptors() {
         let report = sockvisor.worker_report(1, worker);
         let pid = report["pid"].as_i64().unwrap();
         assert_eq!(report["env"]["LISTEN_PID"], pid.to_string());
-        let fds: Vec<i64> = report["fds"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| f["fd"].as_i64().unwrap())
-            .collect();
-        assert_eq!(fds, [0, 1, 2, 3], "worker {worker}");
+        assert_eq!(fd_numbers(&report), [0, 1, 2, 3], "worker {worker}");
     }
     sockvisor.wait_for_log("cannot unshare its descriptor table");
     let upgrade = sockvisor.client(&["upgrade", "--timeout", "20s"]);

@@ -485,6 +485,16 @@ pub fn zombie_children(parent: i32) -> Vec<i32> {
     zombies
 }
 
+/// The descriptor numbers a probe server's report lists, in its order.
+pub fn fd_numbers(report: &Value) -> Vec<i64> {
+    report["fds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["fd"].as_i64().unwrap())
+        .collect()
+}
+
 /// Starts `command` under `ulimit -n` `soft` (and `-Hn` `hard`).
 pub fn limit_open_files(command: &mut Command, soft: u64, hard: u64) {
     use std::os::unix::process::CommandExt;
