@@ -430,9 +430,46 @@ fn exec_mode_runs_the_probe_until_it_succeeds() {
     assert_eq!(spawns(&s), 1, "a probe's exit is not a generation's");
 }
 
+/// The process-wide default subscriber of the unit tests: interested in
+/// every callsite ("sometimes": asked again at each event), enabling none.
+///
+/// `tracing` caches each callsite's interest once for the whole process,
+/// computed by whichever thread reaches it first; with a single dispatcher
+/// registered, from that thread's own default. A test thread without a
+/// subscriber would cache "never", and a `logged` capture running at the
+/// same time on another thread would then miss that line. With this as the
+/// global default, no callsite is ever cached as "never".
+struct AskEveryTime;
+
+impl tracing::Subscriber for AskEveryTime {
+    fn register_callsite(
+        &self,
+        _: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        tracing::subscriber::Interest::sometimes()
+    }
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        false
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, _: &tracing::Event<'_>) {}
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
 /// Runs `f` with the supervisor's log lines captured as text, and returns
 /// them.
 fn logged(f: impl FnOnce()) -> String {
+    static ASK_EVERY_TIME: std::sync::Once = std::sync::Once::new();
+    ASK_EVERY_TIME.call_once(|| {
+        // Fails only if another default was set first, which none is.
+        let _ = tracing::subscriber::set_global_default(AskEveryTime);
+        tracing::callsite::rebuild_interest_cache();
+    });
     #[derive(Clone, Default)]
     struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
     impl std::io::Write for Lines {
