@@ -63,25 +63,38 @@ print(json.dumps(samples))
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
-fn run_with_metrics(name: &str, port: u16) -> Sockvisor {
+/// The port of the endpoint sockvisor bound for `--metrics 127.0.0.1:0`,
+/// from its log line (a port picked beforehand could be taken meanwhile by
+/// a parallel test's connection).
+fn metrics_port(sockvisor: &Sockvisor) -> u16 {
+    let line = sockvisor.wait_for_log("metrics: http://");
+    line.rsplit_once(':')
+        .and_then(|(_, rest)| rest.split('/').next())
+        .and_then(|port| port.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {line:?}"))
+}
+
+/// sockvisor with two workers and the endpoint on a port of its choosing,
+/// once generation 1 serves; and that port.
+fn run_with_metrics(name: &str) -> (Sockvisor, u16) {
     let dir = TestDir::new(name);
     let mut command = Command::new(sockvisor_bin());
     command
         .args(["run", "--listen", "127.0.0.1:0,name=http", "--workers", "2"])
-        .args(["--metrics", &format!("127.0.0.1:{port}"), "--"])
+        .args(["--metrics", "127.0.0.1:0", "--"])
         .args(Sockvisor::probe_args(&dir.path));
     let sockvisor = Sockvisor::spawn(dir, command);
     sockvisor.worker_report(1, 1);
     sockvisor.wait_for("generation 1 to serve", || {
         (status_json(&sockvisor)["current"] == 1).then_some(())
     });
-    sockvisor
+    let port = metrics_port(&sockvisor);
+    (sockvisor, port)
 }
 
 #[test]
 fn the_endpoint_reads_as_openmetrics_and_follows_upgrades_and_reexecs() {
-    let port = free_port();
-    let sockvisor = run_with_metrics("metrics", port);
+    let (sockvisor, port) = run_with_metrics("metrics");
     let first = parsed(&scrape(port));
     assert_eq!(first["sockvisor_current_generation{}"], 1.0, "{first}");
     assert_eq!(first["sockvisor_workers{state=ready}"], 2.0, "{first}");
@@ -123,8 +136,7 @@ fn the_endpoint_reads_as_openmetrics_and_follows_upgrades_and_reexecs() {
 
 #[test]
 fn a_silent_or_hostile_scraper_does_not_stall_sockvisor() {
-    let port = free_port();
-    let sockvisor = run_with_metrics("metrics-hostile", port);
+    let (sockvisor, port) = run_with_metrics("metrics-hostile");
     // Connections that never send, and one that sends an endless header.
     let idle: Vec<TcpStream> = (0..40)
         .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
@@ -145,8 +157,7 @@ fn a_silent_or_hostile_scraper_does_not_stall_sockvisor() {
 
 #[test]
 fn status_json_counts_upgrades_and_rollbacks() {
-    let port = free_port();
-    let sockvisor = run_with_metrics("metrics-counters", port);
+    let (sockvisor, _) = run_with_metrics("metrics-counters");
     assert!(sockvisor.client(&["upgrade"]).status.success());
     let status = status_json(&sockvisor);
     assert_eq!(status["counters"]["upgrades"], 1, "{status}");
@@ -159,7 +170,6 @@ fn status_json_counts_upgrades_and_rollbacks() {
 
 #[test]
 fn a_worker_over_its_memory_limit_is_recycled_and_the_endpoint_counts_it() {
-    let port = free_port();
     let dir = TestDir::new("metrics-rss");
     let mut command = Command::new(sockvisor_bin());
     command
@@ -170,9 +180,10 @@ fn a_worker_over_its_memory_limit_is_recycled_and_the_endpoint_counts_it() {
             "--worker-sample-interval",
             "100ms",
         ])
-        .args(["--metrics", &format!("127.0.0.1:{port}"), "--"])
+        .args(["--metrics", "127.0.0.1:0", "--"])
         .args(Sockvisor::probe_args(&dir.path));
     let mut sockvisor = Sockvisor::spawn(dir, command);
+    let port = metrics_port(&sockvisor);
     // Every process is over 1 KiB: each worker is replaced after two
     // samples, again and again.
     let line = sockvisor.wait_for_log("KiB: replacing it");
