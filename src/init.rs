@@ -68,6 +68,8 @@ pub fn become_reaper() -> ReaperRole {
 /// The soft `RLIMIT_NOFILE` sockvisor was started with, when it raised its
 /// own (0: not raised). Its children get this one back before `exec`.
 static CHILDREN_OPEN_FILES: AtomicU64 = AtomicU64::new(0);
+/// The hard limit beside it, which sockvisor keeps.
+static OPEN_FILES_HARD: AtomicU64 = AtomicU64::new(0);
 
 /// Raises sockvisor's own soft limit on open files to the hard limit, as
 /// systemd advises for a program that needs many descriptors: sockvisor
@@ -81,6 +83,7 @@ pub fn raise_open_file_limit(started_with: Option<u64>) {
     };
     let original = started_with.unwrap_or(soft).min(hard);
     if original < hard && (soft >= hard || setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok()) {
+        OPEN_FILES_HARD.store(hard, Ordering::Relaxed);
         CHILDREN_OPEN_FILES.store(original, Ordering::Relaxed);
     }
 }
@@ -90,4 +93,11 @@ pub fn raise_open_file_limit(started_with: Option<u64>) {
 pub fn children_open_file_limit() -> Option<u64> {
     let limit = CHILDREN_OPEN_FILES.load(Ordering::Relaxed);
     (limit != 0).then_some(limit)
+}
+
+/// The limits to set in a child, soft then hard (the kernel's `struct
+/// rlimit64`), if they differ from sockvisor's own. Read per spawn: no
+/// system call.
+pub fn children_open_file_limits() -> Option<[u64; 2]> {
+    children_open_file_limit().map(|soft| [soft, OPEN_FILES_HARD.load(Ordering::Relaxed)])
 }

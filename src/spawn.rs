@@ -229,6 +229,12 @@ static NO_SHARED_FILES: AtomicBool = AtomicBool::new(false);
 /// were allowed, as under a seccomp filter that refuses both.
 const TEST_NO_UNSHARE_VAR: &str = "SOCKVISOR_TEST_SPAWN_CANNOT_UNSHARE";
 
+/// Whether [`TEST_NO_UNSHARE_VAR`] is set; read once, not at every spawn.
+fn test_no_unshare() -> bool {
+    static SET: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SET.get_or_init(|| std::env::var_os(TEST_NO_UNSHARE_VAR).is_some())
+}
+
 /// Starts the child and returns it once it has successfully `exec`ed.
 pub fn spawn(request: &SpawnRequest<'_>) -> Result<Spawned, SpawnError> {
     let path = resolve(&request.command.program)?;
@@ -606,15 +612,10 @@ impl ExecPlan {
                 .unwrap_or(libc::STDERR_FILENO)
                 + 1,
             listener_fds,
-            open_files: crate::init::children_open_file_limit().and_then(|soft| {
-                let (_, hard) =
-                    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-                        .ok()?;
-                Some([soft, hard])
-            }),
+            open_files: crate::init::children_open_file_limits(),
             shares_files: false,
             cannot_unshare: false,
-            test_no_unshare: std::env::var_os(TEST_NO_UNSHARE_VAR).is_some(),
+            test_no_unshare: test_no_unshare(),
             exec_errno: 0,
             terminal_fd: request.terminal.unwrap_or(-1),
             identity: request.run_as.map(|r| (r.uid, r.gid, r.groups.clone())),
