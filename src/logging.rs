@@ -9,12 +9,21 @@
 //! pipe, sockvisor writes through a descriptor of its own for that pipe,
 //! opened non-blocking (the children keep the blocking one they share: the
 //! flag belongs to the open file, so setting it on fd 2 would change theirs).
+//!
+//! While the event loop runs, lines are held for the wake-up that makes
+//! them and written together before it sleeps again ([`hold`], [`flush`]):
+//! a thousand workers exiting at once cost a few dozen writes, not a
+//! thousand, and the reader of the pipe is woken as rarely. Writes are cut
+//! at line ends into pieces of at most `PIPE_BUF` bytes, which a pipe takes
+//! whole or not at all, so a full pipe drops whole lines, never half of
+//! one. Lines on a terminal are not held: there they interleave with the
+//! children's output as they happen.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, IsTerminal, Write};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use tracing::level_filters::LevelFilter;
 use tracing_subscriber::fmt::MakeWriter;
@@ -39,6 +48,103 @@ pub fn init(args: &LoggingArgs, default: LogLevel) {
     match args.log_format {
         LogFormat::Text => builder.with_ansi(io::stderr().is_terminal()).init(),
         LogFormat::Json => builder.json().with_ansi(false).init(),
+    }
+    let earlier = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        flush();
+        earlier(info);
+    }));
+}
+
+/// Holds log lines until [`flush`], unless stderr is a terminal. The event
+/// loop holds them for the whole of its run; what is held when it ends is
+/// written by the guard.
+pub fn hold() -> Held {
+    if !io::stderr().is_terminal()
+        && let Ok(mut held) = HELD.lock()
+    {
+        held.holding = true;
+    }
+    Held
+}
+
+/// Writes the held lines now.
+pub fn flush() {
+    // `try_lock`: a panic while the lines are being written must not wait
+    // for itself.
+    if let Ok(mut held) = HELD.try_lock() {
+        write_held(&held.lines);
+        held.lines.clear();
+    }
+}
+
+/// Holding ends when this is dropped, and the held lines are written.
+#[must_use = "lines are held only while the guard lives"]
+pub struct Held;
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        flush();
+        if let Ok(mut held) = HELD.lock() {
+            held.holding = false;
+        }
+    }
+}
+
+struct HeldLines {
+    holding: bool,
+    lines: Vec<u8>,
+}
+
+static HELD: Mutex<HeldLines> = Mutex::new(HeldLines {
+    holding: false,
+    lines: Vec::new(),
+});
+
+/// Held lines beyond this are written at once: a burst never grows the
+/// buffer without bound.
+const HELD_LIMIT: usize = 64 * 1024;
+
+/// What a pipe takes whole or not at all (`PIPE_BUF`).
+const ATOMIC_WRITE: usize = 4096;
+
+fn write_held(lines: &[u8]) {
+    for piece in pieces(lines, ATOMIC_WRITE) {
+        let count = piece.iter().filter(|&&b| b == b'\n').count().max(1) as u64;
+        write_to_stderr(piece, count);
+    }
+}
+
+/// `lines` cut after a newline into pieces of at most `limit` bytes; a
+/// single line longer than that is a piece of its own.
+fn pieces(lines: &[u8], limit: usize) -> impl Iterator<Item = &[u8]> {
+    let mut rest = lines;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let window = &rest[..rest.len().min(limit)];
+        let end = if window.len() == rest.len() {
+            rest.len()
+        } else {
+            match window.iter().rposition(|&b| b == b'\n') {
+                Some(last) => last + 1,
+                None => rest
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(rest.len(), |first| first + 1),
+            }
+        };
+        let (piece, after) = rest.split_at(end);
+        rest = after;
+        Some(piece)
+    })
+}
+
+fn write_to_stderr(piece: &[u8], lines: u64) {
+    match PIPE.get() {
+        Some(Some(pipe)) => write_lines(&mut &*pipe, piece, lines, &LOST_LINES),
+        _ => write_lines(&mut io::stderr().lock(), piece, lines, &LOST_LINES),
     }
 }
 
@@ -83,10 +189,17 @@ impl Write for LossyStderr {
 
     /// The formatting layer writes each event with one `write_all`.
     fn write_all(&mut self, line: &[u8]) -> io::Result<()> {
-        match PIPE.get() {
-            Some(Some(pipe)) => write_line(&mut &*pipe, line, &LOST_LINES),
-            _ => write_line(&mut io::stderr().lock(), line, &LOST_LINES),
+        if let Ok(mut held) = HELD.try_lock()
+            && held.holding
+        {
+            held.lines.extend_from_slice(line);
+            if held.lines.len() >= HELD_LIMIT {
+                write_held(&held.lines);
+                held.lines.clear();
+            }
+            return Ok(());
         }
+        write_to_stderr(line, 1);
         Ok(())
     }
 
@@ -95,19 +208,19 @@ impl Write for LossyStderr {
     }
 }
 
-/// Writes `line` to `out`, first saying how many lines were lost before it;
-/// a line that cannot be written is counted in `lost`.
-fn write_line(out: &mut impl Write, line: &[u8], lost: &AtomicU64) {
+/// Writes `piece` (`lines` lines) to `out`, first saying how many lines
+/// were lost before it; lines that cannot be written are counted in `lost`.
+fn write_lines(out: &mut impl Write, piece: &[u8], lines: u64, lost: &AtomicU64) {
     let missed = lost.swap(0, Ordering::Relaxed);
     if missed > 0 {
         let notice = format!("sockvisor: {missed} log line(s) lost: stderr could not be written\n");
         if out.write_all(notice.as_bytes()).is_err() {
-            lost.fetch_add(missed + 1, Ordering::Relaxed);
+            lost.fetch_add(missed + lines, Ordering::Relaxed);
             return;
         }
     }
-    if out.write_all(line).is_err() {
-        lost.fetch_add(1, Ordering::Relaxed);
+    if out.write_all(piece).is_err() {
+        lost.fetch_add(lines, Ordering::Relaxed);
     }
 }
 
@@ -142,16 +255,45 @@ mod tests {
             broken: true,
             written: Vec::new(),
         };
-        write_line(&mut pipe, b"one\n", &lost);
-        write_line(&mut pipe, b"two\n", &lost);
-        assert_eq!(lost.load(Ordering::Relaxed), 2);
+        write_lines(&mut pipe, b"one\n", 1, &lost);
+        write_lines(&mut pipe, b"two\nthree\n", 2, &lost);
+        assert_eq!(lost.load(Ordering::Relaxed), 3);
         pipe.broken = false;
-        write_line(&mut pipe, b"three\n", &lost);
-        write_line(&mut pipe, b"four\n", &lost);
+        write_lines(&mut pipe, b"four\n", 1, &lost);
+        write_lines(&mut pipe, b"five\n", 1, &lost);
         assert_eq!(
             String::from_utf8(pipe.written).unwrap(),
-            "sockvisor: 2 log line(s) lost: stderr could not be written\nthree\nfour\n"
+            "sockvisor: 3 log line(s) lost: stderr could not be written\nfour\nfive\n"
         );
         assert_eq!(lost.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn held_lines_are_cut_at_line_ends_into_pieces_a_pipe_takes_whole() {
+        fn cut(lines: &[u8], limit: usize) -> Vec<&[u8]> {
+            pieces(lines, limit).collect()
+        }
+        assert_eq!(cut(b"", 8), Vec::<&[u8]>::new());
+        assert_eq!(cut(b"aa\nbb\ncc\n", 8), vec![&b"aa\nbb\n"[..], b"cc\n"]);
+        assert_eq!(cut(b"aa\nbb\ncc\n", 9), vec![&b"aa\nbb\ncc\n"[..]]);
+        // A line longer than a piece is a piece of its own, whole.
+        assert_eq!(
+            cut(b"a\nbbbbbbbbbbbb\nc\n", 8),
+            vec![&b"a\n"[..], b"bbbbbbbbbbbb\n", b"c\n"]
+        );
+        assert_eq!(
+            cut(b"bbbbbbbbbbbb\nc\n", 8),
+            vec![&b"bbbbbbbbbbbb\n"[..], b"c\n"]
+        );
+        // Every byte is written once, in order.
+        let text: Vec<u8> = (0..500)
+            .flat_map(|i| format!("line {i}\n").into_bytes())
+            .collect();
+        assert_eq!(cut(&text, 100).concat(), text);
+        assert!(
+            cut(&text, 100)
+                .iter()
+                .all(|p| p.len() <= 100 && p.ends_with(b"\n"))
+        );
     }
 }

@@ -15,6 +15,8 @@ pub fn to_stdout(args: std::fmt::Arguments<'_>) {
 
 #[doc(hidden)]
 pub fn to_stderr(args: std::fmt::Arguments<'_>) {
+    // After the log lines that came before it.
+    crate::logging::flush();
     let _ = std::io::stderr().lock().write_fmt(args);
 }
 

@@ -164,6 +164,7 @@ impl EventLoop {
                 recycle.sample_interval,
             ));
         }
+        let _held = crate::logging::hold();
         loop {
             self.carry_out_effects();
             self.control.flush();
@@ -172,6 +173,8 @@ impl EventLoop {
                 self.control.close_for_exit(code);
                 return code;
             }
+            // What this wake-up logged, in one write, before sleeping.
+            crate::logging::flush();
             let ready = self.wait();
             let now = Instant::now();
             // Messages before exits: a process that sent READY=1 and then

@@ -147,6 +147,7 @@ pub fn fall_back(handover: Handover, why: &str) -> ! {
     env.push(var(STATE_FD_VAR, &handover.memfd.as_raw_fd().to_string()));
     env.push(var(FALLBACK_FD_VAR, &fallback.as_raw_fd().to_string()));
     env.push(var(FAILED_VAR, why));
+    crate::logging::flush();
     let errno = nix::unistd::fexecve(fallback, &arguments(), &env);
     crate::complain!("sockvisor: cannot run the previous program again: {errno:?}");
     std::process::exit(1)
@@ -185,6 +186,9 @@ fn try_exec(binary: &Path, state: &State) -> io::Result<Never> {
         Some(&SigSet::all()),
         Some(&mut saved),
     )?;
+    // The new program starts with nothing held: what this one holds is
+    // written before it goes.
+    crate::logging::flush();
     let errno = nix::unistd::execve(&path, &argv, &env).unwrap_err();
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&saved), None);
     for fd in &keep {
