@@ -18,8 +18,8 @@
 //!   child whose pidfd could not be waited on. It walks the kernel's list
 //!   of all of sockvisor's children each time it is called, so on
 //!   `SIGCHLD` it runs at once only when no watched exit since the last
-//!   `SIGCHLD` explains the signal; otherwise it is put off by up to
-//!   [`SWEEP_DELAY`]. Signals coalesce, so a `SIGCHLD` explained by a
+//!   `SIGCHLD` explains the signal; otherwise it is put off (see
+//!   [`sweep_delay`]). Signals coalesce, so a `SIGCHLD` explained by a
 //!   watched exit may also stand for an orphan's: the put-off sweep
 //!   collects that orphan. While a child of sockvisor's own is alive
 //!   unwatched, no sweep is put off, so its exit is seen at once.
@@ -80,8 +80,15 @@ pub struct Exit {
 }
 
 /// How long a sweep may be put off after a `SIGCHLD` that a watched exit
-/// explains: the longest an orphan's zombie can wait to be collected then.
-pub const SWEEP_DELAY: Duration = Duration::from_millis(100);
+/// explains, with `children` children known: the longest an orphan's
+/// zombie can wait to be collected then. A sweep walks every child, so the
+/// delay grows with them (100 ms, plus 1 ms per child, at most 1 s) and
+/// put-off sweeps cost about the same share of a core at any N while
+/// children keep exiting.
+pub fn sweep_delay(children: usize) -> Duration {
+    let per_child = Duration::from_millis(u64::try_from(children).unwrap_or(u64::MAX).min(900));
+    Duration::from_millis(100) + per_child
+}
 
 /// Pidfds handled per [`Reaper::reap_ready`], so that a mass exit cannot
 /// hold the loop: the rest stay readable for the next wake-up.
@@ -244,7 +251,11 @@ impl Reaper {
     /// sweep now or put off (see the module docs).
     pub fn on_sigchld(&mut self, now: Instant) -> Vec<Exit> {
         let mut exits = self.reap_ready();
-        if self.sweeps.on_sigchld(now, !self.unwatched.is_empty()) {
+        let children = self.watched.len() + self.unwatched.len();
+        if self
+            .sweeps
+            .on_sigchld(now, !self.unwatched.is_empty(), sweep_delay(children))
+        {
             exits.extend(self.sweep());
         }
         exits
@@ -303,15 +314,15 @@ impl SweepPolicy {
     }
 
     /// A `SIGCHLD` came, after the watched exits were collected: whether
-    /// to sweep now. If not, a sweep is due within [`SWEEP_DELAY`] (not
-    /// later than one already due: at most one sweep per delay).
-    fn on_sigchld(&mut self, now: Instant, unwatched_alive: bool) -> bool {
+    /// to sweep now. If not, a sweep is due within `delay` (not later than
+    /// one already due: at most one sweep per delay).
+    fn on_sigchld(&mut self, now: Instant, unwatched_alive: bool, delay: Duration) -> bool {
         let explained = self.awaiting_sigchld > 0;
         self.awaiting_sigchld = 0;
         if !explained || unwatched_alive {
             return true;
         }
-        self.due_by(crate::deadline::after(now, SWEEP_DELAY));
+        self.due_by(crate::deadline::after(now, delay));
         false
     }
 
@@ -368,11 +379,21 @@ fn reap_all() -> Vec<Exit> {
 mod tests {
     use super::*;
 
+    const SWEEP_DELAY: Duration = Duration::from_millis(100);
+
+    #[test]
+    fn a_sweep_is_put_off_longer_the_more_children_it_walks() {
+        assert_eq!(sweep_delay(0), Duration::from_millis(100));
+        assert_eq!(sweep_delay(4), Duration::from_millis(104));
+        assert_eq!(sweep_delay(1056), Duration::from_secs(1));
+        assert_eq!(sweep_delay(usize::MAX), Duration::from_secs(1));
+    }
+
     #[test]
     fn a_sigchld_no_watched_exit_explains_sweeps_at_once() {
         let mut policy = SweepPolicy::default();
         let now = Instant::now();
-        assert!(policy.on_sigchld(now, false));
+        assert!(policy.on_sigchld(now, false, SWEEP_DELAY));
         assert_eq!(policy.due_at, None);
     }
 
@@ -382,13 +403,13 @@ mod tests {
         let now = Instant::now();
         policy.watched_exit();
         policy.watched_exit();
-        assert!(!policy.on_sigchld(now, false));
+        assert!(!policy.on_sigchld(now, false, SWEEP_DELAY));
         assert_eq!(policy.due_at, Some(now + SWEEP_DELAY));
         assert!(!policy.is_due(now));
         assert!(policy.is_due(now + SWEEP_DELAY));
         // Two exits, one signal (they coalesce): the next SIGCHLD with no
         // watched exit since stands for something else.
-        assert!(policy.on_sigchld(now, false));
+        assert!(policy.on_sigchld(now, false, SWEEP_DELAY));
     }
 
     #[test]
@@ -396,10 +417,10 @@ mod tests {
         let mut policy = SweepPolicy::default();
         let now = Instant::now();
         policy.watched_exit();
-        assert!(!policy.on_sigchld(now, false));
+        assert!(!policy.on_sigchld(now, false, SWEEP_DELAY));
         let later = now + SWEEP_DELAY / 2;
         policy.watched_exit();
-        assert!(!policy.on_sigchld(later, false));
+        assert!(!policy.on_sigchld(later, false, SWEEP_DELAY));
         assert_eq!(policy.due_at, Some(now + SWEEP_DELAY));
         policy.swept();
         assert_eq!(policy.due_at, None);
@@ -411,7 +432,7 @@ mod tests {
         let mut policy = SweepPolicy::default();
         let now = Instant::now();
         policy.watched_exit();
-        assert!(policy.on_sigchld(now, true));
+        assert!(policy.on_sigchld(now, true, SWEEP_DELAY));
     }
 
     #[test]
@@ -419,7 +440,7 @@ mod tests {
         let mut policy = SweepPolicy::default();
         let now = Instant::now();
         policy.watched_exit();
-        policy.on_sigchld(now, false);
+        policy.on_sigchld(now, false, SWEEP_DELAY);
         policy.due_by(now);
         assert!(policy.is_due(now));
     }
