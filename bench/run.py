@@ -524,9 +524,10 @@ def scenario_reexec(bins, scale):
 # ----- many workers -----
 
 def compile_c(workdir):
-    """Builds the C worker and the fork/exec floor (bench/*.c) into workdir."""
+    """Builds the C worker, the fork/exec floor and the spread-work probe
+    (bench/*.c) into workdir."""
     programs = {}
-    for name in ("worker_child", "spawn_floor"):
+    for name in ("worker_child", "spawn_floor", "spread_work"):
         path = os.path.join(workdir, name)
         subprocess.run(["gcc", "-O2", "-o", path, os.path.join(ROOT, "bench", f"{name}.c")],
                        check=True)
@@ -847,7 +848,21 @@ def scenario_many_workers_rolling(bins, scale):
                     "rolling_cpu_s": median(r["cpu_s"] for r in rolling),
                 })
             results["variants"].append(variant)
+        results["spread_work"] = spread_work(programs, scale["many_rounds"])
     return results
+
+
+def spread_work(programs, rounds, gap_us=2000):
+    """CPU microseconds of one fixed piece of work (bench/spread_work.c)
+    done back to back, and done alone every `gap_us` with the CPU idle in
+    between: the two take turns `rounds` times; medians."""
+    together, alone = [], []
+    for _ in range(rounds):
+        for gap, count, into in ((0, 2000, together), (gap_us, 500, alone)):
+            out = subprocess.run([programs["spread_work"], str(gap), str(count)], check=True,
+                                 capture_output=True, text=True).stdout.split()
+            into.append(float(out[1]))
+    return {"gap_us": gap_us, "together_us": median(together), "alone_us": median(alone)}
 
 
 def plot_many_workers(results, path, rolling=None):
@@ -1142,6 +1157,15 @@ def report_many_workers_rolling(m, smoke):
             n, k = r["workers"], r["surge"]
             estimate = n / k * t1
             add(f"| {n} | {k} | {r['rolling_done_s'] * 1000:.1f} ms ({r['rolling_max_s'] * 1000:.1f} ms) | {estimate * 1000:.1f} ms | {r['rolling_done_s'] / estimate:.2f} × | {r['at_once_done_s'] * 1000:.1f} ms | {r['rolling_done_s'] / r['at_once_done_s']:.2f} × | {r['rolling_cpu_s'] / n * 1e6:.0f} µs | {r['at_once_cpu_s'] / n * 1e6:.0f} µs |")
+    if "spread_work" in m:
+        w = m["spread_work"]
+        add("")
+        add(f"The machine's own price for spreading work out, in the same run (`bench/spread_work.c`, {m['rounds']} turns")
+        add("each, medians): one fixed piece of work (256 KiB read and written, 20 system calls), timed in")
+        add(f"the thread's CPU time, cost {w['together_us']:.1f} µs done back to back and {w['alone_us']:.1f} µs done alone, woken")
+        add(f"every {w['gap_us'] / 1000:g} ms with the CPU idle in between: {w['alone_us'] / w['together_us']:.1f} ×. An all-at-once upgrade does every")
+        add("worker's share of sockvisor's work in one burst; a rolling upgrade of workers that take 100 ms")
+        add("to start does each share alone, as each new worker becomes ready.")
     if smoke:
         add("")
         add("(smoke run: debug binaries and tiny sizes; these figures mean nothing)")
