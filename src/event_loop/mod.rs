@@ -166,6 +166,9 @@ impl EventLoop {
         }
         let _held = crate::logging::hold();
         loop {
+            // What was decided is logged before it is done: "sending
+            // SIGQUIT" comes before the child's answer to it.
+            crate::logging::flush();
             self.carry_out_effects();
             self.control.flush();
             self.tell_service_manager();
@@ -173,7 +176,7 @@ impl EventLoop {
                 self.control.close_for_exit(code);
                 return code;
             }
-            // What this wake-up logged, in one write, before sleeping.
+            // And what carrying it out logged, before sleeping.
             crate::logging::flush();
             let ready = self.wait();
             let now = Instant::now();
