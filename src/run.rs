@@ -107,7 +107,8 @@ pub const EXIT_STATUS: &[(Status, &str)] = &[
     (
         Status::Code(EXIT_SETUP),
         "Another start-up failure (e.g. another sockvisor runs with the same name, it cannot \
-         install signal handlers, a path it would create is in the way).",
+         install signal handlers, a path it would create is in the way, the child cannot be \
+         given its sockets or take the `--user` identity).",
     ),
     (
         Status::Code(EXIT_USAGE),

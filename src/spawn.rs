@@ -77,9 +77,26 @@ pub enum SpawnError {
         path: PathBuf,
         errno: Errno,
     },
+    /// The child failed before `exec`, at `step`.
+    Prepare {
+        step: ChildStep,
+        errno: Errno,
+    },
     Fork(Errno),
     /// An `--env-file` could not be read: `PATH:LINE: what is wrong`.
     Environment(String),
+}
+
+/// What a child was doing between `clone` and `exec` when it failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildStep {
+    /// Placing the listeners and stored descriptors at 3.., or making its
+    /// own descriptor table.
+    Descriptors,
+    /// Taking the `--user` identity.
+    Identity,
+    /// `exec` itself.
+    Exec,
 }
 
 /// Exit status when the command is not found, as the shell's.
@@ -99,7 +116,9 @@ impl SpawnError {
                 ..
             } => EXIT_NOT_FOUND,
             SpawnError::NotExecutable { .. } | SpawnError::Exec { .. } => EXIT_NOT_EXECUTABLE,
-            SpawnError::Fork(_) | SpawnError::Environment(_) => crate::run::EXIT_SETUP,
+            SpawnError::Prepare { .. } | SpawnError::Fork(_) | SpawnError::Environment(_) => {
+                crate::run::EXIT_SETUP
+            }
         }
     }
 }
@@ -127,11 +146,29 @@ impl fmt::Display for SpawnError {
                 path.display(),
                 errno.desc().to_lowercase()
             ),
-            SpawnError::Fork(errno) => write!(
-                f,
-                "cannot start a child process: {}",
-                errno.desc().to_lowercase()
-            ),
+            SpawnError::Prepare { step, errno } => {
+                let what = match step {
+                    ChildStep::Exec => "execute the program",
+                    ChildStep::Descriptors => "pass the child its sockets",
+                    ChildStep::Identity => "switch the child to the --user identity",
+                };
+                write!(f, "cannot {what}: {}", errno.desc().to_lowercase())?;
+                if *errno == Errno::EMFILE {
+                    f.write_str(" (raise the open-file limit, ulimit -n)")?;
+                }
+                Ok(())
+            }
+            SpawnError::Fork(errno) => {
+                write!(
+                    f,
+                    "cannot start a child process: {}",
+                    errno.desc().to_lowercase()
+                )?;
+                if *errno == Errno::EAGAIN {
+                    f.write_str(" (the process limit, ulimit -u, may be reached)")?;
+                }
+                Ok(())
+            }
             SpawnError::Environment(why) => f.write_str(why),
         }
     }
@@ -295,17 +332,22 @@ pub fn spawn(request: &SpawnRequest<'_>) -> Result<Spawned, SpawnError> {
     // process group before either.)
     // SAFETY: a plain read of a field of `plan`, which the child no longer
     // uses; volatile because the child wrote it behind the compiler's back.
-    let errno = unsafe { std::ptr::read_volatile(&plan.exec_errno) };
+    let (errno, step) = unsafe {
+        (
+            std::ptr::read_volatile(&plan.exec_errno),
+            std::ptr::read_volatile(&plan.failed_step),
+        )
+    };
     if errno == 0 {
-        Ok(Spawned { pid, pidfd })
-    } else {
-        // The child has exited; its SIGCHLD brings the reaper's sweep to it
-        // (closing its pidfd here leaves it to that).
-        Err(SpawnError::Exec {
-            path,
-            errno: Errno::from_raw(errno),
-        })
+        return Ok(Spawned { pid, pidfd });
     }
+    // The child has exited; its SIGCHLD brings the reaper's sweep to it
+    // (closing its pidfd here leaves it to that).
+    let errno = Errno::from_raw(errno);
+    Err(match step {
+        ChildStep::Exec => SpawnError::Exec { path, errno },
+        step => SpawnError::Prepare { step, errno },
+    })
 }
 
 /// One `clone` of the child, `vfork`-style and sharing sockvisor's
@@ -453,6 +495,8 @@ struct ExecPlan {
     moved_fds: Vec<RawFd>,
     /// Written by the child when it cannot exec: why (0 until then).
     exec_errno: i32,
+    /// Written with it: the step that failed.
+    failed_step: ChildStep,
     /// The terminal to take as foreground group, or -1.
     terminal_fd: RawFd,
     /// One above the highest descriptor the child uses: its copy of the
@@ -617,6 +661,7 @@ impl ExecPlan {
             cannot_unshare: false,
             test_no_unshare: test_no_unshare(),
             exec_errno: 0,
+            failed_step: ChildStep::Exec,
             terminal_fd: request.terminal.unwrap_or(-1),
             identity: request.run_as.map(|r| (r.uid, r.gid, r.groups.clone())),
             // SAFETY: getpid has no preconditions.
@@ -633,19 +678,7 @@ impl ExecPlan {
         // descriptors and memory this process owns; the pointers come from
         // CStrings and slots that live in `self`, which outlives the exec.
         unsafe {
-            self.own_descriptor_table();
-            if let Some(limit) = &self.open_files {
-                // Lowering a soft limit needs no privilege; a failure
-                // leaves the child sockvisor's higher one, which is
-                // harmless.
-                libc::syscall(
-                    libc::SYS_prlimit64,
-                    0,
-                    libc::RLIMIT_NOFILE,
-                    limit.as_ptr(),
-                    std::ptr::null_mut::<u64>(),
-                );
-            }
+            let trimmed = self.own_descriptor_table();
             libc::setpgid(0, 0);
             if self.terminal_fd >= 0 {
                 // Every signal is still blocked, so taking the terminal from
@@ -664,7 +697,7 @@ impl ExecPlan {
                     || libc::syscall(libc::SYS_setresgid, *gid, *gid, *gid) != 0
                     || libc::syscall(libc::SYS_setresuid, *uid, *uid, *uid) != 0
                 {
-                    self.fail(Errno::last_raw());
+                    self.fail(ChildStep::Identity, Errno::last_raw());
                 }
             }
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
@@ -675,22 +708,48 @@ impl ExecPlan {
             let first_free = (3 + self.listener_fds.len()) as RawFd;
             // Move everything we still need above the target range first, so
             // that placing fd 3.. never overwrites a descriptor still to be
-            // placed.
-            // A failed move (EMFILE under a tight `ulimit -n`) is reported
-            // as what it is, not as the EBADF of a later dup2(-1).
+            // placed. This runs under sockvisor's own open-file limit, before
+            // the child's is restored: the copies need free numbers, which a
+            // lower limit may not leave.
+            // A failed move (EMFILE) is reported as what it is, not as the
+            // EBADF of a later dup2(-1).
             for (slot, fd) in self.moved_fds.iter_mut().zip(&self.listener_fds) {
                 *slot = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, first_free);
                 if *slot < 0 {
-                    self.fail(Errno::last_raw());
+                    self.fail(ChildStep::Descriptors, Errno::last_raw());
                 }
             }
             for (index, fd) in self.moved_fds.iter().enumerate() {
                 // dup2 clears close-on-exec on the target.
                 if libc::dup2(*fd, 3 + index as RawFd) < 0 {
-                    self.fail(Errno::last_raw());
+                    self.fail(ChildStep::Descriptors, Errno::last_raw());
                 }
             }
-            mark_close_on_exec_from(first_free);
+            // Descriptors the child may hold from here up: with a trimmed
+            // copy of the table, none above `keep_below` but the copies just
+            // made (close-on-exec already).
+            // Otherwise, up to the children's open-file limit.
+            let held_below = if trimmed {
+                Some(
+                    self.keep_below
+                        .max(first_free + self.moved_fds.len() as RawFd),
+                )
+            } else {
+                self.open_files.map(|[soft, _]| soft.min(1 << 20) as RawFd)
+            };
+            mark_close_on_exec_from(first_free, held_below);
+            if let Some(limit) = &self.open_files {
+                // Lowering a soft limit needs no privilege; a failure
+                // leaves the child sockvisor's higher one, which is
+                // harmless. Descriptors above it stay valid.
+                libc::syscall(
+                    libc::SYS_prlimit64,
+                    0,
+                    libc::RLIMIT_NOFILE,
+                    limit.as_ptr(),
+                    std::ptr::null_mut::<u64>(),
+                );
+            }
             reset_signals();
             for (slot, prefix) in &self.pid_slots {
                 let digits =
@@ -702,7 +761,7 @@ impl ExecPlan {
                 self.argv_ptrs.as_ptr(),
                 self.envp_ptrs.as_ptr(),
             );
-            self.fail(Errno::last_raw());
+            self.fail(ChildStep::Exec, Errno::last_raw());
         }
     }
 
@@ -713,15 +772,19 @@ impl ExecPlan {
     /// a spawn's cost independent of how many descriptors sockvisor holds:
     /// a pidfd per worker would otherwise make every spawn O(N).
     ///
+    /// True if the copy holds only those (`close_range`); false if it
+    /// holds every descriptor (`unshare` before Linux 5.9, or a copy made
+    /// by `clone` itself).
+    ///
     /// # Safety
     /// Call only in the child, before it changes any descriptor.
-    unsafe fn own_descriptor_table(&mut self) {
+    unsafe fn own_descriptor_table(&mut self) -> bool {
         if !self.shares_files {
-            return;
+            return false;
         }
         if self.test_no_unshare {
             self.cannot_unshare = true;
-            self.fail(libc::EPERM);
+            self.fail(ChildStep::Descriptors, libc::EPERM);
         }
         // SAFETY: close_range and unshare change only this process's
         // descriptor table, which they first make its own.
@@ -732,31 +795,38 @@ impl ExecPlan {
                 libc::c_uint::MAX,
                 libc::CLOSE_RANGE_UNSHARE,
             );
+            if copied_up_to == 0 {
+                return true;
+            }
             // Kernels before 5.9: a copy of the whole table.
-            if copied_up_to != 0 && libc::unshare(libc::CLONE_FILES) != 0 {
+            if libc::unshare(libc::CLONE_FILES) != 0 {
                 // Nothing was changed: sockvisor clones again, with a copy.
                 self.cannot_unshare = true;
-                self.fail(Errno::last_raw());
+                self.fail(ChildStep::Descriptors, Errno::last_raw());
             }
         }
+        false
     }
 
-    /// Leaves `errno` in the plan for sockvisor (whose memory this is) and
-    /// exits.
-    fn fail(&mut self, errno: i32) -> ! {
+    /// Leaves `errno` and the step that failed in the plan for sockvisor
+    /// (whose memory this is) and exits.
+    fn fail(&mut self, step: ChildStep, errno: i32) -> ! {
         // A reason sockvisor can tell from success even if errno were 0.
         self.exec_errno = if errno == 0 { libc::EIO } else { errno };
+        self.failed_step = step;
         // SAFETY: _exit is async-signal-safe and ends only this child.
         unsafe { libc::_exit(127) }
     }
 }
 
 /// Makes every descriptor from `first` up close-on-exec, so only stdio and
-/// the listeners survive `exec`.
+/// the listeners survive `exec`. Where the kernel cannot do that in one
+/// call, each descriptor below `held_below` is marked (by default, below
+/// the open-file limit).
 ///
 /// # Safety
 /// Call only in the child before `exec`.
-unsafe fn mark_close_on_exec_from(first: RawFd) {
+unsafe fn mark_close_on_exec_from(first: RawFd, held_below: Option<RawFd>) {
     // SAFETY: close_range only changes flags of this process's descriptors.
     let done = unsafe {
         libc::syscall(
@@ -769,13 +839,15 @@ unsafe fn mark_close_on_exec_from(first: RawFd) {
     if done == 0 {
         return;
     }
-    // Kernels before 5.11: walk the descriptor table up to the limit.
+    // Kernels before 5.11: walk the descriptor table.
     // SAFETY: getrlimit writes into the struct we pass; fcntl on a closed
     // descriptor fails harmlessly with EBADF.
     unsafe {
-        let mut limit: libc::rlimit = std::mem::zeroed();
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
-        let last = limit.rlim_cur.min(1 << 20) as RawFd;
+        let last = held_below.unwrap_or_else(|| {
+            let mut limit: libc::rlimit = std::mem::zeroed();
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+            limit.rlim_cur.min(1 << 20) as RawFd
+        });
         for fd in first..last {
             libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
         }
@@ -895,5 +967,24 @@ mod tests {
     #[test]
     fn command_is_found_in_path() {
         assert!(resolve(OsStr::new("sh")).unwrap().is_absolute());
+    }
+
+    #[test]
+    fn a_failure_before_exec_names_the_step_and_the_limit_to_raise() {
+        let err = SpawnError::Prepare {
+            step: ChildStep::Descriptors,
+            errno: Errno::EMFILE,
+        };
+        assert_eq!(
+            err.to_string(),
+            "cannot pass the child its sockets: too many open files (raise the open-file limit, ulimit -n)"
+        );
+        assert_eq!(err.exit_code(), crate::run::EXIT_SETUP);
+        let err = SpawnError::Fork(Errno::EAGAIN);
+        assert!(
+            err.to_string()
+                .ends_with("(the process limit, ulimit -u, may be reached)"),
+            "{err}"
+        );
     }
 }

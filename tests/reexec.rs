@@ -412,6 +412,51 @@ fn open_files_limit(pid: i64) -> u64 {
 /// sockvisor raises its own soft limit on open files to the hard one (it
 /// holds a descriptor per child), and every child, before and after a
 /// re-exec, runs under the limit sockvisor was started with.
+/// The children's open-file limit is restored only once their descriptors
+/// are in place: with sockvisor's own descriptors (a pidfd per worker)
+/// taking every number below that limit, the re-exec's check run and a new
+/// generation still get their sockets.
+#[test]
+fn children_get_their_sockets_when_sockvisors_descriptors_fill_their_open_file_limit() {
+    const WORKERS: usize = 64;
+    let mut sockvisor = Sockvisor::start_with(
+        "full-below-limit",
+        |command| limit_open_files(command, WORKERS as u64, 4096),
+        &[
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--ready",
+            "now",
+            "--workers",
+            "64",
+            "--",
+            "sleep",
+            "600",
+        ],
+    );
+    wait_for("every worker to start", || {
+        (children_of(sockvisor.pid()).len() == WORKERS).then_some(())
+    });
+    assert!(
+        pidfds_of(sockvisor.pid()) >= WORKERS,
+        "sockvisor's pidfds alone fill the children's limit of {WORKERS}"
+    );
+    let output = sockvisor.client(&["reexec"]);
+    assert!(output.status.success(), "{output:?}");
+    let output = sockvisor.client(&["upgrade", "--timeout", "30s"]);
+    assert!(output.status.success(), "{output:?}");
+    let workers = children_of(sockvisor.pid());
+    assert_eq!(workers.len(), WORKERS);
+    assert!(
+        workers
+            .iter()
+            .all(|pid| open_files_limit(*pid as i64) == WORKERS as u64)
+    );
+    assert!(sockvisor.client(&["stop"]).status.success());
+    assert_eq!(sockvisor.wait_exit(), 0);
+}
+
 #[test]
 fn children_keep_the_open_file_limit_sockvisor_was_started_with() {
     let dir = TestDir::new("open-files");

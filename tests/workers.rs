@@ -315,21 +315,6 @@ fn scale_up_and_down_under_load_fails_no_request() {
     assert_eq!(sockvisor.wait_exit(), 0);
 }
 
-/// sockvisor's pidfds: its descriptors that are one.
-fn pidfds_of(pid: i32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter(|e| {
-                    std::fs::read_link(e.path())
-                        .is_ok_and(|target| target.to_string_lossy() == "anon_inode:[pidfd]")
-                })
-                .count()
-        })
-        .unwrap_or(0)
-}
-
 /// Under a tight `ulimit -n`, sockvisor keeps pidfds for only some of its
 /// workers (it leaves descriptors for everything else) and reaps the others
 /// by `waitpid(-1)`: every exit is still seen, whichever way it comes.

@@ -514,6 +514,21 @@ pub fn limit_open_files(command: &mut Command, soft: u64, hard: u64) {
     }
 }
 
+/// How many of `pid`'s descriptors are pidfds.
+pub fn pidfds_of(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| {
+                    std::fs::read_link(e.path())
+                        .is_ok_and(|target| target.to_string_lossy() == "anon_inode:[pidfd]")
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 /// Host pids of the children of `parent`.
 pub fn children_of(parent: i32) -> Vec<i32> {
     fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
