@@ -399,3 +399,60 @@ fn workers_start_the_same_where_a_child_cannot_unshare_its_descriptors() {
         zombie_children(sockvisor.pid()).is_empty().then_some(())
     });
 }
+
+/// A worker that waits for its restart backoff holds no process: `status`
+/// lists its slot as such, and no generation is ever shown with pid 0 (a
+/// script that signals "the generation's pid" would signal its own group).
+#[test]
+fn a_slot_waiting_to_restart_is_listed_and_never_shown_as_pid_0() {
+    let mut sockvisor = Sockvisor::start_with(
+        "empty-slot",
+        |_| {},
+        &[
+            "run",
+            "--ready",
+            "now",
+            "--workers",
+            "3",
+            "--restart",
+            "always",
+            "--restart-delay",
+            "60s",
+            "--",
+            "sleep",
+            "600",
+        ],
+    );
+    wait_for("every worker to start", || {
+        (children_of(sockvisor.pid()).len() == 3).then_some(())
+    });
+    let first = wait_for("generation 1 to serve", || {
+        let status = status_json(&sockvisor);
+        (status["current"] == 1).then(|| status["generations"][0]["pid"].as_i64())?
+    });
+    // SAFETY: kill has no memory preconditions.
+    unsafe { libc::kill(first as i32, libc::SIGKILL) };
+    let status = wait_for("worker 0's slot to wait for its restart", || {
+        let status = status_json(&sockvisor);
+        status["generations"][0]["empty_slots"]
+            .as_array()
+            .is_some_and(|slots| !slots.is_empty())
+            .then_some(status)
+    });
+    let generation = &status["generations"][0];
+    assert!(generation["pid"].is_null(), "{generation}");
+    let slot = &generation["empty_slots"][0];
+    assert_eq!(slot["index"], 0, "{generation}");
+    assert_eq!(slot["state"], "restarting", "{generation}");
+    assert!(slot["restart_in_ms"].as_u64().unwrap() > 0, "{generation}");
+    assert_eq!(worker_pids(&status, 0).len(), 2);
+    let text = sockvisor.client(&["status"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("  1  pid -  ready"), "{text}");
+    assert!(
+        text.contains("worker 0  no process  restarting in "),
+        "{text}"
+    );
+    assert!(sockvisor.client(&["stop"]).status.success());
+    assert_eq!(sockvisor.wait_exit(), 0);
+}

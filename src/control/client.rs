@@ -281,7 +281,7 @@ pub fn render_status(status: &serde_json::Value) -> String {
         let _ = writeln!(
             out,
             "  {number}  pid {}  {:<8}  {}{}{}{}",
-            generation["pid"],
+            shown_pid(&generation["pid"]),
             generation["state"].as_str().unwrap_or_default(),
             shown_ms(&generation["age_ms"]),
             generation["environment"]["digest"]
@@ -324,6 +324,20 @@ pub fn render_status(status: &serde_json::Value) -> String {
                 );
             }
         }
+        for slot in generation["empty_slots"].as_array().into_iter().flatten() {
+            let state = match slot["restart_in_ms"].as_u64() {
+                Some(ms) => format!(
+                    "restarting in {}",
+                    format_duration(Duration::from_millis(ms))
+                ),
+                None => slot["state"].as_str().unwrap_or_default().to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "     worker {}  no process  {state}  restarts {}",
+                slot["index"], slot["restarts"],
+            );
+        }
     }
     if let Some(last) = status["last_upgrade"].as_object() {
         let _ = writeln!(
@@ -343,6 +357,13 @@ pub fn render_status(status: &serde_json::Value) -> String {
 }
 
 /// A JSON milliseconds field as a person reads a duration.
+/// A pid, or `-` where there is none.
+fn shown_pid(value: &serde_json::Value) -> String {
+    value
+        .as_i64()
+        .map_or_else(|| "-".to_string(), |pid| pid.to_string())
+}
+
 fn shown_ms(value: &serde_json::Value) -> String {
     format_duration(Duration::from_millis(value.as_u64().unwrap_or_default()))
 }

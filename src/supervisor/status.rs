@@ -47,8 +47,9 @@ pub struct Counters {
 #[derive(Debug, Clone, Serialize)]
 pub struct GenerationStatus {
     pub generation: u32,
-    /// Worker 0's pid (the only one with `--workers 1`).
-    pub pid: i32,
+    /// Worker 0's pid (the only one with `--workers 1`); `null` while
+    /// worker 0's slot holds no process.
+    pub pid: Option<i32>,
     pub state: Phase,
     /// Milliseconds since it was started.
     pub age_ms: u64,
@@ -58,6 +59,31 @@ pub struct GenerationStatus {
     /// A worker of it missed its watchdog.
     pub hung: bool,
     pub workers: Vec<WorkerStatus>,
+    /// Slots whose worker has ended and that hold no process (left out
+    /// when there are none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub empty_slots: Vec<EmptySlot>,
+}
+
+/// A slot whose worker has ended, not (yet) replaced.
+#[derive(Debug, Clone, Serialize)]
+pub struct EmptySlot {
+    pub index: u32,
+    pub state: EmptySlotState,
+    /// Replacements started in it so far.
+    pub restarts: u32,
+    /// Milliseconds until its replacement is started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restart_in_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmptySlotState {
+    /// Its replacement waits for the restart backoff.
+    Restarting,
+    /// Not replaced (`--restart`).
+    Exited,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -118,14 +144,35 @@ impl<P: Spawner> Supervisor<P> {
                             rss_bytes: w.rss,
                         })
                         .collect();
+                    let empty_slots = g
+                        .slots
+                        .iter()
+                        .zip(0u32..)
+                        .filter(|(slot, index)| {
+                            !slot.pending && !slot.vacant && g.worker(*index).is_none()
+                        })
+                        .map(|(slot, index)| EmptySlot {
+                            index,
+                            state: if slot.restart_at.is_some() {
+                                EmptySlotState::Restarting
+                            } else {
+                                EmptySlotState::Exited
+                            },
+                            restarts: slot.restarts,
+                            restart_in_ms: slot
+                                .restart_at
+                                .map(|at| as_millis(at.saturating_duration_since(now))),
+                        })
+                        .collect();
                     GenerationStatus {
                         generation: g.number,
-                        pid: g.worker(0).map_or(0, |w| w.pid.as_raw()),
+                        pid: g.worker(0).map(|w| w.pid.as_raw()),
                         state: g.phase,
                         age_ms: age(g.started),
                         status: workers.iter().find_map(|w| w.status.clone()),
                         hung: g.hung,
                         workers,
+                        empty_slots,
                     }
                 })
                 .collect(),
