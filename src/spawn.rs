@@ -725,15 +725,13 @@ impl ExecPlan {
                     self.fail(ChildStep::Descriptors, Errno::last_raw());
                 }
             }
-            // Descriptors the child may hold from here up: with a trimmed
-            // copy of the table, none above `keep_below` but the copies just
-            // made (close-on-exec already).
-            // Otherwise, up to the children's open-file limit.
+            // Descriptors that may lack close-on-exec from here up: with a
+            // trimmed copy of the table, none from `keep_below` up (the
+            // copies just made have it already; `keep_below` is at least
+            // `first_free`); otherwise any, up to the children's open-file
+            // limit.
             let held_below = if trimmed {
-                Some(
-                    self.keep_below
-                        .max(first_free + self.moved_fds.len() as RawFd),
-                )
+                Some(self.keep_below)
             } else {
                 self.open_files.map(|[soft, _]| soft.min(1 << 20) as RawFd)
             };
@@ -822,7 +820,7 @@ impl ExecPlan {
 /// Makes every descriptor from `first` up close-on-exec, so only stdio and
 /// the listeners survive `exec`. Where the kernel cannot do that in one
 /// call, each descriptor below `held_below` is marked (by default, below
-/// the open-file limit).
+/// the open-file limit): none from there up may lack the flag.
 ///
 /// # Safety
 /// Call only in the child before `exec`.
