@@ -113,8 +113,8 @@ impl SpawnError {
             SpawnError::NotFound { .. } | SpawnError::NoSuchFile { .. } => EXIT_NOT_FOUND,
             SpawnError::Exec {
                 errno: Errno::ENOENT,
-                ..
-            } => EXIT_NOT_FOUND,
+                path,
+            } if !path.exists() => EXIT_NOT_FOUND,
             SpawnError::NotExecutable { .. } | SpawnError::Exec { .. } => EXIT_NOT_EXECUTABLE,
             SpawnError::Prepare { .. } | SpawnError::Fork(_) | SpawnError::Environment(_) => {
                 crate::run::EXIT_SETUP
@@ -135,39 +135,56 @@ impl fmt::Display for SpawnError {
                 "command not found: '{}' does not exist (check the path)",
                 path.display()
             ),
-            SpawnError::NotExecutable { path, reason } => write!(
+            SpawnError::NotExecutable { path, reason } => {
+                write!(f, "cannot execute '{}': {reason}", path.display())
+            }
+            SpawnError::Exec {
+                path,
+                errno: Errno::ENOENT,
+            } if path.exists() => write!(
                 f,
-                "cannot execute '{}': {reason} (make it an executable file, e.g. chmod +x)",
+                "cannot execute '{}': the interpreter its #! line names, or its dynamic loader, does not exist",
                 path.display()
             ),
-            SpawnError::Exec { path, errno } => write!(
-                f,
-                "cannot execute '{}': {}",
-                path.display(),
-                errno.desc().to_lowercase()
-            ),
+            SpawnError::Exec { path, errno } => {
+                write!(
+                    f,
+                    "cannot execute '{}': {}",
+                    path.display(),
+                    describe(*errno)
+                )?;
+                match errno {
+                    Errno::ENOEXEC => f.write_str(
+                        " (not a program for this machine, or a script without a #! line)",
+                    ),
+                    Errno::EACCES => f.write_str(
+                        " (check its permissions, and its directories', for the user it runs as)",
+                    ),
+                    _ => Ok(()),
+                }
+            }
             SpawnError::Prepare { step, errno } => {
                 let what = match step {
                     ChildStep::Exec => "execute the program",
                     ChildStep::Descriptors => "pass the child its sockets",
                     ChildStep::Identity => "switch the child to the --user identity",
                 };
-                write!(f, "cannot {what}: {}", errno.desc().to_lowercase())?;
-                if *errno == Errno::EMFILE {
-                    f.write_str(" (raise the open-file limit, ulimit -n)")?;
+                write!(f, "cannot {what}: {}", describe(*errno))?;
+                match (step, errno) {
+                    (_, Errno::EMFILE) => f.write_str(" (raise the open-file limit, ulimit -n)"),
+                    (ChildStep::Identity, Errno::EPERM) => f.write_str(
+                        " (running the server as another user needs root, or CAP_SETUID and CAP_SETGID)",
+                    ),
+                    _ => Ok(()),
                 }
-                Ok(())
             }
             SpawnError::Fork(errno) => {
-                write!(
-                    f,
-                    "cannot start a child process: {}",
-                    errno.desc().to_lowercase()
-                )?;
-                if *errno == Errno::EAGAIN {
-                    f.write_str(" (the process limit, ulimit -u, may be reached)")?;
+                write!(f, "cannot start a child process: {}", describe(*errno))?;
+                match errno {
+                    Errno::EAGAIN => f.write_str(" (the process limit, ulimit -u, may be reached)"),
+                    Errno::EMFILE => f.write_str(" (raise the open-file limit, ulimit -n)"),
+                    _ => Ok(()),
                 }
-                Ok(())
             }
             SpawnError::Environment(why) => f.write_str(why),
         }
@@ -175,6 +192,14 @@ impl fmt::Display for SpawnError {
 }
 
 impl std::error::Error for SpawnError {}
+
+/// An errno as the C library says it, in lower case ("resource
+/// temporarily unavailable", where nix says "try again").
+fn describe(errno: Errno) -> String {
+    let text = std::io::Error::from_raw_os_error(errno as i32).to_string();
+    let text = text.split(" (os error").next().unwrap_or_default();
+    text.to_lowercase()
+}
 
 /// PATH used when sockvisor itself has none, as `execvp` does.
 const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
@@ -216,8 +241,11 @@ fn check_executable(path: &Path) -> Result<(), SpawnError> {
         Err(_) => Err(SpawnError::NoSuchFile {
             path: path.to_path_buf(),
         }),
-        Ok(meta) if meta.is_dir() => Err(refuse("is a directory")),
-        Ok(_) => access(path, AccessFlags::X_OK).map_err(|_| refuse("permission denied")),
+        Ok(meta) if meta.is_dir() => Err(refuse(
+            "is a directory (give the path of the program in it)",
+        )),
+        Ok(_) => access(path, AccessFlags::X_OK)
+            .map_err(|_| refuse("permission denied (make it an executable file, e.g. chmod +x)")),
     }
 }
 
@@ -978,11 +1006,17 @@ mod tests {
             "cannot pass the child its sockets: too many open files (raise the open-file limit, ulimit -n)"
         );
         assert_eq!(err.exit_code(), crate::run::EXIT_SETUP);
-        let err = SpawnError::Fork(Errno::EAGAIN);
-        assert!(
-            err.to_string()
-                .ends_with("(the process limit, ulimit -u, may be reached)"),
-            "{err}"
+        assert_eq!(
+            SpawnError::Fork(Errno::EAGAIN).to_string(),
+            "cannot start a child process: resource temporarily unavailable (the process limit, ulimit -u, may be reached)"
+        );
+        assert_eq!(
+            SpawnError::Prepare {
+                step: ChildStep::Identity,
+                errno: Errno::EPERM
+            }
+            .to_string(),
+            "cannot switch the child to the --user identity: operation not permitted (running the server as another user needs root, or CAP_SETUID and CAP_SETGID)"
         );
     }
 }

@@ -202,8 +202,46 @@ fn a_command_the_kernel_refuses_to_execute_is_reported_with_the_kernels_reason()
     let output = run_command_to_failure(&dir, &[], &[&program]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(126), "{stderr}");
-    let expected = format!("sockvisor: cannot execute '{program}': exec format error");
+    let expected = format!(
+        "sockvisor: cannot execute '{program}': exec format error (not a program for this \
+         machine, or a script without a #! line)"
+    );
     assert!(stderr.lines().any(|l| l == expected), "{stderr}");
+}
+
+#[test]
+fn a_script_whose_interpreter_is_missing_is_not_called_missing_itself() {
+    let dir = TestDir::new("badinterpreter");
+    let script = dir.join("server.sh");
+    std::fs::write(&script, "#!/no/such/interpreter\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let script = script.display().to_string();
+    // Only execve, in the child, finds that out (after the control socket
+    // is up, so not the only line).
+    let output = run_command_to_failure(&dir, &[], &[&script]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(126), "{stderr}");
+    let expected = format!(
+        "sockvisor: cannot execute '{script}': the interpreter its #! line names, or its \
+         dynamic loader, does not exist"
+    );
+    assert!(stderr.lines().any(|l| l == expected), "{stderr}");
+}
+
+#[test]
+fn a_directory_given_as_the_command_is_named_as_one() {
+    let dir = TestDir::new("dircommand");
+    let program = dir.path.display().to_string();
+    let output = run_command_to_failure(&dir, &[], &[&program]);
+    assert_fails(
+        &dir,
+        &output,
+        126,
+        &[&format!(
+            "cannot execute '{program}': is a directory (give the path of the program in it)"
+        )],
+    );
 }
 
 #[test]

@@ -453,6 +453,73 @@ fn a_slot_waiting_to_restart_is_listed_and_never_shown_as_pid_0() {
         text.contains("worker 0  no process  restarting in "),
         "{text}"
     );
+    // With one process left, the text still lists every slot, in order.
+    let second = worker_pids(&status, 0)[0];
+    // SAFETY: kill has no memory preconditions.
+    unsafe { libc::kill(second as i32, libc::SIGKILL) };
+    let status = wait_for("a second slot to wait for its restart", || {
+        let status = status_json(&sockvisor);
+        (status["generations"][0]["empty_slots"].as_array()?.len() == 2).then_some(status)
+    });
+    let last = worker_pids(&status, 0)[0];
+    let text = sockvisor.client(&["status"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    let slots: Vec<&str> = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with("worker "))
+        .collect();
+    assert_eq!(slots.len(), 3, "{text}");
+    assert!(slots[0].contains("worker 0  no process"), "{text}");
+    assert!(
+        slots
+            .iter()
+            .any(|l| l.contains(&format!("pid {last}  ready"))),
+        "{text}"
+    );
+    assert!(sockvisor.client(&["stop"]).status.success());
+    assert_eq!(sockvisor.wait_exit(), 0);
+}
+
+/// While a generation that ended on its own waits to be started again,
+/// `status` says so instead of showing nothing.
+#[test]
+fn a_generation_restart_that_waits_for_its_backoff_is_shown() {
+    let mut sockvisor = Sockvisor::start_with(
+        "restart-pending",
+        |_| {},
+        &[
+            "run",
+            "--ready",
+            "now",
+            "--restart",
+            "always",
+            "--restart-delay",
+            "60s",
+            "--",
+            "sleep",
+            "600",
+        ],
+    );
+    wait_for("the child to start", || {
+        (children_of(sockvisor.pid()).len() == 1).then_some(())
+    });
+    let pid = wait_for("generation 1 to serve", || {
+        let status = status_json(&sockvisor);
+        (status["current"] == 1).then(|| status["generations"][0]["pid"].as_i64())?
+    });
+    // SAFETY: kill has no memory preconditions.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let status = wait_for("the restart to wait for its backoff", || {
+        let status = status_json(&sockvisor);
+        status["restart_in_ms"].as_u64().map(|_| status)
+    });
+    assert!(status["restart_in_ms"].as_u64().unwrap() > 0, "{status}");
+    let text = sockvisor.client(&["status"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("every worker has ended: a new generation starts in "),
+        "{text}"
+    );
     assert!(sockvisor.client(&["stop"]).status.success());
     assert_eq!(sockvisor.wait_exit(), 0);
 }

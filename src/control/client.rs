@@ -302,10 +302,17 @@ pub fn render_status(status: &serde_json::Value) -> String {
             .as_array()
             .cloned()
             .unwrap_or_default();
-        if workers.len() > 1 {
-            for worker in workers {
-                let _ = writeln!(
-                    out,
+        let empty = generation["empty_slots"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        // Every slot once there is more than one, in slot order (a slot's
+        // second process, while it recycles, right after its first).
+        let mut lines: Vec<(u64, String)> = Vec::new();
+        for worker in &workers {
+            lines.push((
+                worker["index"].as_u64().unwrap_or_default(),
+                format!(
                     "     worker {}  pid {}  {:<8}  {}  restarts {}{}{}",
                     worker["index"],
                     worker["pid"],
@@ -321,10 +328,10 @@ pub fn render_status(status: &serde_json::Value) -> String {
                         .as_str()
                         .map(|s| format!("  \"{}\"", printable(s)))
                         .unwrap_or_default(),
-                );
-            }
+                ),
+            ));
         }
-        for slot in generation["empty_slots"].as_array().into_iter().flatten() {
+        for slot in &empty {
             let state = match slot["restart_in_ms"].as_u64() {
                 Some(ms) => format!(
                     "restarting in {}",
@@ -332,12 +339,27 @@ pub fn render_status(status: &serde_json::Value) -> String {
                 ),
                 None => slot["state"].as_str().unwrap_or_default().to_string(),
             };
-            let _ = writeln!(
-                out,
-                "     worker {}  no process  {state}  restarts {}",
-                slot["index"], slot["restarts"],
-            );
+            lines.push((
+                slot["index"].as_u64().unwrap_or_default(),
+                format!(
+                    "     worker {}  no process  {state}  restarts {}",
+                    slot["index"], slot["restarts"],
+                ),
+            ));
         }
+        if lines.len() > 1 || !empty.is_empty() {
+            lines.sort_by_key(|(index, _)| *index);
+            for (_, line) in lines {
+                let _ = writeln!(out, "{line}");
+            }
+        }
+    }
+    if let Some(ms) = status["restart_in_ms"].as_u64() {
+        let _ = writeln!(
+            out,
+            "  every worker has ended: a new generation starts in {}",
+            format_duration(Duration::from_millis(ms))
+        );
     }
     if let Some(last) = status["last_upgrade"].as_object() {
         let _ = writeln!(

@@ -22,6 +22,10 @@ pub struct StatusSnapshot {
     pub generations: Vec<GenerationStatus>,
     pub last_upgrade: Option<UpgradeStatus>,
     pub counters: Counters,
+    /// Milliseconds until a new generation is started, when the last one
+    /// ended on its own and is to be restarted (left out otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restart_in_ms: Option<u64>,
 }
 
 /// What happened since sockvisor started (carried over re-execs), for
@@ -184,6 +188,9 @@ impl<P: Spawner> Supervisor<P> {
                 duration_ms: o.duration.map(as_millis),
             }),
             counters: self.counters,
+            restart_in_ms: self
+                .restart_at
+                .map(|at| as_millis(at.saturating_duration_since(now))),
         }
     }
 
