@@ -400,20 +400,19 @@ fn workers_start_the_same_where_a_child_cannot_unshare_its_descriptors() {
     });
 }
 
-/// A worker that waits for its restart backoff holds no process: `status`
-/// lists its slot as such, and no generation is ever shown with pid 0 (a
-/// script that signals "the generation's pid" would signal its own group).
-#[test]
-fn a_slot_waiting_to_restart_is_listed_and_never_shown_as_pid_0() {
-    let mut sockvisor = Sockvisor::start_with(
-        "empty-slot",
+/// `workers` workers of `sleep` that are ready at once and wait a minute
+/// before each restart, once generation 1 serves; with worker 0's pid.
+fn serving_with_slow_restarts(name: &str, workers: usize) -> (Sockvisor, i64) {
+    let count = workers.to_string();
+    let sockvisor = Sockvisor::start_with(
+        name,
         |_| {},
         &[
             "run",
             "--ready",
             "now",
             "--workers",
-            "3",
+            &count,
             "--restart",
             "always",
             "--restart-delay",
@@ -424,12 +423,21 @@ fn a_slot_waiting_to_restart_is_listed_and_never_shown_as_pid_0() {
         ],
     );
     wait_for("every worker to start", || {
-        (children_of(sockvisor.pid()).len() == 3).then_some(())
+        (children_of(sockvisor.pid()).len() == workers).then_some(())
     });
     let first = wait_for("generation 1 to serve", || {
         let status = status_json(&sockvisor);
         (status["current"] == 1).then(|| status["generations"][0]["pid"].as_i64())?
     });
+    (sockvisor, first)
+}
+
+/// A worker that waits for its restart backoff holds no process: `status`
+/// lists its slot as such, and no generation is ever shown with pid 0 (a
+/// script that signals "the generation's pid" would signal its own group).
+#[test]
+fn a_slot_waiting_to_restart_is_listed_and_never_shown_as_pid_0() {
+    let (mut sockvisor, first) = serving_with_slow_restarts("empty-slot", 3);
     // SAFETY: kill has no memory preconditions.
     unsafe { libc::kill(first as i32, libc::SIGKILL) };
     let status = wait_for("worker 0's slot to wait for its restart", || {
@@ -484,29 +492,7 @@ fn a_slot_waiting_to_restart_is_listed_and_never_shown_as_pid_0() {
 /// `status` says so instead of showing nothing.
 #[test]
 fn a_generation_restart_that_waits_for_its_backoff_is_shown() {
-    let mut sockvisor = Sockvisor::start_with(
-        "restart-pending",
-        |_| {},
-        &[
-            "run",
-            "--ready",
-            "now",
-            "--restart",
-            "always",
-            "--restart-delay",
-            "60s",
-            "--",
-            "sleep",
-            "600",
-        ],
-    );
-    wait_for("the child to start", || {
-        (children_of(sockvisor.pid()).len() == 1).then_some(())
-    });
-    let pid = wait_for("generation 1 to serve", || {
-        let status = status_json(&sockvisor);
-        (status["current"] == 1).then(|| status["generations"][0]["pid"].as_i64())?
-    });
+    let (mut sockvisor, pid) = serving_with_slow_restarts("restart-pending", 1);
     // SAFETY: kill has no memory preconditions.
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     let status = wait_for("the restart to wait for its backoff", || {
