@@ -589,6 +589,34 @@ def floor_run(programs, workers, upgrades):
     return {"start_s": start, "upgrades": rounds, "stop_s": stop}
 
 
+def floor_upgrade(programs, workers, command, start_ms=0):
+    """One upgrade of the floor, all at once (`command` "upgrade") or
+    rolling ("roll K"): seconds from the line written to its answer, and
+    the floor's CPU seconds over the same span."""
+    env = dict(os.environ, WORKER_START_MS=str(start_ms)) if start_ms else None
+    process = subprocess.Popen([programs["spawn_floor"], str(workers), programs["worker_child"]],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    STARTED.append(process)
+    if process.stdout.readline().strip() != "ready":
+        raise RuntimeError("spawn_floor did not start its workers")
+    done = "roll done" if command.startswith("roll") else "upgrade done"
+    cpu = cpu_seconds(process.pid)
+    asked = time.monotonic()
+    process.stdin.write(command + "\n")
+    process.stdin.flush()
+    for line in process.stdout:
+        if line.strip() == done:
+            break
+    else:
+        raise RuntimeError(f"spawn_floor ended before {done!r}")
+    took = time.monotonic() - asked
+    cpu = cpu_seconds(process.pid) - cpu
+    process.stdin.write("stop\n")
+    process.stdin.flush()
+    process.wait(timeout=60)
+    return {"done_s": took, "cpu_s": cpu}
+
+
 class LogLines:
     """sockvisor's stderr, read as it comes, each line with its arrival time."""
 
@@ -810,7 +838,8 @@ def scenario_many_workers(bins, scale):
 
 def scenario_many_workers_rolling(bins, scale):
     """10. Rolling upgrades of many workers (`--max-surge K`, K = 32 capped
-    at N) next to all-at-once upgrades of the same N, taking turns
+    at N) next to all-at-once upgrades of the same N, and the floor doing
+    each (`spawn_floor`'s "roll K" and "upgrade"), taking turns
     `many_rounds` times, for each worker start-up in `rolling_start_ms`
     (0: READY=1 at once). For each start-up, one worker's start-up through
     sockvisor is measured too (a 1-worker generation upgraded `many_single`
@@ -829,8 +858,10 @@ def scenario_many_workers_rolling(bins, scale):
                        "single_done_s": median(r["done_s"] for r in single["upgrades"])}
             for workers in scale["rolling_sizes"]:
                 k = min(surge, workers)
-                at_once, rolling = [], []
+                at_once, rolling, floor_at_once, floor_rolling = [], [], [], []
                 for _ in range(scale["many_rounds"]):
+                    floor_at_once.append(floor_upgrade(programs, workers, "upgrade", start_ms))
+                    floor_rolling.append(floor_upgrade(programs, workers, f"roll {k}", start_ms))
                     with tempfile.TemporaryDirectory() as rundir:
                         at_once.append(sockvisor_workers(bins, programs, rundir, workers, 1,
                                                          start_ms=start_ms)["upgrades"][0])
@@ -846,6 +877,10 @@ def scenario_many_workers_rolling(bins, scale):
                     "rolling_done_s": median(r["done_s"] for r in rolling),
                     "rolling_max_s": max(r["done_s"] for r in rolling),
                     "rolling_cpu_s": median(r["cpu_s"] for r in rolling),
+                    "floor_at_once_done_s": median(r["done_s"] for r in floor_at_once),
+                    "floor_at_once_cpu_s": median(r["cpu_s"] for r in floor_at_once),
+                    "floor_rolling_done_s": median(r["done_s"] for r in floor_rolling),
+                    "floor_rolling_cpu_s": median(r["cpu_s"] for r in floor_rolling),
                 })
             results["variants"].append(variant)
         results["spread_work"] = spread_work(programs, scale["many_rounds"])
@@ -1144,19 +1179,36 @@ def report_many_workers_rolling(m, smoke):
     add("or made known by `WORKER_START_MS` (it sleeps that long first). One worker's start-up through")
     add(f"sockvisor, t1, is measured in the same run for each: a 1-worker sockvisor upgraded {m['single_upgrades']} times, from")
     add("the request to its \"is ready\" line, median. The estimate is (N / K) × t1: N / K waves of K")
-    add("workers, each one start-up long.")
+    add("workers, each one start-up long. The floor (`bench/spawn_floor.c`) does the same two upgrades with")
+    add("no supervision: all at once (\"upgrade\") and rolling by the same rule (\"roll K\": at most N + K")
+    add("processes, draining ones included; each READY=1 sends SIGQUIT to one old copy, each old copy")
+    add("reaped starts one new one), in one `poll` on its datagram socket and a signalfd; its CPU is")
+    add("measured the same way, over the same span.")
+    add("")
+    add("| target | measured | |")
+    add("| --- | --- | --- |")
+    for v in m["variants"]:
+        top = max(v["sizes"], key=lambda r: r["workers"])
+        n, k = top["workers"], top["surge"]
+        what = f"{v['start_ms']} ms start-ups" if v["start_ms"] else "workers ready at once"
+        if v["start_ms"]:
+            ratio = top["rolling_done_s"] / (n / k * v["single_ready_s"])
+            add(f"| rolling time ≈ (N / K) × t1 (within 10 %), {n} workers, K = {k}, {what} | {top['rolling_done_s'] * 1000:.0f} ms, {ratio:.2f} × the estimate | {check(ratio <= 1.1)} |")
+        rolling, at_once = top["rolling_cpu_s"] / n * 1e6, top["at_once_cpu_s"] / n * 1e6
+        floor_rolling, floor_at_once = top["floor_rolling_cpu_s"] / n * 1e6, top["floor_at_once_cpu_s"] / n * 1e6
+        add(f"| sockvisor CPU per worker rolling ≤ all at once, {n} workers, {what} | {rolling:.0f} against {at_once:.0f} µs ({rolling / at_once:.2f} ×); the floor: {floor_rolling:.0f} against {floor_at_once:.0f} µs ({floor_rolling / floor_at_once:.2f} ×) | {check(rolling <= at_once)} |")
     for v in m["variants"]:
         t1 = v["single_ready_s"]
         what = f"{v['start_ms']} ms start-up (`WORKER_START_MS={v['start_ms']}`)" if v["start_ms"] else "no start-up (READY=1 at once)"
         add("")
         add(f"Worker with {what}: t1 = {t1 * 1000:.2f} ms (request → result, once the old worker has exited: {v['single_done_s'] * 1000:.2f} ms).")
         add("")
-        add("| N | K | rolling (max) | estimate (N / K) × t1 | rolling / estimate | all at once | rolling / all at once | sockvisor CPU per worker, rolling | all at once |")
-        add("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        add("| N | K | rolling (max) | estimate (N / K) × t1 | rolling / estimate | all at once | rolling / all at once | floor rolling / all at once | CPU per worker, rolling / all at once | floor's CPU per worker, rolling / all at once |")
+        add("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for r in v["sizes"]:
             n, k = r["workers"], r["surge"]
             estimate = n / k * t1
-            add(f"| {n} | {k} | {r['rolling_done_s'] * 1000:.1f} ms ({r['rolling_max_s'] * 1000:.1f} ms) | {estimate * 1000:.1f} ms | {r['rolling_done_s'] / estimate:.2f} × | {r['at_once_done_s'] * 1000:.1f} ms | {r['rolling_done_s'] / r['at_once_done_s']:.2f} × | {r['rolling_cpu_s'] / n * 1e6:.0f} µs | {r['at_once_cpu_s'] / n * 1e6:.0f} µs |")
+            add(f"| {n} | {k} | {r['rolling_done_s'] * 1000:.1f} ms ({r['rolling_max_s'] * 1000:.1f} ms) | {estimate * 1000:.1f} ms | {r['rolling_done_s'] / estimate:.2f} × | {r['at_once_done_s'] * 1000:.1f} ms | {r['rolling_done_s'] / r['at_once_done_s']:.2f} × | {r['floor_rolling_done_s'] * 1000:.1f} / {r['floor_at_once_done_s'] * 1000:.1f} ms | {r['rolling_cpu_s'] / n * 1e6:.0f} / {r['at_once_cpu_s'] / n * 1e6:.0f} µs | {r['floor_rolling_cpu_s'] / n * 1e6:.0f} / {r['floor_at_once_cpu_s'] / n * 1e6:.0f} µs |")
     if "spread_work" in m:
         w = m["spread_work"]
         add("")

@@ -9,16 +9,26 @@
  * arrived, then prints "ready". On each line "upgrade" read from stdin it
  * does what an all-at-once upgrade does: starts N new copies, prints
  * "upgrade ready" once their N datagrams are in, sends SIGQUIT to the N old
- * ones, reaps them, and prints "upgrade done". On "stop" (or end of input)
+ * ones, reaps them, and prints "upgrade done". On "roll K" it does what a
+ * rolling upgrade with a surge of K does, by the rule sockvisor and einhorn
+ * share (at most N + K processes, draining ones included): it starts K new
+ * copies; each READY=1 that arrives sends SIGQUIT to one old copy, and each
+ * old copy reaped makes room for one more new one, until N new copies are
+ * ready and the N old ones are reaped; then it prints "roll done". It
+ * waits for both in one poll(2), on the datagram socket and a signalfd for
+ * SIGCHLD, and needs no lookup: during the roll, only new copies speak and
+ * only old ones exit. On "stop" (or end of input)
  * it sends SIGQUIT to the running copies, reaps them, prints "stopped" and
  * exits. Times are taken by whoever reads its output.
  *
  *     gcc -O2 -o spawn_floor bench/spawn_floor.c
  */
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -35,6 +45,9 @@ static void start(int count, pid_t *pids, const char *child, char **env) {
         pid_t pid = fork();
         if (pid < 0) fail("fork");
         if (pid == 0) {
+            sigset_t none;
+            sigemptyset(&none);
+            sigprocmask(SIG_SETMASK, &none, NULL);
             execve(child, argv, env);
             _exit(127);
         }
@@ -49,6 +62,45 @@ static void await_ready(int fd, int count) {
         if (n < 0) fail("recv");
         buffer[n] = '\0';
         if (strstr(buffer, "READY=1") != NULL) heard++;
+    }
+}
+
+/* Every READY=1 waiting on `fd`, without blocking. */
+static int take_ready(int fd) {
+    char buffer[4096];
+    int heard = 0;
+    for (;;) {
+        ssize_t n = recv(fd, buffer, sizeof buffer - 1, MSG_DONTWAIT);
+        if (n < 0) return heard;
+        buffer[n] = '\0';
+        if (strstr(buffer, "READY=1") != NULL) heard++;
+    }
+}
+
+static void roll(int fd, int exits, int count, int surge, const pid_t *running, pid_t *next,
+                 const char *child, char **env) {
+    int started = surge < count ? surge : count;
+    start(started, next, child, env);
+    int ready = 0, retired = 0, reaped = 0;
+    struct pollfd watched[] = {{.fd = fd, .events = POLLIN}, {.fd = exits, .events = POLLIN}};
+    while (ready < count || reaped < count) {
+        if (poll(watched, 2, -1) < 0) fail("poll");
+        if (watched[0].revents & POLLIN) {
+            for (int heard = take_ready(fd); heard > 0; heard--, ready++) {
+                if (retired < count) kill(running[retired++], SIGQUIT);
+            }
+        }
+        if (watched[1].revents & POLLIN) {
+            struct signalfd_siginfo info;
+            while (read(exits, &info, sizeof info) == sizeof info) {}
+            while (waitpid(-1, NULL, WNOHANG) > 0) {
+                reaped++;
+                if (started < count) {
+                    start(1, next + started, child, env);
+                    started++;
+                }
+            }
+        }
     }
 }
 
@@ -78,7 +130,11 @@ int main(int argc, char **argv) {
 
     char variable[sizeof path + 16];
     snprintf(variable, sizeof variable, "NOTIFY_SOCKET=%s", path);
-    char *env[] = {variable, NULL};
+    /* The worker's start-up, when the benchmark sets one. */
+    char start_ms[64] = "";
+    const char *given = getenv("WORKER_START_MS");
+    if (given != NULL) snprintf(start_ms, sizeof start_ms, "WORKER_START_MS=%s", given);
+    char *env[] = {variable, start_ms[0] ? start_ms : NULL, NULL};
     pid_t *running = calloc((size_t)count, sizeof(pid_t));
     pid_t *next = calloc((size_t)count, sizeof(pid_t));
     if (running == NULL || next == NULL) fail("calloc");
@@ -88,13 +144,29 @@ int main(int argc, char **argv) {
     await_ready(fd, count);
     printf("ready\n");
 
+    /* SIGCHLD is taken from a signalfd during a roll; blocked, it still
+     * leaves zombies for waitpid as before. */
+    sigset_t child_exits;
+    sigemptyset(&child_exits);
+    sigaddset(&child_exits, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &child_exits, NULL);
+    int exits = signalfd(-1, &child_exits, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (exits < 0) fail("signalfd");
+
     char line[64];
-    while (fgets(line, sizeof line, stdin) != NULL && strncmp(line, "upgrade", 7) == 0) {
-        start(count, next, child, env);
-        await_ready(fd, count);
-        printf("upgrade ready\n");
-        stop(count, running);
-        printf("upgrade done\n");
+    while (fgets(line, sizeof line, stdin) != NULL) {
+        if (strncmp(line, "upgrade", 7) == 0) {
+            start(count, next, child, env);
+            await_ready(fd, count);
+            printf("upgrade ready\n");
+            stop(count, running);
+            printf("upgrade done\n");
+        } else if (strncmp(line, "roll ", 5) == 0 && atoi(line + 5) > 0) {
+            roll(fd, exits, count, atoi(line + 5), running, next, child, env);
+            printf("roll done\n");
+        } else {
+            break;
+        }
         pid_t *swap = running;
         running = next;
         next = swap;
