@@ -860,6 +860,57 @@ impl Drop for SlotMut<'_> {
     }
 }
 
+/// How the workers asked to drain ended: each status with how many ended
+/// so, in the order first seen. The statuses a process can end with are
+/// few (256 codes and the signals), so this stays small at any N.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DrainExits(Vec<(ExitStatus, u32)>);
+
+impl DrainExits {
+    pub fn record(&mut self, status: ExitStatus) {
+        match self.0.iter_mut().find(|(s, _)| *s == status) {
+            Some((_, count)) => *count = count.saturating_add(1),
+            None => self.0.push((status, 1)),
+        }
+    }
+
+    /// Each status and its count, for the re-exec hand-over.
+    pub fn counts(&self) -> &[(ExitStatus, u32)] {
+        &self.0
+    }
+
+    pub fn from_counts(counts: impl IntoIterator<Item = (ExitStatus, u32)>) -> DrainExits {
+        let mut exits = DrainExits::default();
+        for (status, count) in counts.into_iter().filter(|(_, count)| *count > 0) {
+            match exits.0.iter_mut().find(|(s, _)| *s == status) {
+                Some((_, recorded)) => *recorded = recorded.saturating_add(count),
+                None => exits.0.push((status, count)),
+            }
+        }
+        exits
+    }
+
+    /// `exited with status 0` when every one ended the same way (or
+    /// `fallback` when none was recorded); otherwise each way with its
+    /// count, the most common first: `ended: 3 exited with status 0, 1 was
+    /// killed by SIGKILL`.
+    pub fn describe(&self, fallback: ExitStatus) -> String {
+        match self.0.as_slice() {
+            [] => fallback.to_string(),
+            [(status, _)] => status.to_string(),
+            several => {
+                let mut counted = several.to_vec();
+                counted.sort_by_key(|(_, count)| std::cmp::Reverse(*count));
+                let each: Vec<String> = counted
+                    .iter()
+                    .map(|(status, count)| format!("{count} {status}"))
+                    .collect();
+                format!("ended: {}", each.join(", "))
+            }
+        }
+    }
+}
+
 /// One launch of the command: `size` worker processes on the same sockets.
 #[derive(Debug, Clone)]
 pub struct Generation {
@@ -881,6 +932,8 @@ pub struct Generation {
     /// The first unplanned exit of one of its workers that counts as a
     /// failure, for sockvisor's exit status.
     pub failure: Option<ExitStatus>,
+    /// How its workers that were asked to drain ended.
+    pub drained: DrainExits,
     /// A worker missed its watchdog: replaced, then stopped with only a
     /// short grace (a hung process will not drain).
     pub hung: bool,

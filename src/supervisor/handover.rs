@@ -80,6 +80,10 @@ pub struct GenerationRecord {
     /// The operator was told it does not handle its stop signal.
     #[serde(default)]
     pub stop_signal_warned: bool,
+    /// How its workers asked to drain ended: (status as a shell reports
+    /// it, count).
+    #[serde(default)]
+    pub drained: Vec<(i32, u32)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -344,6 +348,12 @@ impl<P: Spawner> Supervisor<P> {
                     failure: g.failure.map(exit_code),
                     hung: g.hung,
                     stop_signal_warned: g.stop_signal_warned,
+                    drained: g
+                        .drained
+                        .counts()
+                        .iter()
+                        .map(|(status, count)| (exit_code(*status), *count))
+                        .collect(),
                 })
                 .collect(),
             current: self.current,
@@ -418,6 +428,11 @@ impl<P: Spawner> Supervisor<P> {
                 failure: g.failure.map(exit_status_from),
                 hung: g.hung,
                 stop_signal_warned: g.stop_signal_warned,
+                drained: super::generation::DrainExits::from_counts(
+                    g.drained
+                        .iter()
+                        .map(|(code, count)| (exit_status_from(*code), *count)),
+                ),
             });
         }
         supervisor.current = state.current;

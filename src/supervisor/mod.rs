@@ -682,3 +682,11 @@ fn policy_name(policy: RestartPolicy) -> &'static str {
         RestartPolicy::Always => "always",
     }
 }
+
+/// `1 worker`, `4 workers`: a count of workers as a sentence says it.
+fn workers_count(count: impl Into<u64>) -> String {
+    match count.into() {
+        1 => "1 worker".to_string(),
+        count => format!("{count} workers"),
+    }
+}

@@ -106,13 +106,16 @@ impl<P: Spawner> Supervisor<P> {
                 continue;
             };
             // An empty slot waiting for its backoff: give it up instead.
-            if let Some(mut slot) = generation
-                .slots
-                .first_waiting()
-                .and_then(|index| generation.slots.get_mut(index))
-            {
-                slot.restart_at = None;
-                slot.vacant = true;
+            if let Some(index) = generation.slots.first_waiting() {
+                if let Some(mut slot) = generation.slots.get_mut(index) {
+                    slot.restart_at = None;
+                    slot.vacant = true;
+                }
+                let message = format!(
+                    "generation {number} worker {index} has no process (it exited): generation {new} takes its place, and its replacement is called off"
+                );
+                tracing::info!("{message}");
+                self.progress(upgrade, message);
                 return;
             }
             let Some(index) = generation.workers.retire_candidate() else {
@@ -210,6 +213,10 @@ impl<P: Spawner> Supervisor<P> {
                 list.join(", ")
             ));
         }
-        format!("{total} workers serving: {}", parts.join(" and "))
+        format!(
+            "{} serving: {}",
+            super::workers_count(total as u64),
+            parts.join(" and ")
+        )
     }
 }

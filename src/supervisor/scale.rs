@@ -76,7 +76,10 @@ impl<P: Spawner> Supervisor<P> {
         }));
         self.progress(
             Some(id),
-            format!("scaling generation {number} from {from} to {workers} workers"),
+            format!(
+                "scaling generation {number} from {from} to {}",
+                super::workers_count(workers)
+            ),
         );
         if workers > from {
             self.add_workers(number, from, workers, now);
@@ -227,9 +230,9 @@ impl<P: Spawner> Supervisor<P> {
             return;
         };
         let message = format!(
-            "{reason}; {}; the next upgrade starts {} workers",
+            "{reason}; {}; the next upgrade starts {}",
             self.describe_serving(),
-            scale.workers
+            super::workers_count(scale.workers)
         );
         tracing::warn!("{message}");
         self.finish_upgrade_notice(scale.id, Err(message), now);
@@ -246,8 +249,9 @@ impl<P: Spawner> Supervisor<P> {
             return;
         };
         let message = format!(
-            "generation {} serves with {} workers",
-            scale.generation, scale.workers
+            "generation {} serves with {}",
+            scale.generation,
+            super::workers_count(scale.workers)
         );
         tracing::info!("{message}");
         self.finish_upgrade_notice(scale.id, Ok(message), now);

@@ -1034,6 +1034,58 @@ fn a_draining_generation_of_workers_is_killed_at_the_drain_timeout() {
     }
 }
 
+fn progress_lines(notices: &[Notice]) -> Vec<String> {
+    notices
+        .iter()
+        .filter_map(|n| match n {
+            Notice::Progress { message, .. } => Some(message.clone()),
+            Notice::Finished { .. } => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_drained_generation_says_how_each_of_its_workers_ended() {
+    let (mut s, now) = four_serving(RestartPolicy::OnFailure);
+    s.request_upgrade(now).unwrap();
+    all_notify(&mut s, 2, 4, now);
+    for index in 0..3 {
+        s.on_exit(worker_exit(1, index, ExitStatus::Code(0)), now);
+    }
+    s.on_exit(worker_exit(1, 3, ExitStatus::Signal(Signal::SIGKILL)), now);
+    let lines = progress_lines(&s.take_notices());
+    assert!(
+        lines.contains(
+            &"generation 1 (4 workers) ended: 3 exited with status 0, 1 was killed by SIGKILL"
+                .to_string()
+        ),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn a_drain_is_not_reported_with_an_earlier_crash_or_retirement() {
+    let (mut s, now) = four_serving(RestartPolicy::Never);
+    // Worker 2 crashed long before the upgrade (and was not replaced).
+    s.on_exit(worker_exit(1, 2, ExitStatus::Signal(Signal::SIGSEGV)), now);
+    let later = now + Duration::from_secs(1);
+    s.request_upgrade(later).unwrap();
+    all_notify(&mut s, 2, 4, later);
+    s.take_notices();
+    // Handed over to a re-executed sockvisor half-way through the drain.
+    s.on_exit(worker_exit(1, 0, ExitStatus::Code(0)), later);
+    let mut s = round_trip(&s, later);
+    let log = logged(|| {
+        for index in [1, 3] {
+            s.on_exit(worker_exit(1, index, ExitStatus::Code(0)), later);
+        }
+    });
+    assert!(
+        log.contains("generation 1 (4 workers) exited with status 0\n"),
+        "{log}"
+    );
+}
+
 #[test]
 fn a_serving_worker_that_exits_is_replaced_in_its_slot_after_the_backoff() {
     let (mut s, now) = four_serving(RestartPolicy::OnFailure);
@@ -1263,6 +1315,39 @@ fn a_rolling_upgrade_keeps_n_ready_and_at_most_n_plus_k_running() {
 }
 
 #[test]
+fn an_old_worker_that_exits_during_a_rollout_gives_its_slot_to_the_rollout_and_says_so() {
+    let (mut s, now) = four_rolling(1);
+    s.request_upgrade(now).unwrap();
+    let log = logged(|| s.on_exit(worker_exit(1, 1, ExitStatus::Code(1)), now));
+    assert!(
+        log.contains(
+            "replacing it in 100ms, unless a new worker of generation 2 is ready first and takes its place"
+        ),
+        "{log}"
+    );
+    s.take_notices();
+    let log = logged(|| s.on_notify(2, 0, &ready(), now));
+    let said = "generation 1 worker 1 has no process (it exited): generation 2 takes its place, and its replacement is called off";
+    assert!(log.contains(said), "{log}");
+    assert!(progress_lines(&s.take_notices()).contains(&said.to_string()));
+    // No live old worker was retired for that new one, and none replaces
+    // worker 1 later.
+    for index in [0, 2, 3] {
+        assert!(signals_to(&s, worker_pid(1, index)).is_empty());
+    }
+    let respawns = |s: &Supervisor<FakeProcesses>| {
+        let calls = &s.processes().calls;
+        calls
+            .iter()
+            .filter(|c| **c == Call::SpawnWorker(1, 1))
+            .count()
+    };
+    let before = respawns(&s);
+    s.on_tick(now + Duration::from_secs(1));
+    assert_eq!(respawns(&s), before, "worker 1's slot was given up");
+}
+
+#[test]
 fn a_surge_of_two_starts_two_new_workers_at_a_time() {
     let (mut s, now) = four_rolling(2);
     s.request_upgrade(now).unwrap();
@@ -1427,6 +1512,19 @@ fn scaling_up_adds_workers_that_go_through_readiness() {
     );
     assert_eq!(s.snapshot(now).workers, 6);
     assert_eq!(s.current().unwrap().serving().len(), 6);
+}
+
+#[test]
+fn scaling_down_to_one_worker_says_one_worker() {
+    let (mut s, now) = four_serving(RestartPolicy::OnFailure);
+    s.request_scale(1, now).unwrap();
+    for index in 1..4 {
+        s.on_exit(worker_exit(1, index, ExitStatus::Code(0)), now);
+    }
+    assert_eq!(
+        finished(&s.take_notices()),
+        Some(Ok("generation 1 serves with 1 worker".into()))
+    );
 }
 
 #[test]

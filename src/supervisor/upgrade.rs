@@ -79,6 +79,13 @@ impl<P: Spawner> Supervisor<P> {
             return Err(busy);
         }
         self.abandon_recycles(now);
+        // What this upgrade's drain reports starts here: not the workers a
+        // recycle or a scale retired before.
+        for generation in &mut self.generations {
+            if generation.phase == Phase::Ready {
+                generation.drained = Default::default();
+            }
+        }
         self.last_upgrade_id += 1;
         let id = self.last_upgrade_id;
         // An upgrade replaces a restart that was waiting for its backoff.
@@ -219,7 +226,13 @@ impl<P: Spawner> Supervisor<P> {
     /// A replaced generation has exited: the upgrades waiting for it are
     /// done once nothing else they replaced is left.
     pub(super) fn on_drained(&mut self, generation: &Generation, status: ExitStatus, now: Instant) {
-        let message = format!("{} {status}", generation.describe());
+        // How the drain went, worker by worker: not an older failure of
+        // one of them, nor only the last one's exit.
+        let message = format!(
+            "{} {}",
+            generation.describe(),
+            generation.drained.describe(status)
+        );
         tracing::info!("{message}");
         let waiting: Vec<(UpgradeId, u32, bool)> = self
             .upgrades

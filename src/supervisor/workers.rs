@@ -70,6 +70,7 @@ impl<P: Spawner> Supervisor<P> {
             failure: None,
             hung: false,
             stop_signal_warned: false,
+            drained: Default::default(),
         };
         for index in 0..generation.size() {
             match self
@@ -147,11 +148,13 @@ impl<P: Spawner> Supervisor<P> {
             failure: None,
             hung: false,
             stop_signal_warned: false,
+            drained: Default::default(),
         });
         self.last_generation = number;
         self.operation = Some(super::Operation::Rollout(number));
         let message = format!(
-            "generation {number} rolling in: {size} workers, at most {surge} beyond {size} at a time"
+            "generation {number} rolling in: {}, at most {surge} beyond {size} at a time",
+            super::workers_count(size)
         );
         tracing::info!("{message}");
         self.progress(upgrade, message);
@@ -195,6 +198,11 @@ impl<P: Spawner> Supervisor<P> {
         let Some(worker) = self.generations[at].workers.remove(index) else {
             return;
         };
+        if worker.state.stage() == WorkerStage::Draining
+            || self.generations[at].phase == Phase::Draining
+        {
+            self.generations[at].drained.record(exit.status);
+        }
         // Whatever the worker left behind in its group has lost its parent;
         // nothing may keep running behind sockvisor's back.
         self.signal_group(worker.pid, Signal::SIGKILL);
@@ -329,6 +337,13 @@ impl<P: Spawner> Supervisor<P> {
         }
         let ran_for = now.saturating_duration_since(worker.started);
         let (first, max) = (self.config.restart_delay, self.config.restart_delay_max);
+        // A rolling upgrade retires an empty slot before a live worker.
+        let rollout = match self.rollout() {
+            Some(new) if new != number => format!(
+                ", unless a new worker of generation {new} is ready first and takes its place"
+            ),
+            _ => String::new(),
+        };
         let Some(mut slot) = self
             .generation_mut(number)
             .and_then(|g| g.slots.get_mut(worker.index))
@@ -344,7 +359,7 @@ impl<P: Spawner> Supervisor<P> {
         slot.consecutive_failures += 1;
         slot.restart_at = Some(deadline::after(now, delay));
         tracing::warn!(
-            "{describe} {status} after {}; replacing it in {}",
+            "{describe} {status} after {}; replacing it in {}{rollout}",
             format_duration(ran_for),
             format_duration(delay)
         );
