@@ -143,6 +143,7 @@ impl MetricsServer {
         loop {
             let accepted = self.spare.accept(
                 || self.listener.accept().map(|(stream, _)| stream),
+                refuse_for_want_of_descriptors,
                 "metrics scrapers",
                 now,
             );
@@ -479,6 +480,27 @@ pub fn resident_bytes(pid: &str) -> Option<u64> {
 /// How many descriptors this process has open.
 pub fn open_descriptors() -> u64 {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64)
+}
+
+/// Out of descriptors, a scraper taken off the queue gets a 503 that says
+/// why before it is closed (one non-blocking write, or nothing).
+fn refuse_for_want_of_descriptors(stream: TcpStream) {
+    const BODY: &str =
+        "sockvisor is out of file descriptors; raise its open-file limit (ulimit -n)\n";
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let flags = nix::sys::socket::MsgFlags::MSG_DONTWAIT | nix::sys::socket::MsgFlags::MSG_NOSIGNAL;
+    let _ = nix::sys::socket::send(stream.as_raw_fd(), response.as_bytes(), flags);
+    // A request already in is read, so that closing sends an end of
+    // stream rather than a reset that could drop the answer.
+    let mut request = [0u8; 1024];
+    let _ = nix::sys::socket::recv(
+        stream.as_raw_fd(),
+        &mut request,
+        nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+    );
 }
 
 #[cfg(test)]

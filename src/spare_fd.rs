@@ -1,7 +1,8 @@
 //! The last-resort descriptor of a listening socket's owner: when the
 //! process is out of descriptors, a connection stays queued and the
 //! listener readable, and a poll loop would spin on it. Giving up the spare
-//! for a moment takes the connection off the queue (it is closed at once).
+//! for a moment takes the connection off the queue; the owner writes it one
+//! refusal that says why, and it is closed at once.
 //! Used by every listener sockvisor accepts on itself: the control socket
 //! and the metrics endpoint.
 
@@ -12,8 +13,8 @@ use std::time::{Duration, Instant};
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// A descriptor held in reserve for the moment the process runs out: it is
-/// closed to accept one queued connection, which is then closed at once
-/// (the client sees the connection end), and opened again. Without it a
+/// closed to accept one queued connection, which is refused (told why, if
+/// its buffer has room) and closed at once, and opened again. Without it a
 /// full descriptor table leaves the connection queued and the listener
 /// readable, and the loop spins.
 pub struct SpareDescriptor {
@@ -34,7 +35,8 @@ impl SpareDescriptor {
         }
     }
 
-    /// Takes one connection off `listener`'s queue and closes it. False when
+    /// Takes one connection off `listener`'s queue (`accept` refuses and
+    /// closes it). False when
     /// even that was impossible (nothing queued, or no spare to give up).
     /// With none left to give up, the listener rests for a moment (see
     /// [`SpareDescriptor::listening`]) instead of waking the loop at once.
@@ -75,11 +77,13 @@ fn open_spare() -> Option<OwnedFd> {
 impl SpareDescriptor {
     /// The next connection `accept` takes off a listener's queue, or `None`
     /// when there is none to take now. Out of descriptors, connections are
-    /// taken off the queue and closed (or the listener rests) so that the
-    /// loop does not spin; `what` names the clients in the one warning.
+    /// taken off the queue, handed to `refuse` and closed (or the listener
+    /// rests) so that the loop does not spin; `what` names the clients in
+    /// the one warning.
     pub fn accept<S>(
         &mut self,
         mut accept: impl FnMut() -> std::io::Result<S>,
+        mut refuse: impl FnMut(S),
         what: &str,
         now: Instant,
     ) -> Option<S> {
@@ -94,7 +98,8 @@ impl SpareDescriptor {
                     // The connection stays queued and the listener
                     // readable: without taking it off the queue the loop
                     // would spin.
-                    if !self.refuse_one(|| accept().is_ok(), what, now) {
+                    let taken = || accept().map(&mut refuse).is_ok();
+                    if !self.refuse_one(taken, what, now) {
                         return None;
                     }
                 }

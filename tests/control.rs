@@ -353,6 +353,15 @@ fn out_of_descriptors_the_loop_rests_and_recovers_when_clients_leave() {
         used < 15,
         "sockvisor used {used} ticks in 0.5 s with no descriptor left"
     );
+    // A client is told why, not cut off.
+    let output = sockvisor.client(&["status"]);
+    assert_eq!(output.status.code(), Some(4), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains(
+            "sockvisor is out of file descriptors and cannot take this request; raise its open-file limit"
+        ),
+        "{output:?}"
+    );
 
     drop(idle);
     wait_for("control to answer again", || {

@@ -209,3 +209,54 @@ fn a_worker_over_its_memory_limit_is_recycled_and_the_endpoint_counts_it() {
     sockvisor.signal(libc::SIGTERM);
     assert_eq!(sockvisor.wait_exit(), 0);
 }
+
+#[test]
+fn out_of_descriptors_a_scraper_is_told_why_with_a_503() {
+    let dir = TestDir::new("metrics-emfile");
+    let mut command = Command::new(sockvisor_bin());
+    command
+        .args([
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
+            "--",
+        ])
+        .args(Sockvisor::probe_args(&dir.path));
+    limit_open_files(&mut command, 30, 30);
+    let sockvisor = Sockvisor::spawn(dir, command);
+    sockvisor.report(1);
+    let port = metrics_port(&sockvisor);
+    // Idle control clients take every descriptor sockvisor has left.
+    let idle: Vec<std::os::unix::net::UnixStream> = (0..40)
+        .map(|_| std::os::unix::net::UnixStream::connect(sockvisor.control_path()).unwrap())
+        .collect();
+    sockvisor.wait_for_log("out of file descriptors");
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    let _ = stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    assert!(
+        response.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+        "{response:?}"
+    );
+    assert!(
+        response.ends_with(
+            "sockvisor is out of file descriptors; raise its open-file limit (ulimit -n)\n"
+        ),
+        "{response:?}"
+    );
+    drop(idle);
+    wait_for("the endpoint to answer again", || {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+        stream.set_read_timeout(Some(DEADLINE)).ok()?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        response.starts_with("HTTP/1.1 200 OK").then_some(())
+    });
+}

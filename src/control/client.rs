@@ -46,8 +46,9 @@ pub mod exit {
         ),
         (
             BUSY,
-            "Refused for now: an upgrade is starting a generation, a scale is in progress, or \
-             sockvisor is stopping.",
+            "Refused for now: an upgrade is starting a generation, a scale is in progress, \
+             sockvisor is stopping, or it has no room for another client (too many waiting, or \
+             out of file descriptors).",
         ),
         (
             TIMEOUT,

@@ -279,6 +279,7 @@ impl ControlServer {
         loop {
             let accepted = self.spare.accept(
                 || self.listener.accept().map(|(stream, _)| stream),
+                refuse_for_want_of_descriptors,
                 "control clients",
                 now,
             );
@@ -602,4 +603,20 @@ fn peer_allowed(credentials: nix::sys::socket::UnixCredentials) -> Result<(), St
             "permission denied: uid {peer} may not control this sockvisor (owned by uid {own})"
         ))
     }
+}
+
+/// Out of descriptors, a client taken off the queue is told why before it
+/// is closed, as `busy` (exit 4): one non-blocking write that its socket
+/// buffer holds, or nothing if it does not.
+fn refuse_for_want_of_descriptors(stream: UnixStream) {
+    let reply = Reply::failure(
+        ErrorKind::Busy,
+        "sockvisor is out of file descriptors and cannot take this request; raise its open-file limit (ulimit -n, or LimitNOFILE= in its unit) and try again",
+    );
+    let flags = nix::sys::socket::MsgFlags::MSG_DONTWAIT | nix::sys::socket::MsgFlags::MSG_NOSIGNAL;
+    let _ = nix::sys::socket::send(
+        std::os::fd::AsRawFd::as_raw_fd(&stream),
+        &reply.to_line(),
+        flags,
+    );
 }
