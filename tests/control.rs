@@ -387,3 +387,73 @@ fn sockvisor_starts_and_serves_with_a_small_descriptor_limit() {
     assert!(http_get_tcp(&reported_address(&report, 3)).is_ok());
     assert!(sockvisor.client(&["upgrade"]).status.success());
 }
+
+/// A status request written on a new connection, before its answer is
+/// read.
+fn send_status(sockvisor: &Sockvisor) -> UnixStream {
+    let mut stream = UnixStream::connect(sockvisor.control_path()).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    stream
+        .write_all(b"{\"version\":1,\"command\":\"status\"}\n")
+        .unwrap();
+    stream
+}
+
+/// The last line the server wrote before it closed, as JSON.
+fn last_reply(stream: &mut UnixStream) -> Value {
+    let mut text = String::new();
+    let read = stream.read_to_string(&mut text);
+    let last = text.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|_| panic!("{read:?}: {text:?}"))
+}
+
+#[test]
+fn a_burst_of_requests_is_answered_while_idle_clients_hold_every_place() {
+    let sockvisor = run("burst");
+    let mut idle = idle_clients(&sockvisor, 64);
+    wait_for("the idle clients to be taken", || {
+        status_json(&sockvisor)["current"].is_number().then_some(())
+    });
+    // Stopped, sockvisor leaves every request in the queue: once it
+    // resumes, it takes all of them in one go, more than it has places for.
+    sockvisor.signal(libc::SIGSTOP);
+    let mut burst: Vec<UnixStream> = (0..100).map(|_| send_status(&sockvisor)).collect();
+    sockvisor.signal(libc::SIGCONT);
+    for (n, stream) in burst.iter_mut().enumerate() {
+        let reply = last_reply(stream);
+        assert_eq!(reply["type"], "result", "request {n}: {reply}");
+        assert_eq!(reply["ok"], true, "request {n}: {reply}");
+    }
+    // The idle clients closed to make room were told why, not cut off.
+    let mut told = 0;
+    for stream in &mut idle {
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_millis(50)))
+            .unwrap();
+        let mut text = String::new();
+        match stream.read_to_string(&mut text) {
+            Ok(_) => {
+                assert!(
+                    text.contains("closed to make room for a newer control client"),
+                    "{text:?}"
+                );
+                told += 1;
+            }
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock, "{e}"),
+        }
+    }
+    assert!(told > 0, "no idle client made room");
+}
+
+#[test]
+fn a_request_ended_by_the_end_of_the_stream_is_answered() {
+    let sockvisor = run("no-newline");
+    let mut stream = UnixStream::connect(sockvisor.control_path()).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    stream
+        .write_all(b"{\"version\":1,\"command\":\"status\"}")
+        .unwrap();
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let reply = last_reply(&mut stream);
+    assert_eq!(reply["ok"], true, "{reply}");
+}

@@ -31,7 +31,10 @@ use crate::socket_file::{self, BoundFile, Occupied};
 use crate::spare_fd::SpareDescriptor;
 use crate::supervisor::{Notice, UpgradeId};
 
-/// Connections served at once; more are answered "busy" and closed.
+/// Connections served at once. Past it, an idle one makes room; one more
+/// is taken while a request is being answered in the same turn (a burst of
+/// `status` calls), up to twice this; otherwise the newcomer is answered
+/// "busy" and closed.
 const MAX_CONNECTIONS: usize = 64;
 /// Replies queued for one client before it is considered stuck.
 const MAX_QUEUED_OUTPUT: usize = 1024 * 1024;
@@ -256,7 +259,7 @@ impl ControlServer {
         }
         if listener_events.is_some_and(|e| !e.is_empty()) {
             let first_new = self.connections.len();
-            self.accept_all(now);
+            self.accept_all(now, &mut incoming);
             // A client usually sends its request with the connection: read
             // it now, so that it no longer counts as idle.
             for connection in &mut self.connections[first_new..] {
@@ -275,7 +278,7 @@ impl ControlServer {
         incoming
     }
 
-    fn accept_all(&mut self, now: Instant) {
+    fn accept_all(&mut self, now: Instant, incoming: &mut Vec<Incoming>) {
         loop {
             let accepted = self.spare.accept(
                 || self.listener.accept().map(|(stream, _)| stream),
@@ -303,9 +306,12 @@ impl ControlServer {
                 dead: false,
             };
             if let Err(why) = credentials.and_then(peer_allowed) {
-                tracing::warn!("control connection refused: {why}");
+                crate::warn_limited!("control connection refused: {why}");
                 connection.finish(Reply::failure(ErrorKind::PermissionDenied, why));
-            } else if self.connections.len() >= MAX_CONNECTIONS && !self.evict_idle() {
+            } else if self.live_connections() >= MAX_CONNECTIONS
+                && !self.evict_idle(incoming)
+                && !(self.live_connections() < 2 * MAX_CONNECTIONS && self.answering_now())
+            {
                 connection.finish(Reply::failure(
                     ErrorKind::Busy,
                     format!("{MAX_CONNECTIONS} control clients are waiting for results; try again"),
@@ -318,22 +324,65 @@ impl ControlServer {
     /// Makes room for a new client by closing the one that has been
     /// connected longest without sending its request, so that idle or
     /// leaked connections never lock out a request (a health probe above
-    /// all). False when every connection is waiting for a result.
-    fn evict_idle(&mut self) -> bool {
-        let oldest = self
-            .connections
-            .iter_mut()
-            .filter(|c| c.state == State::Reading && !c.dead)
-            .min_by_key(|c| c.accepted);
-        let Some(oldest) = oldest else {
-            return false;
-        };
-        oldest.finish(Reply::failure(
-            ErrorKind::Busy,
-            "closed to make room for a newer control client: send the request as soon as you connect",
-        ));
-        oldest.dead = true;
-        true
+    /// all). A request already in a connection's buffer is read first (into
+    /// `incoming`): that connection is not idle. The one closed is told why.
+    /// False when every connection has a request in.
+    fn evict_idle(&mut self, incoming: &mut Vec<Incoming>) -> bool {
+        loop {
+            let oldest = self
+                .connections
+                .iter_mut()
+                .filter(|c| c.state == State::Reading && !c.dead)
+                .min_by_key(|c| c.accepted);
+            let Some(oldest) = oldest else {
+                return false;
+            };
+            if let Some(request) = oldest.read() {
+                incoming.push(Incoming {
+                    connection: oldest.id,
+                    request,
+                    peer: oldest.peer,
+                });
+                continue;
+            }
+            if oldest.dead {
+                // It went away: that is the room.
+                return true;
+            }
+            if oldest.state != State::Reading {
+                // Its request was answered as malformed: not idle either.
+                continue;
+            }
+            // Everything it sent has been read, so closing it does not
+            // reset the connection before the reason arrives.
+            oldest.finish(Reply::failure(
+                ErrorKind::Busy,
+                "closed to make room for a newer control client: send the request as soon as you connect",
+            ));
+            oldest.flush();
+            oldest.dead = true;
+            return true;
+        }
+    }
+
+    /// Connections not yet let go of (those done are removed at the end of
+    /// the turn).
+    fn live_connections(&self) -> usize {
+        self.connections.iter().filter(|c| !c.is_done()).count()
+    }
+
+    /// Whether a connection holds a request that is being answered in this
+    /// turn of the loop (it has been read, and follows no upgrade and no
+    /// exit): its place is free again before the next.
+    fn answering_now(&self) -> bool {
+        self.connections.iter().any(|c| {
+            !c.dead
+                && c.state
+                    == State::Waiting {
+                        upgrade: None,
+                        exit: false,
+                    }
+        })
     }
 
     /// Sends the final result to a client and closes its connection.
@@ -499,29 +548,18 @@ impl Connection {
         match self.input.iter().position(|b| *b == b'\n') {
             Some(end) if end <= MAX_REQUEST_LINE => {
                 let line = self.input[..end].to_vec();
-                match decode_request(&line) {
-                    Ok(request) => {
-                        self.state = State::Waiting {
-                            upgrade: None,
-                            exit: false,
-                        };
-                        Some(request)
-                    }
-                    Err(reply) => {
-                        tracing::warn!(
-                            "control request refused: {} (request: {})",
-                            reply.message(),
-                            crate::output::printable(&String::from_utf8_lossy(
-                                &line[..line.len().min(200)]
-                            ))
-                        );
-                        self.finish(reply);
-                        None
-                    }
-                }
+                self.take_request(&line)
+            }
+            None if self.read_closed
+                && !self.input.is_empty()
+                && self.input.len() <= MAX_REQUEST_LINE =>
+            {
+                // The end of the stream ends the line too.
+                let line = std::mem::take(&mut self.input);
+                self.take_request(&line)
             }
             _ if self.read_closed => {
-                // Went away without a whole request: nothing to answer.
+                // Went away without sending anything: nothing to answer.
                 self.dead = true;
                 None
             }
@@ -533,6 +571,31 @@ impl Connection {
                 None
             }
             _ => None,
+        }
+    }
+
+    /// The request `line` (without its newline) decoded, or refused with
+    /// the reason.
+    fn take_request(&mut self, line: &[u8]) -> Option<Request> {
+        match decode_request(line) {
+            Ok(request) => {
+                self.state = State::Waiting {
+                    upgrade: None,
+                    exit: false,
+                };
+                Some(request)
+            }
+            Err(reply) => {
+                crate::warn_limited!(
+                    "control request refused: {} (request: {})",
+                    reply.message(),
+                    crate::output::printable(&String::from_utf8_lossy(
+                        &line[..line.len().min(200)]
+                    ))
+                );
+                self.finish(reply);
+                None
+            }
         }
     }
 

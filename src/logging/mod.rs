@@ -19,7 +19,10 @@
 //! terminal are not held: there they interleave with the children's output
 //! as they happen.
 
+mod limit;
 mod stderr;
+
+pub use limit::RateLimit;
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, IsTerminal, Write};
