@@ -126,18 +126,27 @@ pub fn decode_request(line: &[u8]) -> Result<Request, Reply> {
     if let Some(message) = einhorn::decode(line) {
         return einhorn_request(message);
     }
-    let value: Value = serde_json::from_slice(line)
-        .map_err(|e| Reply::failure(ErrorKind::BadRequest, format!("invalid JSON: {e}")))?;
-    let version = value.get("version").and_then(Value::as_u64);
-    if version != Some(u64::from(PROTOCOL_VERSION)) {
+    if line.iter().all(u8::is_ascii_whitespace) {
         return Err(Reply::failure(
-            ErrorKind::UnsupportedVersion,
+            ErrorKind::BadRequest,
             format!(
-                "unsupported protocol version {}; this sockvisor speaks version {PROTOCOL_VERSION}",
-                version.map_or("(none)".to_string(), |v| v.to_string())
+                "empty request line: send one JSON object, e.g. {{\"version\":{PROTOCOL_VERSION},\"command\":\"status\"}}"
             ),
         ));
     }
+    let value: Value = serde_json::from_slice(line)
+        .map_err(|e| Reply::failure(ErrorKind::BadRequest, format!("invalid JSON: {e}")))?;
+    let version = value.get("version");
+    if version.and_then(Value::as_u64) != Some(u64::from(PROTOCOL_VERSION)) {
+        return Err(Reply::failure(
+            ErrorKind::UnsupportedVersion,
+            format!(
+                "unsupported protocol version {}; this sockvisor speaks version {PROTOCOL_VERSION} (\"version\":{PROTOCOL_VERSION})",
+                version.map_or("(none)".to_string(), printable_value)
+            ),
+        ));
+    }
+    check_fields(line, &value)?;
     check_values(&value)?;
     serde_json::from_value(value).map_err(|e| {
         Reply::failure(
@@ -181,6 +190,94 @@ fn einhorn_request(message: Result<einhorn::Message, String>) -> Result<Request,
     }
 }
 
+/// A value as a message quotes it: at most 40 characters of it.
+fn printable_value(value: &Value) -> String {
+    let text = value.to_string();
+    match text.char_indices().nth(40) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text,
+    }
+}
+
+/// The fields each command takes besides `version` and `command`.
+fn fields_of(command: &str) -> Option<&'static [&'static str]> {
+    Some(match command {
+        "upgrade" | "status" | "stop" => &[],
+        "signal" => &["signal"],
+        "scale" => &["workers"],
+        "reexec" => &["binary"],
+        "worker:ack" => &["pid"],
+        _ => return None,
+    })
+}
+
+/// A request names each field once, and only fields its command takes: a
+/// misspelt `binary` must not re-execute the default program, and
+/// `"command":"status","command":"stop"` must not stop anything.
+fn check_fields(line: &[u8], value: &Value) -> Result<(), Reply> {
+    let bad = |why: String| Reply::failure(ErrorKind::BadRequest, why);
+    let keys = top_level_keys(line).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+    for (n, key) in keys.iter().enumerate() {
+        if keys[..n].contains(key) {
+            return Err(bad(format!(
+                "invalid request: field '{}' is given twice",
+                crate::output::printable(key)
+            )));
+        }
+    }
+    let Some(command) = value.get("command").and_then(Value::as_str) else {
+        return Ok(()); // Said by the type check that follows.
+    };
+    let Some(fields) = fields_of(command) else {
+        return Ok(()); // Unknown command: said by the type check.
+    };
+    if let Some(unknown) = keys
+        .iter()
+        .find(|k| !matches!(k.as_str(), "version" | "command") && !fields.contains(&k.as_str()))
+    {
+        let takes = if fields.is_empty() {
+            "it takes no other field".to_string()
+        } else {
+            format!("its fields: {}", fields.join(", "))
+        };
+        return Err(bad(format!(
+            "invalid request: unknown field '{}' for command {command} ({takes})",
+            crate::output::printable(unknown)
+        )));
+    }
+    Ok(())
+}
+
+/// The keys of the object on `line`, in order, duplicates kept. Nested
+/// values are skipped, not built.
+fn top_level_keys(line: &[u8]) -> Result<Vec<String>, serde_json::Error> {
+    struct Keys(Vec<String>);
+    impl<'de> Deserialize<'de> for Keys {
+        fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Keys, D::Error> {
+            struct Visitor;
+            impl<'de> serde::de::Visitor<'de> for Visitor {
+                type Value = Keys;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a JSON object")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    mut map: A,
+                ) -> Result<Keys, A::Error> {
+                    let mut keys = Vec::new();
+                    while let Some(key) = map.next_key::<String>()? {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                        keys.push(key);
+                    }
+                    Ok(Keys(keys))
+                }
+            }
+            deserializer.deserialize_map(Visitor)
+        }
+    }
+    serde_json::from_slice::<Keys>(line).map(|keys| keys.0)
+}
+
 /// The numbers of a request, by the command line's rules. Checked on the
 /// JSON value, before serde's type check, so that `-1`, `1.5` or `100000`
 /// is answered with the field, the value and the allowed range rather than
@@ -196,6 +293,23 @@ fn check_values(request: &Value) -> Result<(), Reply> {
                 format!("invalid scale request: workers: {why}"),
             )
         })?;
+    }
+    if command == Some("worker:ack") {
+        let pid = request.get("pid");
+        if pid
+            .and_then(Value::as_i64)
+            .and_then(|p| i32::try_from(p).ok())
+            .is_none_or(|p| p <= 0)
+        {
+            return Err(Reply::failure(
+                ErrorKind::BadRequest,
+                format!(
+                    "worker:ack needs a pid from 1 to {}, got {}",
+                    i32::MAX,
+                    pid.map_or("none".to_string(), printable_value)
+                ),
+            ));
+        }
     }
     Ok(())
 }
@@ -245,6 +359,52 @@ mod tests {
             Err(Reply::Result { error, .. }) => error,
             other => panic!("expected an error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn unknown_and_repeated_fields_are_refused_not_ignored() {
+        let (kind, message) = refusal(br#"{"version":1,"command":"reexec","bianry":"/usr/bin/x"}"#);
+        assert_eq!(kind, Some(ErrorKind::BadRequest));
+        assert_eq!(
+            message,
+            "invalid request: unknown field 'bianry' for command reexec (its fields: binary)"
+        );
+        let (_, message) = refusal(br#"{"version":1,"command":"status","command":"stop"}"#);
+        assert_eq!(message, "invalid request: field 'command' is given twice");
+        let (_, message) = refusal(br#"{"version":1,"command":"stop","force":true}"#);
+        assert!(message.contains("it takes no other field"), "{message}");
+        // A nested object is not looked into.
+        assert!(decode_request(br#"{"version":1,"command":"status"}"#).is_ok());
+    }
+
+    #[test]
+    fn a_versioned_worker_ack_needs_a_real_pid() {
+        for pid in ["-1", "0", "-2147483648", "2147483648", "1.5", "\"12\""] {
+            let line = format!(r#"{{"version":1,"command":"worker:ack","pid":{pid}}}"#);
+            assert_eq!(
+                refusal(line.as_bytes()),
+                (
+                    Some(ErrorKind::BadRequest),
+                    format!("worker:ack needs a pid from 1 to 2147483647, got {pid}")
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn a_wrong_version_is_quoted_and_an_empty_line_named() {
+        let (_, message) = refusal(br#"{"version":"1","command":"status"}"#);
+        assert!(
+            message.starts_with(r#"unsupported protocol version "1";"#),
+            "{message}"
+        );
+        let (_, message) = refusal(br#"{"version":1.0,"command":"status"}"#);
+        assert!(
+            message.starts_with("unsupported protocol version 1.0;"),
+            "{message}"
+        );
+        assert!(refusal(b"").1.starts_with("empty request line"));
+        assert!(refusal(b"  \r").1.starts_with("empty request line"));
     }
 
     #[test]
