@@ -429,7 +429,7 @@ _sockvisor() {
             return 0
             ;;
         sockvisor__subcmd__signal)
-            opts="-h -V --name --control --json --log-level --log-format --help --version"
+            opts="-h -V --name --control --json --timeout --log-level --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -440,6 +440,10 @@ _sockvisor() {
                     return 0
                     ;;
                 --control)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -459,7 +463,7 @@ _sockvisor() {
             return 0
             ;;
         sockvisor__subcmd__status)
-            opts="-h -V --name --control --json --check --verbose --log-level --log-format --help --version"
+            opts="-h -V --name --control --json --check --verbose --timeout --log-level --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -470,6 +474,10 @@ _sockvisor() {
                     return 0
                     ;;
                 --control)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -97,6 +97,7 @@ complete -c sockvisor -n "__fish_sockvisor_using_subcommand upgrade" -s h -l hel
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand upgrade" -s V -l version -d 'Print version'
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand status" -l name -d 'Instance name; selects the control socket (/run/sockvisor/NAME.sock for root)' -r
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand status" -l control -d 'Control socket path, overriding the one derived from --name' -r -F
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand status" -l timeout -d 'Give up waiting for the answer after this long (exit 5); --check waits 5s' -r
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand status" -l log-level -d 'Most detailed level logged to stderr. Default: info; warn for `run` without sockets on a terminal (an interactive init, whose output sockvisor\'s lines would interleave with, as tini prints nothing)' -r -f -a "error\t''
 warn\t''
 info\t''
@@ -124,6 +125,7 @@ complete -c sockvisor -n "__fish_sockvisor_using_subcommand stop" -s h -l help -
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand stop" -s V -l version -d 'Print version'
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand signal" -l name -d 'Instance name; selects the control socket (/run/sockvisor/NAME.sock for root)' -r
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand signal" -l control -d 'Control socket path, overriding the one derived from --name' -r -F
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand signal" -l timeout -d 'Give up waiting for the answer after this long (exit 5)' -r
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand signal" -l log-level -d 'Most detailed level logged to stderr. Default: info; warn for `run` without sockets on a terminal (an interactive init, whose output sockvisor\'s lines would interleave with, as tini prints nothing)' -r -f -a "error\t''
 warn\t''
 info\t''

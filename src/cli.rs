@@ -95,6 +95,10 @@ pub struct StatusArgs {
     /// With --check, print one line saying why.
     #[arg(long, requires = "check")]
     pub verbose: bool,
+    /// Give up waiting for the answer after this long (exit 5); --check
+    /// waits 5s.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s", conflicts_with = "check")]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -107,6 +111,9 @@ pub struct SignalArgs {
     /// Print the protocol's JSON lines instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Give up waiting for the answer after this long (exit 5).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Args)]

@@ -34,7 +34,12 @@ fn main() {
             let path = paths::control_path(&args.instance.name, args.instance.control.as_deref());
             client::check(&path, args.verbose)
         }
-        Command::Status(args) => call(&args.instance, Request::Status, args.json, None),
+        Command::Status(args) => call(
+            &args.instance,
+            Request::Status,
+            args.json,
+            Some(args.timeout),
+        ),
         Command::Stop(args) => call(&args.instance, Request::Stop, args.json, args.timeout),
         Command::Reexec(args) => call(
             &args.call.instance,
@@ -54,7 +59,12 @@ fn main() {
         ),
         Command::Signal(args) => {
             let signal = args.signal.as_str().to_string();
-            call(&args.instance, Request::Signal { signal }, args.json, None)
+            call(
+                &args.instance,
+                Request::Signal { signal },
+                args.json,
+                Some(args.timeout),
+            )
         }
     };
     std::process::exit(code);

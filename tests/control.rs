@@ -457,3 +457,22 @@ fn a_request_ended_by_the_end_of_the_stream_is_answered() {
     let reply = last_reply(&mut stream);
     assert_eq!(reply["ok"], true, "{reply}");
 }
+
+#[test]
+fn status_and_signal_give_up_on_a_sockvisor_that_does_not_answer() {
+    let sockvisor = run("frozen");
+    sockvisor.signal(libc::SIGSTOP);
+    let status = sockvisor.client(&["status", "--timeout", "200ms"]);
+    let signal = sockvisor.client(&["signal", "USR1", "--timeout", "200ms"]);
+    sockvisor.signal(libc::SIGCONT);
+    for (output, verb) in [(status, "status"), (signal, "signal")] {
+        assert_eq!(output.status.code(), Some(5), "{output:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&output.stderr),
+            format!(
+                "sockvisor: no answer to the {verb} request within 200ms: sockvisor is not answering its control socket (stopped with SIGSTOP, or overloaded?)\n"
+            )
+        );
+    }
+    assert!(sockvisor.client(&["status"]).status.success());
+}

@@ -269,6 +269,10 @@ fn a_second_upgrade_while_one_is_starting_gets_a_clear_refusal() {
     sockvisor.report(2);
     let second = sockvisor.client(&["upgrade"]);
     assert_eq!(second.status.code(), Some(4), "{}", stderr(&second));
+    // Not waiting for the result is no reason to take a refusal for an
+    // upgrade under way.
+    let unwaited = sockvisor.client(&["upgrade", "--timeout", "0"]);
+    assert_eq!(unwaited.status.code(), Some(4), "{}", stderr(&unwaited));
     assert!(
         stderr(&second).contains("generation 2 (pid"),
         "{}",

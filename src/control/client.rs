@@ -52,7 +52,8 @@ pub mod exit {
         ),
         (
             TIMEOUT,
-            "No result within `--timeout`; the operation goes on inside sockvisor.",
+            "No result within `--timeout`; the operation goes on inside sockvisor. For `status` \
+             and `signal` (10s by default): no answer at all.",
         ),
     ];
 }
@@ -97,13 +98,25 @@ pub fn call(call: &Call<'_>) -> i32 {
     // A refused peer is answered and closed before its request is read, so
     // a failed write may still be followed by a reply that says why.
     let sent = (&stream).write_all(&line);
-    let give_up_at = call.timeout.map(|t| deadline::after(Instant::now(), t));
+    let asked = Instant::now();
+    let give_up_at = call.timeout.map(|t| deadline::after(asked, t));
+    // Whether the request was taken or refused is always waited for (a
+    // moment at most), so that even `--timeout 0` tells a refusal (exit
+    // 4) from an operation under way (exit 5).
+    let first_line_by = deadline::after(asked, FIRST_LINE_WAIT);
+    let mut heard = false;
     let mut reader = BufReader::new(&stream);
     loop {
         if let Some(give_up_at) = give_up_at {
+            let answered_at_once = matches!(call.command, Command::Status | Command::Signal { .. });
+            let give_up_at = if heard || answered_at_once {
+                give_up_at
+            } else {
+                give_up_at.max(first_line_by)
+            };
             let left = give_up_at.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return timed_out(verb, call.timeout);
+                return timed_out(verb, call.timeout, heard.then_some(asked));
             }
             let _ = stream.set_read_timeout(Some(left));
         }
@@ -121,13 +134,14 @@ pub fn call(call: &Call<'_>) -> i32 {
             }
             Ok(_) => {}
             Err(e) if matches!(e.kind(), IoErrorKind::WouldBlock | IoErrorKind::TimedOut) => {
-                return timed_out(verb, call.timeout);
+                return timed_out(verb, call.timeout, heard.then_some(asked));
             }
             Err(e) => {
                 crate::complain!("sockvisor: reading the {verb} result failed: {e}");
                 return exit::FAILED;
             }
         }
+        heard = true;
         if call.json {
             crate::say!("{text}");
         }
@@ -232,11 +246,34 @@ fn connect(path: &Path) -> Result<UnixStream, Connect> {
     Ok(stream)
 }
 
-fn timed_out(verb: &str, timeout: Option<Duration>) -> i32 {
-    crate::complain!(
-        "sockvisor: no {verb} result within {}; sockvisor carries on with it (see `sockvisor status`)",
-        format_duration(timeout.unwrap_or_default())
-    );
+/// How long a client waits, whatever its `--timeout`, for the first line
+/// of the answer: whether sockvisor took the request or refused it.
+const FIRST_LINE_WAIT: Duration = Duration::from_secs(1);
+
+/// Gives up: `taken_at` is when the request was sent if sockvisor has
+/// answered it at all (so it goes on), `None` if it has said nothing.
+fn timed_out(verb: &str, timeout: Option<Duration>, taken_at: Option<Instant>) -> i32 {
+    let within = format_duration(timeout.unwrap_or_default());
+    if taken_at.is_some() {
+        crate::complain!(
+            "sockvisor: no {verb} result within {within}; sockvisor carries on with it (see `sockvisor status`)"
+        );
+    } else {
+        let answered_at_once = matches!(verb, "status" | "signal");
+        crate::complain!(
+            "sockvisor: no answer to the {verb} request within {}: sockvisor is not answering its control socket (stopped with SIGSTOP, or overloaded?){}",
+            if answered_at_once {
+                within
+            } else {
+                format_duration(timeout.unwrap_or_default().max(FIRST_LINE_WAIT))
+            },
+            if answered_at_once {
+                ""
+            } else {
+                "; it may still carry the request out"
+            }
+        );
+    }
     exit::TIMEOUT
 }
 
@@ -470,7 +507,13 @@ fn fetch_status(path: &Path, timeout: Duration) -> Result<serde_json::Value, Fet
     let mut reply = String::new();
     BufReader::new(&stream)
         .read_line(&mut reply)
-        .map_err(|e| failed(format!("no status answer: {e}")))?;
+        .map_err(|e| match e.kind() {
+            IoErrorKind::WouldBlock | IoErrorKind::TimedOut => failed(format!(
+                "no status answer within {}",
+                format_duration(CHECK_TIMEOUT)
+            )),
+            _ => failed(format!("no status answer: {e}")),
+        })?;
     let reply: serde_json::Value =
         serde_json::from_str(&reply).map_err(|e| failed(format!("garbled status answer: {e}")))?;
     if reply["ok"] != true {
