@@ -501,7 +501,7 @@ impl EventLoop {
             Command::Stop => {
                 self.control.wait_for_exit(connection);
                 self.supervisor
-                    .on_stop_request("stop requested on the control socket", now);
+                    .on_stop_call("stop requested on the control socket", now);
             }
             Command::Signal { signal } => self.signal_request(connection, &signal),
             Command::Reexec { binary } => self.request_reexec(connection, binary, now),

@@ -34,6 +34,23 @@ impl<P: Spawner> Supervisor<P> {
         self.check_indexes();
     }
 
+    /// A stop asked for on the control socket. Unlike a second signal, a
+    /// second call does not cut the stop short: it is a client that gave up
+    /// waiting (`stop --timeout`) and asks again, and killing every worker
+    /// would cut the requests they are draining.
+    pub fn on_stop_call(&mut self, reason: &str, now: Instant) {
+        if self.finished.is_some() {
+            return;
+        }
+        if self.stop.is_some() {
+            tracing::info!(
+                "{reason} again: the stop under way goes on (a second SIGTERM or SIGINT to sockvisor kills every generation at once)"
+            );
+            return;
+        }
+        self.on_stop_request(reason, now);
+    }
+
     /// True once a stop has been requested.
     pub fn is_stopping(&self) -> bool {
         self.stop.is_some()

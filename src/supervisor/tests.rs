@@ -310,6 +310,21 @@ fn a_second_stop_request_kills_at_once() {
 }
 
 #[test]
+fn a_second_stop_call_waits_for_the_stop_under_way() {
+    let (mut s, now) = started(RestartPolicy::Never);
+    s.on_stop_call("stop requested on the control socket", now);
+    s.on_stop_call("stop requested on the control socket", now);
+    assert_eq!(
+        signals_to(&s, pid_of(1)),
+        [Signal::SIGQUIT, Signal::SIGCONT],
+        "asked to stop once, not killed"
+    );
+    // The stop timeout still applies.
+    s.on_tick(now + Duration::from_secs(60));
+    assert!(signals_to(&s, pid_of(1)).contains(&Signal::SIGKILL));
+}
+
+#[test]
 fn graceful_stop_exits_zero_even_when_the_child_dies_of_the_stop_signal() {
     let (mut s, now) = started(RestartPolicy::Always);
     s.on_stop_request("SIGTERM received", now);
