@@ -45,7 +45,8 @@ pub fn validate_name(name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "invalid name '{name}' (use up to 64 letters, digits, '-', '_' or '.')"
+            "invalid name '{}' (use up to 64 letters, digits, '-', '_' or '.')",
+            crate::output::printable(name)
         ))
     }
 }

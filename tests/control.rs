@@ -476,3 +476,49 @@ fn status_and_signal_give_up_on_a_sockvisor_that_does_not_answer() {
     }
     assert!(sockvisor.client(&["status"]).status.success());
 }
+
+#[test]
+fn a_control_path_that_is_no_socket_or_too_long_is_named_as_such() {
+    let dir = TestDir::new("not-a-socket");
+    let file = dir.join("file");
+    std::fs::write(&file, "").unwrap();
+    let too_long = dir.join(&"a".repeat(120));
+    let cases = [
+        (
+            file.clone(),
+            format!(
+                "{} is not a control socket: it is a regular file",
+                file.display()
+            ),
+        ),
+        (
+            dir.path.clone(),
+            format!(
+                "{} is not a control socket: it is a directory",
+                dir.path.display()
+            ),
+        ),
+        (
+            too_long.clone(),
+            format!(
+                "control socket path {} is {} bytes long; a Unix socket path holds at most 107",
+                too_long.display(),
+                too_long.as_os_str().len()
+            ),
+        ),
+    ];
+    for (path, said) in cases {
+        let output = Command::new(sockvisor_bin())
+            .arg("status")
+            .arg("--control")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(3), "{output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.starts_with(&format!("sockvisor: {said}")),
+            "{stderr}"
+        );
+    }
+}

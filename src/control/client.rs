@@ -234,6 +234,27 @@ fn connect(path: &Path) -> Result<UnixStream, Connect> {
             meta.mode() & 0o7777
         )));
     }
+    // What is there, when it cannot be a sockvisor's socket, is named
+    // rather than reported as a refused connection.
+    if let Ok(found) = std::fs::metadata(path)
+        && !std::os::unix::fs::FileTypeExt::is_socket(&found.file_type())
+    {
+        return Err(Connect::Untrusted(format!(
+            "{} is not a control socket: it is {} (pass the control socket's path to --control, or pick the instance with --name)",
+            path.display(),
+            crate::socket_file::describe_type(&found.file_type())
+        )));
+    }
+    let longest = std::mem::size_of::<libc::sockaddr_un>()
+        - std::mem::offset_of!(libc::sockaddr_un, sun_path)
+        - 1;
+    if path.as_os_str().len() > longest {
+        return Err(Connect::Untrusted(format!(
+            "control socket path {} is {} bytes long; a Unix socket path holds at most {longest} (use a shorter --control path, or a shorter directory)",
+            path.display(),
+            path.as_os_str().len()
+        )));
+    }
     let stream = UnixStream::connect(path).map_err(Connect::Io)?;
     let peer = getsockopt(&stream, sockopt::PeerCredentials).map_err(|e| Connect::Io(e.into()))?;
     if !trusted(peer.uid()) {

@@ -63,7 +63,9 @@ impl<P: Spawner> Supervisor<P> {
             return Err(UpgradeRejection::Busy("no generation is serving".into()));
         };
         let from = generation.size();
-        self.abandon_recycles(now);
+        if workers != from {
+            self.abandon_recycles(now);
+        }
         self.config.workers = workers;
         self.last_upgrade_id += 1;
         let id = self.last_upgrade_id;
@@ -74,13 +76,15 @@ impl<P: Spawner> Supervisor<P> {
             starting: BTreeSet::new(),
             draining: BTreeSet::new(),
         }));
-        self.progress(
-            Some(id),
-            format!(
-                "scaling generation {number} from {from} to {}",
-                super::workers_count(workers)
-            ),
-        );
+        if workers != from {
+            self.progress(
+                Some(id),
+                format!(
+                    "scaling generation {number} from {from} to {}",
+                    super::workers_count(workers)
+                ),
+            );
+        }
         if workers > from {
             self.add_workers(number, from, workers, now);
         } else if workers < from {

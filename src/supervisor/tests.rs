@@ -1530,6 +1530,18 @@ fn scaling_up_adds_workers_that_go_through_readiness() {
 }
 
 #[test]
+fn scaling_to_the_count_already_serving_is_done_at_once_and_says_only_that() {
+    let (mut s, now) = four_serving(RestartPolicy::OnFailure);
+    s.request_scale(4, now).unwrap();
+    let notices = s.take_notices();
+    assert!(progress_lines(&notices).is_empty(), "{notices:?}");
+    assert_eq!(
+        finished(&notices),
+        Some(Ok("generation 1 serves with 4 workers".into()))
+    );
+}
+
+#[test]
 fn scaling_down_to_one_worker_says_one_worker() {
     let (mut s, now) = four_serving(RestartPolicy::OnFailure);
     s.request_scale(1, now).unwrap();
