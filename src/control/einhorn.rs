@@ -91,9 +91,22 @@ fn parse_yaml_mapping(document: &str) -> Result<Message, String> {
                 "einhorn message: only flat mappings are understood, got {line:?}"
             ));
         }
-        fields.insert(unquote(key.trim()), scalar(value.trim()));
+        fields.insert(unquote(key.trim()), scalar(without_comment(value).trim()));
     }
     Ok(Message { fields })
+}
+
+/// A plain (unquoted) value without the comment YAML allows after it
+/// (`worker:ack # from the app`): a `#` that follows a space or a tab.
+fn without_comment(value: &str) -> &str {
+    if value.trim_start().starts_with(['\'', '"']) {
+        return value;
+    }
+    let cut = value
+        .char_indices()
+        .find(|&(at, c)| c == '#' && value[..at].ends_with([' ', '\t']))
+        .map_or(value.len(), |(at, _)| at);
+    &value[..cut]
 }
 
 /// A YAML scalar as JSON: integers stay numbers, quotes are removed.
@@ -133,6 +146,17 @@ mod tests {
         let ack = decoded("---%0Acommand: worker:ack%0Apid: 12345%0A\n");
         assert_eq!(ack.command(), Some("worker:ack"));
         assert_eq!(ack.fields["pid"], 12345);
+    }
+
+    #[test]
+    fn comments_after_plain_values_are_comments_as_in_yaml() {
+        let ack = decoded("---%0Acommand: worker:ack # from the app%0Apid: 12\t# its pid%0A\n");
+        assert_eq!(ack.command(), Some("worker:ack"));
+        assert_eq!(ack.fields["pid"], 12);
+        // Inside quotes, or without a space before it, '#' is the value's.
+        let quoted = decoded("---%0Acommand: 'a # b'%0Anote: x#y%0A\n");
+        assert_eq!(quoted.command(), Some("a # b"));
+        assert_eq!(quoted.fields["note"], "x#y");
     }
 
     #[test]
