@@ -78,7 +78,7 @@ debug\t''
 trace\t''"
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand run" -l log-format -d 'Log line format' -r -f -a "text\t''
 json\t''"
-complete -c sockvisor -n "__fish_sockvisor_using_subcommand run" -l signal-group -d 'Forward signals to each worker\'s whole process group (the worker and what it started) instead of the worker alone, like tini\'s -g and dumb-init\'s default. Stop and upgrade signals are not forwarded signals: the stop signal always goes to the worker'
+complete -c sockvisor -n "__fish_sockvisor_using_subcommand run" -l signal-group -d 'Forward signals to each worker\'s whole process group (the worker and what it started) instead of the worker alone, like tini\'s -g and dumb-init\'s default; `sockvisor signal` too. Stop and upgrade signals are not forwarded signals: the stop signal always goes to the worker'
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand run" -l no-listen-pid -d 'Leave LISTEN_PID out, for a command that forks before the server reads it (cargo run, npm start, poetry run, sh -c without exec), as systemfd --no-pid. The listenfd crate accepts a missing LISTEN_PID; libsystemd (sd_listen_fds) and go-systemd do not and see no sockets. Any process that inherits the environment may take the sockets'
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand run" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c sockvisor -n "__fish_sockvisor_using_subcommand run" -s V -l version -d 'Print version'

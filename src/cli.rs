@@ -219,8 +219,9 @@ pub struct RunArgs {
 
     /// Forward signals to each worker's whole process group (the worker
     /// and what it started) instead of the worker alone, like tini's -g and
-    /// dumb-init's default. Stop and upgrade signals are not forwarded
-    /// signals: the stop signal always goes to the worker.
+    /// dumb-init's default; `sockvisor signal` too. Stop and upgrade
+    /// signals are not forwarded signals: the stop signal always goes to
+    /// the worker.
     #[arg(long)]
     pub signal_group: bool,
 

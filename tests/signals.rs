@@ -214,3 +214,18 @@ fn with_signal_group_a_forwarded_signal_reaches_the_whole_process_group() {
         sockvisor.dir.join("helper").exists().then_some(())
     });
 }
+
+#[test]
+fn with_signal_group_sockvisor_signal_reaches_the_whole_process_group_too() {
+    let sockvisor = run_with_helper("signal-command-group", &["--signal-group"]);
+    let helper = sockvisor.dir.join("helper");
+    sockvisor.wait_for("the helper to get the forwarded SIGUSR1", || {
+        helper.exists().then_some(())
+    });
+    std::fs::remove_file(&helper).unwrap();
+    let output = sockvisor.client(&["signal", "USR1"]);
+    assert!(output.status.success(), "{output:?}");
+    sockvisor.wait_for("the helper to get SIGUSR1 from `sockvisor signal`", || {
+        helper.exists().then_some(())
+    });
+}

@@ -159,6 +159,9 @@ pub enum Effect {
     Signal { pid: Pid, signal: Signal },
     /// Send `signal` to every process of a process group.
     SignalGroup { group: Pid, signal: Signal },
+    /// Pass `signal` on to a worker, as a forwarded signal is: to the
+    /// worker, or with `--signal-group` to its process group.
+    Forward { worker: Pid, signal: Signal },
     /// Make `group` the terminal's foreground process group.
     HandTerminal { group: Pid },
     /// The generation is gone: release what was set up for it (its
@@ -449,7 +452,10 @@ impl<P: Spawner> Supervisor<P> {
         }
         for (_, pids) in &serving {
             for pid in pids {
-                self.signal(*pid, signal);
+                self.command(Effect::Forward {
+                    worker: *pid,
+                    signal,
+                });
             }
         }
         let names: Vec<&str> = serving.iter().map(|(name, _)| name.as_str()).collect();

@@ -73,7 +73,9 @@ impl World {
             Effect::Signal { pid, signal } => (pid.as_raw(), signal),
             // Every worker is its own process group.
             Effect::SignalGroup { group, signal } => (group.as_raw(), signal),
-            Effect::HandTerminal { .. } | Effect::Retire { .. } => return,
+            // A signal passed on for the server's own use (USR1, HUP
+            // without sockets) is no request to stop.
+            Effect::HandTerminal { .. } | Effect::Retire { .. } | Effect::Forward { .. } => return,
         };
         if signal == Signal::SIGKILL {
             if self.alive.contains_key(&pid) {

@@ -74,6 +74,7 @@ impl Spawner for FakeProcesses {
         self.calls.push(match *effect {
             Effect::Signal { pid, signal } => Call::Signal(pid.as_raw(), signal),
             Effect::SignalGroup { group, signal } => Call::SignalGroup(group.as_raw(), signal),
+            Effect::Forward { worker, signal } => Call::Signal(worker.as_raw(), signal),
             Effect::HandTerminal { group } => Call::HandTerminal(group.as_raw()),
             Effect::Retire { generation } => Call::Retire(generation),
         });
