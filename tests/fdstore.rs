@@ -44,6 +44,13 @@ fn a_memfd_stored_by_generation_1_reaches_generation_2_with_its_name_and_content
     });
     let status = status_json(&sockvisor);
     assert_eq!(status["fdstore"]["descriptors"][0]["type"], "file");
+    // The text status lists it too.
+    let text = sockvisor.client(&["status"]);
+    assert!(
+        String::from_utf8_lossy(&text.stdout)
+            .contains("stored descriptors (1 of at most 4):\n  state  file\n"),
+        "{text:?}"
+    );
     assert!(sockvisor.client(&["upgrade"]).status.success());
     let second = report(&sockvisor, 2);
     assert_eq!(second["names"], serde_json::json!(["http", "state"]));

@@ -334,6 +334,25 @@ pub fn render_status(status: &serde_json::Value) -> String {
             printable(listener["address"].as_str().unwrap_or_default())
         );
     }
+    // The store, once something is in it (`--fdstore-max` alone says
+    // nothing worth a line).
+    let stored = status["fdstore"]["descriptors"].as_array();
+    if let Some(stored) = stored.filter(|s| !s.is_empty()) {
+        let _ = writeln!(
+            out,
+            "stored descriptors ({} of at most {}):",
+            stored.len(),
+            status["fdstore"]["max"]
+        );
+        for entry in stored {
+            let _ = writeln!(
+                out,
+                "  {}  {}",
+                printable(entry["name"].as_str().unwrap_or_default()),
+                printable(entry["type"].as_str().unwrap_or_default())
+            );
+        }
+    }
     let _ = writeln!(out, "generations:");
     for generation in status["generations"].as_array().into_iter().flatten() {
         let number = &generation["generation"];

@@ -174,6 +174,16 @@ fn parse_address(text: &str) -> Result<ListenAddress, String> {
     if let Some(rest) = text.strip_prefix("udp://") {
         return parse_inet(rest).map(ListenAddress::Udp);
     }
+    // `udp:` or `tcp:` without the slashes (`unix:` takes none).
+    for scheme in ["udp", "tcp"] {
+        if let Some(rest) = text.strip_prefix(scheme).and_then(|r| r.strip_prefix(':'))
+            && !rest.starts_with("//")
+        {
+            return Err(format!(
+                "write '{scheme}://{rest}' ({scheme}:// with two slashes)"
+            ));
+        }
+    }
     let inet = text.strip_prefix("tcp://").unwrap_or(text);
     if let Some((scheme, _)) = inet.split_once("://") {
         return Err(format!(
@@ -299,6 +309,19 @@ mod tests {
 
     fn reason(text: &str) -> String {
         ListenSpec::parse(text).unwrap_err().reason
+    }
+
+    #[test]
+    fn a_scheme_without_its_slashes_is_named() {
+        let error = |text: &str| parse_address(text).unwrap_err();
+        assert_eq!(
+            error("udp:127.0.0.1:53"),
+            "write 'udp://127.0.0.1:53' (udp:// with two slashes)"
+        );
+        assert_eq!(
+            error("tcp:[::1]:80"),
+            "write 'tcp://[::1]:80' (tcp:// with two slashes)"
+        );
     }
 
     #[test]
