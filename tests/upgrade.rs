@@ -348,6 +348,21 @@ fn stop_during_an_upgrade_leaves_nothing_running() {
         !process_alive(pid1) && !process_alive(pid2),
         "nothing left running"
     );
+    // The log says what became of both, and that sockvisor exits.
+    let log = sockvisor.stderr();
+    for (generation, pid) in [(1, pid1), (2, pid2)] {
+        assert!(
+            log.contains(&format!(
+                "generation {generation} (pid {pid}) exited with status 0; stopped"
+            )),
+            "{log}"
+        );
+    }
+    assert!(
+        log.trim_end()
+            .ends_with("every generation has exited; sockvisor exits with status 0"),
+        "{log}"
+    );
 }
 
 #[test]

@@ -173,6 +173,8 @@ impl EventLoop {
             self.control.flush();
             self.tell_service_manager();
             if let Some(code) = self.supervisor.exit_code() {
+                tracing::info!("every generation has exited; sockvisor exits with status {code}");
+                crate::logging::flush();
                 self.control.close_for_exit(code);
                 return code;
             }

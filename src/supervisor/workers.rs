@@ -270,6 +270,9 @@ impl<P: Spawner> Supervisor<P> {
             }
             Phase::Ready => self.after_worker_exit(number, worker, status, now),
             Phase::Draining => tracing::info!("{describe} {status}"),
+            // A stop says what became of every worker, as it does for the
+            // serving generation's.
+            Phase::Failed if self.stop.is_some() => tracing::info!("{describe} {status}; stopped"),
             // Said once for the whole generation when its last one is gone.
             Phase::Failed => tracing::debug!("{describe} {status}"),
         }
@@ -488,8 +491,12 @@ impl<P: Spawner> Supervisor<P> {
             Phase::Starting => self.on_exit_before_ready(generation, worker, status, now),
             Phase::Failed => {
                 // Why it failed was said when it did; what remains to say is
-                // what happens next, in one line.
-                tracing::debug!("{} {status}", generation.describe());
+                // what happens next, in one line. A stop is what happened.
+                if self.stop.is_some() {
+                    tracing::info!("{} {exited}; stopped", generation.describe_worker(worker));
+                } else {
+                    tracing::debug!("{} {status}", generation.describe());
+                }
                 // A failed first start or restart, or a failed upgrade that
                 // leaves nothing serving: the restart policy decides.
                 if self.stop.is_none() && (generation.upgrade.is_none() || self.current.is_none()) {
