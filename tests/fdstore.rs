@@ -84,3 +84,34 @@ fn without_fdstore_max_passed_descriptors_are_closed() {
         serde_json::json!([])
     );
 }
+
+#[test]
+fn a_copy_of_a_listening_socket_is_not_stored_beside_it() {
+    let dir = TestDir::new("fdstore-listener");
+    // Stores its listening socket (fd 3) and a pipe in one message, then
+    // says it is ready.
+    let script = r#"
+import os, socket
+address = os.environ["NOTIFY_SOCKET"]
+read_end, _ = os.pipe()
+notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+notify.connect(address)
+socket.send_fds(notify, [b"FDSTORE=1\nFDNAME=kept"], [3, read_end])
+notify.send(b"READY=1")
+while True:
+    socket.socket(fileno=3).accept()[0].close()
+"#;
+    let mut command = Command::new(sockvisor_bin());
+    command
+        .args(["run", "--fdstore-max", "4", "--listen", "127.0.0.1:0", "--"])
+        .args(["/usr/bin/python3", "-c", script]);
+    let sockvisor = Sockvisor::spawn(dir, command);
+    sockvisor.wait_for_log("is ready after");
+    let stored = sockvisor.wait_for("the pipe in the store", || {
+        let status = status_json(&sockvisor);
+        let stored = status["fdstore"]["descriptors"].as_array()?.clone();
+        (!stored.is_empty()).then_some(stored)
+    });
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(stored[0]["type"], "fifo", "{stored:?}");
+}

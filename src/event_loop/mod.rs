@@ -559,7 +559,23 @@ impl EventLoop {
         message: &NotifyMessage,
         passed: Vec<OwnedFd>,
     ) {
-        let store = &mut self.supervisor.processes_mut().fdstore;
+        let children = self.supervisor.processes_mut();
+        // A copy of a listening socket is not kept: every generation gets
+        // that socket already, and would get it twice.
+        let (listening, passed): (Vec<OwnedFd>, Vec<OwnedFd>) =
+            passed.into_iter().partition(|fd| {
+                children
+                    .listeners
+                    .iter()
+                    .any(|l| crate::fdstore::same_open_file(l.fd(), std::os::fd::AsFd::as_fd(fd)))
+            });
+        if message.fdstore && !listening.is_empty() {
+            tracing::debug!(
+                "generation {generation}: FDSTORE=1 dropped {} copy(ies) of a listening socket (every generation gets those as fds 3 and up)",
+                listening.len()
+            );
+        }
+        let store = &mut children.fdstore;
         if message.fdstore_remove {
             match &message.fdname {
                 Some(name) => {
