@@ -277,7 +277,7 @@ impl Children {
             Effect::SignalGroup { group, signal } => {
                 report_signal_error(killpg(group, signal), group, signal)
             }
-            Effect::Forward { worker, signal } => self.forward(worker, signal as i32),
+            Effect::Forward { worker, signal } => self.forward(worker, signal),
             Effect::HandTerminal { group } => {
                 if let Some(terminal) = &self.terminal {
                     terminal.hand_to(group);

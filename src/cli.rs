@@ -12,7 +12,7 @@ use crate::byte_size::parse_byte_size;
 use crate::duration::parse_duration;
 use crate::env_file::EnvFile;
 use crate::paths::DEFAULT_NAME;
-use crate::signals::parse_signal;
+use crate::signals::{parse_forwarded, parse_signal};
 use crate::supervisor::{ReadyMode, RestartPolicy, parse_worker_count};
 
 /// Socket-holding process supervisor: binds ports once, runs any server with
@@ -105,9 +105,9 @@ pub struct StatusArgs {
 pub struct SignalArgs {
     #[command(flatten)]
     pub instance: InstanceArgs,
-    /// Signal to send (name or number), e.g. USR1.
-    #[arg(value_name = "SIGNAL", value_parser = parse_signal)]
-    pub signal: Signal,
+    /// Signal to send (name or number), e.g. USR1 or RTMIN+3.
+    #[arg(value_name = "SIGNAL", value_parser = parse_forwarded)]
+    pub signal: i32,
     /// Print the protocol's JSON lines instead of text.
     #[arg(long)]
     pub json: bool,

@@ -58,7 +58,7 @@ fn main() {
             args.call.timeout,
         ),
         Command::Signal(args) => {
-            let signal = args.signal.as_str().to_string();
+            let signal = sockvisor::signals::name(args.signal);
             call(
                 &args.instance,
                 Request::Signal { signal },

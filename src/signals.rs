@@ -322,9 +322,71 @@ pub fn parse_signal(text: &str) -> Result<Signal, String> {
     name.parse::<Signal>().map_err(|_| invalid())
 }
 
+/// A signal to pass on to workers (`sockvisor signal`): what
+/// [`parse_signal`] takes, and the real-time signals as `SIGRTMIN+3`,
+/// `RTMAX-1` or their numbers.
+pub fn parse_forwarded(text: &str) -> Result<i32, String> {
+    let (min, max) = (realtime_min(), realtime_max());
+    let invalid = || {
+        format!(
+            "unknown signal '{text}' (use a name like USR1, TERM or RTMIN+3, or a number from 1 to {max})"
+        )
+    };
+    if let Ok(number) = text.parse::<i32>() {
+        return if (min..=max).contains(&number) || Signal::try_from(number).is_ok() {
+            Ok(number)
+        } else {
+            Err(invalid())
+        };
+    }
+    let upper = text.to_ascii_uppercase();
+    let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+    let realtime = |base: i32, rest: &str| -> Option<i32> {
+        let number = match rest {
+            "" => base,
+            _ => {
+                let (sign, offset) = rest.split_at(1);
+                let offset: i32 = offset.parse().ok()?;
+                match sign {
+                    "+" => base.checked_add(offset)?,
+                    "-" => base.checked_sub(offset)?,
+                    _ => return None,
+                }
+            }
+        };
+        (min..=max).contains(&number).then_some(number)
+    };
+    if let Some(rest) = bare.strip_prefix("RTMIN") {
+        return realtime(min, rest).ok_or_else(invalid);
+    }
+    if let Some(rest) = bare.strip_prefix("RTMAX") {
+        return realtime(max, rest).ok_or_else(invalid);
+    }
+    parse_signal(text)
+        .map(|signal| signal as i32)
+        .map_err(|_| invalid())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forwarded_signals_include_the_real_time_ones() {
+        let (min, max) = (libc::SIGRTMIN(), libc::SIGRTMAX());
+        assert_eq!(parse_forwarded("USR1"), Ok(libc::SIGUSR1));
+        assert_eq!(parse_forwarded("SIGRTMIN+3"), Ok(min + 3));
+        assert_eq!(parse_forwarded("rtmin"), Ok(min));
+        assert_eq!(parse_forwarded("RTMAX-1"), Ok(max - 1));
+        assert_eq!(parse_forwarded(&max.to_string()), Ok(max));
+        for bad in [
+            "RTMIN+99", "RTMAX+1", "RTMIN-1", "RTMINX", "0", "65", "NOPE",
+        ] {
+            assert!(parse_forwarded(bad).is_err(), "{bad}");
+        }
+        // Named back the way it is written.
+        assert_eq!(name(min + 3), "SIGRTMIN+3");
+    }
 
     #[test]
     fn signal_names_numbers_and_short_forms_parse() {

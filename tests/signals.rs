@@ -229,3 +229,39 @@ fn with_signal_group_sockvisor_signal_reaches_the_whole_process_group_too() {
         helper.exists().then_some(())
     });
 }
+
+#[test]
+fn sockvisor_signal_passes_real_time_signals_on() {
+    let dir = TestDir::new("signal-realtime");
+    let got = dir.join("got");
+    let ready = dir.join("ready");
+    let script = format!(
+        r#"
+import signal, time
+def record(number, frame):
+    open({got:?}, "a").write("%d\n" % number)
+signal.signal(signal.SIGRTMIN + 3, record)
+open({ready:?}, "w").close()
+while True:
+    time.sleep(60)
+"#,
+        got = got.display().to_string(),
+        ready = ready.display().to_string()
+    );
+    let mut command = Command::new(sockvisor_bin());
+    command.args(["run", "--", "/usr/bin/python3", "-c", &script]);
+    let sockvisor = Sockvisor::spawn(dir, command);
+    sockvisor.wait_for("the child's handler", || ready.exists().then_some(()));
+    let output = sockvisor.client(&["signal", "RTMIN+3"]);
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).starts_with("sent SIGRTMIN+3 to generation 1"),
+        "{output:?}"
+    );
+    let expected = format!("{}\n", libc::SIGRTMIN() + 3);
+    sockvisor.wait_for("the child to get SIGRTMIN+3", || {
+        (std::fs::read_to_string(&got).ok()? == expected).then_some(())
+    });
+    let output = sockvisor.client(&["signal", "RTMIN+99"]);
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+}

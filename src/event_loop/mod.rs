@@ -28,7 +28,7 @@ use crate::pidfile::PidFile;
 use crate::reaper::Exit;
 use crate::reexec;
 use crate::service_notify::{ServiceNotifier, ServiceState};
-use crate::signals::{self, Meaning, SignalSource, parse_signal};
+use crate::signals::{self, Meaning, SignalSource};
 use crate::supervisor::{Notice, Supervisor, UpgradeRejection};
 use crate::watch::Watcher;
 
@@ -680,7 +680,7 @@ impl EventLoop {
     }
 
     fn signal_request(&mut self, connection: ConnectionId, signal: &str) {
-        let reply = match parse_signal(signal) {
+        let reply = match signals::parse_forwarded(signal) {
             Err(why) => Reply::failure(ErrorKind::BadRequest, why),
             Ok(signal) => match self.supervisor.signal_current(signal) {
                 Ok(done) => Reply::success(done),

@@ -159,9 +159,10 @@ pub enum Effect {
     Signal { pid: Pid, signal: Signal },
     /// Send `signal` to every process of a process group.
     SignalGroup { group: Pid, signal: Signal },
-    /// Pass `signal` on to a worker, as a forwarded signal is: to the
-    /// worker, or with `--signal-group` to its process group.
-    Forward { worker: Pid, signal: Signal },
+    /// Pass `signal` (a number: real-time signals have no [`Signal`]) on
+    /// to a worker, as a forwarded signal is: to the worker, or with
+    /// `--signal-group` to its process group.
+    Forward { worker: Pid, signal: i32 },
     /// Make `group` the terminal's foreground process group.
     HandTerminal { group: Pid },
     /// The generation is gone: release what was set up for it (its
@@ -440,7 +441,7 @@ impl<P: Spawner> Supervisor<P> {
 
     /// Sends `signal` to every worker of the serving generation (of each,
     /// after a rollout that stopped part-way).
-    pub fn signal_current(&mut self, signal: Signal) -> Result<String, String> {
+    pub fn signal_current(&mut self, signal: i32) -> Result<String, String> {
         let serving: Vec<(String, Vec<Pid>)> = self
             .generations
             .iter()
@@ -461,7 +462,7 @@ impl<P: Spawner> Supervisor<P> {
         let names: Vec<&str> = serving.iter().map(|(name, _)| name.as_str()).collect();
         Ok(format!(
             "sent {} to {}",
-            signal.as_str(),
+            crate::signals::name(signal),
             names.join(" and ")
         ))
     }

@@ -74,7 +74,10 @@ impl Spawner for FakeProcesses {
         self.calls.push(match *effect {
             Effect::Signal { pid, signal } => Call::Signal(pid.as_raw(), signal),
             Effect::SignalGroup { group, signal } => Call::SignalGroup(group.as_raw(), signal),
-            Effect::Forward { worker, signal } => Call::Signal(worker.as_raw(), signal),
+            Effect::Forward { worker, signal } => Call::Signal(
+                worker.as_raw(),
+                Signal::try_from(signal).expect("these tests forward standard signals"),
+            ),
             Effect::HandTerminal { group } => Call::HandTerminal(group.as_raw()),
             Effect::Retire { generation } => Call::Retire(generation),
         });
@@ -1251,7 +1254,7 @@ fn a_stop_exits_with_the_worst_status_of_the_serving_workers() {
 #[test]
 fn a_signal_reaches_every_worker_of_the_current_generation() {
     let (mut s, _) = four_serving(RestartPolicy::OnFailure);
-    let done = s.signal_current(Signal::SIGUSR1).unwrap();
+    let done = s.signal_current(libc::SIGUSR1).unwrap();
     assert_eq!(done, "sent SIGUSR1 to generation 1 (4 workers)");
     for index in 0..4 {
         assert_eq!(signals_to(&s, worker_pid(1, index)), [Signal::SIGUSR1]);
@@ -1399,7 +1402,7 @@ fn a_rollout_that_fails_part_way_keeps_n_serving_and_says_which() {
         "the rollout does not go on by itself"
     );
     assert!(
-        s.signal_current(Signal::SIGUSR1)
+        s.signal_current(libc::SIGUSR1)
             .unwrap()
             .contains("generation 1")
     );
