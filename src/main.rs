@@ -7,6 +7,9 @@ use sockvisor::control::client::{self, Call};
 use sockvisor::control::protocol::Command as Request;
 use sockvisor::{init, logging, paths, reexec, run};
 
+/// The variable that names the control socket (`--control`).
+const CONTROL_VAR: &str = "SOCKVISOR_CONTROL";
+
 fn main() {
     init::ensure_stdio_open();
     // A re-exec arrives with every signal blocked; they stay blocked until
@@ -14,6 +17,12 @@ fn main() {
     if !reexec::is_restoring() {
         init::clear_signal_mask();
         reexec::exec::remember_started_from(None);
+    }
+    // `SOCKVISOR_CONTROL= sockvisor status` means "not set", as an empty
+    // variable does for most programs; clap would call it a missing value.
+    if std::env::var_os(CONTROL_VAR).is_some_and(|value| value.is_empty()) {
+        // SAFETY: no other thread exists yet to read the environment.
+        unsafe { std::env::remove_var(CONTROL_VAR) };
     }
     let cli = Cli::parse();
     if let Ok(nonce) = std::env::var(reexec::exec::CHECK_VAR) {

@@ -511,3 +511,19 @@ fn a_control_path_that_is_no_socket_or_too_long_is_named_as_such() {
         );
     }
 }
+
+#[test]
+fn an_empty_sockvisor_control_variable_counts_as_unset() {
+    let name = format!("no-such-instance-{}", std::process::id());
+    let output = Command::new(sockvisor_bin())
+        .args(["status", "--name", &name])
+        .env("SOCKVISOR_CONTROL", "")
+        .output()
+        .unwrap();
+    // The name decides, as with the variable unset: nothing runs under it.
+    assert_eq!(output.status.code(), Some(3), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains(&format!("{name}.sock")),
+        "{output:?}"
+    );
+}
