@@ -122,6 +122,15 @@ impl Reply {
 
 /// Decodes one request line (without its newline).
 pub fn decode_request(line: &[u8]) -> Result<Request, Reply> {
+    if let Err(e) = std::str::from_utf8(line) {
+        return Err(Reply::failure(
+            ErrorKind::BadRequest,
+            format!(
+                "the request is not UTF-8 text (byte {} is not): send one JSON object per line",
+                e.valid_up_to()
+            ),
+        ));
+    }
     // einhorn workers speak einhorn's protocol, which has no version.
     if let Some(message) = einhorn::decode(line) {
         return einhorn_request(message);
@@ -389,6 +398,16 @@ mod tests {
                 )
             );
         }
+    }
+
+    #[test]
+    fn a_request_that_is_not_text_is_named_as_such() {
+        let (kind, message) = refusal(b"---%0Apid: \xff%0A");
+        assert_eq!(kind, Some(ErrorKind::BadRequest));
+        assert!(
+            message.starts_with("the request is not UTF-8 text (byte 11 is not)"),
+            "{message}"
+        );
     }
 
     #[test]
