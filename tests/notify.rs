@@ -239,3 +239,56 @@ fn worker_ack_from_a_process_that_is_not_the_named_worker_is_refused() {
     assert_eq!(reply["error"], "permission_denied", "{reply}");
     assert_upgrade_refused_and_generation_1_serves(&sockvisor, upgrade);
 }
+
+/// Descriptors sockvisor has open.
+fn open_descriptors(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+#[test]
+fn a_message_passing_more_descriptors_than_allowed_is_refused_and_none_stays_open() {
+    // 40 messages of 17 descriptors each (one over the limit, under the
+    // kernel's 253), with FDSTORE=1, then READY=1 after them.
+    let script = r#"
+import array, os, signal, socket
+path = os.environ["NOTIFY_SOCKET"]
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.connect(path)
+fds = [os.open("/dev/null", os.O_RDONLY) for _ in range(17)]
+for _ in range(40):
+    s.sendmsg([b"FDSTORE=1\nFDNAME=many"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())])
+s.send(b"READY=1")
+while True:
+    signal.pause()
+"#;
+    let dir = TestDir::new("too-many-fds");
+    let mut command = Command::new(sockvisor_bin());
+    command.args([
+        "run",
+        "--ready",
+        "notify",
+        "--fdstore-max",
+        "100",
+        "--log-level",
+        "debug",
+    ]);
+    command.args(["--", "python3", "-c", script]);
+    let sockvisor = Sockvisor::spawn(dir, command);
+    // Messages are read in order: READY=1 comes after the 40.
+    sockvisor.wait_for_log("is ready after");
+    let open = open_descriptors(sockvisor.pid());
+    assert!(open < 40, "sockvisor has {open} descriptors open");
+    assert_eq!(
+        status_json(&sockvisor)["fdstore"]["descriptors"],
+        serde_json::json!([])
+    );
+    assert!(
+        sockvisor
+            .stderr()
+            .contains("17 descriptors passed with it, over the 16 one message may pass"),
+        "{}",
+        sockvisor.stderr()
+    );
+}

@@ -52,6 +52,8 @@ pub struct NotifyMessage {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rejection {
     TooLarge(usize),
+    /// Descriptors passed, and the most taken with one message.
+    TooManyDescriptors(usize, usize),
     NotUtf8,
     ContainsNul,
     NotAnAssignment(String),
@@ -61,6 +63,12 @@ impl std::fmt::Display for Rejection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Rejection::TooLarge(n) => write!(f, "{n} bytes is over the {MAX_DATAGRAM}-byte limit"),
+            Rejection::TooManyDescriptors(n, most) => {
+                write!(
+                    f,
+                    "{n} descriptors passed with it, over the {most} one message may pass"
+                )
+            }
             Rejection::NotUtf8 => f.write_str("not UTF-8"),
             Rejection::ContainsNul => f.write_str("contains a NUL byte"),
             Rejection::NotAnAssignment(line) => write!(f, "line {line:?} is not KEY=VALUE"),

@@ -24,8 +24,15 @@ use nix::sys::stat::{Mode, umask};
 use super::message::{MAX_DATAGRAM, NotifyMessage, Rejection};
 use crate::socket_file::BoundFile;
 
-/// Most descriptors accepted with one message; the kernel closes any beyond.
+/// Most descriptors accepted with one message: a message with more is
+/// refused, and all of them closed.
 const MAX_PASSED_FDS: usize = 16;
+
+/// The most the kernel passes with one message (`SCM_MAX_FD`). The control
+/// buffer has room for all of them: a truncated one (`MSG_CTRUNC`) cannot
+/// be read, and the descriptors the kernel had put in it would stay open
+/// in sockvisor with nothing to close them.
+const KERNEL_MAX_PASSED_FDS: usize = 253;
 
 /// One datagram read from the socket.
 #[derive(Debug)]
@@ -102,7 +109,7 @@ impl NotifySocket {
     }
 
     fn receive_one(&self, buf: &mut [u8]) -> Result<Option<Received>, Errno> {
-        let mut control = nix::cmsg_space!(socket::UnixCredentials, [i32; MAX_PASSED_FDS]);
+        let mut control = nix::cmsg_space!(socket::UnixCredentials, [i32; KERNEL_MAX_PASSED_FDS]);
         let mut iov = [IoSliceMut::new(buf)];
         let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_TRUNC;
         let msg =
@@ -114,7 +121,11 @@ impl NotifySocket {
             };
         let mut sender = None;
         let mut passed = Vec::new();
-        for cmsg in msg.cmsgs().into_iter().flatten() {
+        let cmsgs = msg.cmsgs();
+        if let Err(errno) = &cmsgs {
+            tracing::debug!("notify datagram's control data unreadable: {errno}");
+        }
+        for cmsg in cmsgs.into_iter().flatten() {
             match cmsg {
                 ControlMessageOwned::ScmCredentials(creds) => sender = Some(creds.pid()),
                 ControlMessageOwned::ScmRights(fds) => {
@@ -133,6 +144,9 @@ impl NotifySocket {
         let truncated = msg.flags.contains(MsgFlags::MSG_TRUNC) || length > MAX_DATAGRAM;
         let message = if truncated {
             Err(Rejection::TooLarge(length))
+        } else if passed.len() > MAX_PASSED_FDS {
+            // Closed with the message, none of them kept.
+            Err(Rejection::TooManyDescriptors(passed.len(), MAX_PASSED_FDS))
         } else {
             NotifyMessage::parse(&iov[0][..length])
         };
