@@ -42,23 +42,49 @@ pub fn name_is_valid(name: &str) -> bool {
     !name.is_empty() && name.len() <= 255 && name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
 }
 
-/// True when two descriptors are the same open file (`kcmp`).
+/// True when two descriptors are the same open file (`kcmp`). Where
+/// `kcmp` is refused (Docker's default seccomp profile refuses it), the same
+/// file (device and inode) counts as the same: for a socket or a pipe that
+/// is the same thing, and two separate opens of one regular file are taken
+/// for one, which keeps a copy out rather than let one in twice.
 pub fn same_open_file(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> bool {
     const KCMP_FILE: libc::c_long = 0;
     let pid = libc::c_long::from(std::process::id() as i32);
-    // SAFETY: kcmp only compares two descriptors of this process; it reads
-    // no memory of ours.
-    let result = unsafe {
-        libc::syscall(
-            libc::SYS_kcmp,
-            pid,
-            pid,
-            KCMP_FILE,
-            libc::c_long::from(a.as_raw_fd()),
-            libc::c_long::from(b.as_raw_fd()),
-        )
+    let result = if test_kcmp_refused() {
+        -1
+    } else {
+        // SAFETY: kcmp only compares two descriptors of this process; it
+        // reads no memory of ours.
+        unsafe {
+            libc::syscall(
+                libc::SYS_kcmp,
+                pid,
+                pid,
+                KCMP_FILE,
+                libc::c_long::from(a.as_raw_fd()),
+                libc::c_long::from(b.as_raw_fd()),
+            )
+        }
     };
-    result == 0
+    if result >= 0 {
+        return result == 0;
+    }
+    same_file(a, b)
+}
+
+/// The device and inode of both are the same.
+fn same_file(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> bool {
+    match (nix::sys::stat::fstat(a), nix::sys::stat::fstat(b)) {
+        (Ok(a), Ok(b)) => a.st_dev == b.st_dev && a.st_ino == b.st_ino,
+        _ => false,
+    }
+}
+
+/// Test-only: behave as if `kcmp` were refused, as under Docker's seccomp
+/// profile.
+fn test_kcmp_refused() -> bool {
+    static SET: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SET.get_or_init(|| std::env::var_os("SOCKVISOR_TEST_NO_KCMP").is_some())
 }
 
 impl FdStore {
@@ -231,6 +257,19 @@ mod tests {
         let dropped = store.offer(vec![a, b], Some("a:b"), true);
         assert_eq!(dropped.len(), 1);
         assert!(store.entries().is_empty());
+    }
+
+    #[test]
+    fn without_kcmp_the_same_pipe_or_socket_is_still_told_apart_from_another() {
+        let (a, _a_write) = pipe_ends();
+        let (b, _b_write) = pipe_ends();
+        let a_again = a.try_clone().unwrap();
+        assert!(same_file(a.as_fd(), a_again.as_fd()));
+        assert!(!same_file(a.as_fd(), b.as_fd()));
+        let (s, _) = std::os::unix::net::UnixStream::pair().unwrap();
+        let s_again = s.try_clone().unwrap();
+        assert!(same_file(s.as_fd(), s_again.as_fd()));
+        assert!(!same_file(s.as_fd(), a.as_fd()));
     }
 
     #[test]

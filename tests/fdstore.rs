@@ -87,7 +87,17 @@ fn without_fdstore_max_passed_descriptors_are_closed() {
 
 #[test]
 fn a_copy_of_a_listening_socket_is_not_stored_beside_it() {
-    let dir = TestDir::new("fdstore-listener");
+    copy_of_the_listener_is_not_stored("fdstore-listener", false);
+}
+
+#[test]
+fn without_kcmp_a_copy_of_a_listening_socket_is_not_stored_either() {
+    // As under Docker's default seccomp profile, which refuses kcmp(2).
+    copy_of_the_listener_is_not_stored("fdstore-listener-no-kcmp", true);
+}
+
+fn copy_of_the_listener_is_not_stored(name: &str, without_kcmp: bool) {
+    let dir = TestDir::new(name);
     // Stores its listening socket (fd 3) and a pipe in one message, then
     // says it is ready.
     let script = r#"
@@ -105,6 +115,9 @@ while True:
     command
         .args(["run", "--fdstore-max", "4", "--listen", "127.0.0.1:0", "--"])
         .args(["/usr/bin/python3", "-c", script]);
+    if without_kcmp {
+        command.env("SOCKVISOR_TEST_NO_KCMP", "1");
+    }
     let sockvisor = Sockvisor::spawn(dir, command);
     sockvisor.wait_for_log("is ready after");
     let stored = sockvisor.wait_for("the pipe in the store", || {
