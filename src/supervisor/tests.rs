@@ -2142,6 +2142,58 @@ fn with_many_workers_the_next_deadline_is_the_earliest_of_every_timer() {
 }
 
 #[test]
+fn a_hung_worker_with_a_tiny_watchdog_is_said_once_and_looked_at_once_a_second() {
+    let now = Instant::now();
+    let mut config = config(RestartPolicy::Always, ReadyMode::Notify);
+    config.watchdog = Some(Duration::from_secs(2));
+    let mut s = Supervisor::new(config, FakeProcesses::default());
+    s.start(now).unwrap();
+    s.on_notify(1, 0, &ready(), now);
+    // It asks for a watchdog of 1 µs, then misses it.
+    let tiny = NotifyMessage {
+        watchdog_timeout: Some(Duration::from_micros(1)),
+        ..NotifyMessage::default()
+    };
+    s.on_notify(1, 0, &tiny, now);
+    let missed = now + Duration::from_millis(1);
+    let log = logged(|| {
+        s.on_tick(missed);
+        // The replacement starts; the loop is woken again and again.
+        for step in 1..100 {
+            let later = missed + Duration::from_millis(step);
+            if s.next_deadline().is_some_and(|at| at <= later) {
+                s.on_tick(later);
+            }
+        }
+    });
+    assert_eq!(log.matches("is hung").count(), 1, "{log}");
+    assert!(
+        s.next_deadline()
+            .is_some_and(|at| at >= missed + Duration::from_secs(1)),
+        "the watchdog is looked at again a second after the miss, not at once"
+    );
+}
+
+#[test]
+fn watchdog_trigger_is_said_as_what_it_is() {
+    let now = Instant::now();
+    let mut config = config(RestartPolicy::Always, ReadyMode::Notify);
+    config.watchdog = Some(Duration::from_secs(2));
+    let mut s = Supervisor::new(config, FakeProcesses::default());
+    s.start(now).unwrap();
+    s.on_notify(1, 0, &ready(), now);
+    let trigger = NotifyMessage {
+        watchdog_trigger: true,
+        ..NotifyMessage::default()
+    };
+    let log = logged(|| s.on_notify(1, 0, &trigger, now));
+    assert!(
+        log.contains("is hung (it sent WATCHDOG=trigger); replacing generation 1"),
+        "{log}"
+    );
+}
+
+#[test]
 fn a_ready_worker_that_hangs_while_its_siblings_start_fails_the_start_and_the_loop_sleeps() {
     let now = Instant::now();
     let mut config = config(RestartPolicy::Always, ReadyMode::Notify);

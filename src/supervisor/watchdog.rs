@@ -22,6 +22,11 @@ use crate::duration::format_duration;
 /// How long a hung generation may take to exit after the stop signal.
 pub const HUNG_GRACE: Duration = Duration::from_secs(3);
 
+/// The soonest a missed watchdog is looked at again: a worker that set a
+/// tiny `WATCHDOG_USEC=` would otherwise keep the loop busy, and the log
+/// full, while its replacement starts.
+const AGAIN_AFTER_MISS: Duration = Duration::from_secs(1);
+
 impl<P: Spawner> Supervisor<P> {
     /// A worker just became ready: its watchdog starts.
     pub(super) fn arm_watchdog(&mut self, number: u32, index: u32, now: Instant) {
@@ -61,9 +66,10 @@ impl<P: Spawner> Supervisor<P> {
             worker.state.set_watchdog(by);
         }
         if trigger {
-            worker.state.set_watchdog(Some(now));
             drop(worker);
-            self.check_watchdogs(now);
+            let phase = self.generation(number).map(|g| g.phase);
+            let cause = "it sent WATCHDOG=trigger".to_string();
+            self.on_watchdog_missed(number, phase, index, cause, now);
         }
     }
 
@@ -80,20 +86,42 @@ impl<P: Spawner> Supervisor<P> {
             })
             .collect();
         for (number, phase, index) in missed {
-            match phase {
-                Phase::Starting => self.on_watchdog_miss_while_starting(number, index, now),
-                Phase::Ready => self.on_watchdog_miss(number, index, now),
-                // Being stopped already: the watchdog has nothing to add,
-                // and left armed it would keep the loop awake.
-                Phase::Failed | Phase::Draining => {
-                    if let Some(mut worker) = self
-                        .generation_mut(number)
-                        .and_then(|g| g.worker_mut(index))
-                    {
-                        worker.state.set_watchdog(None);
-                    }
+            let timeout = self
+                .generation(number)
+                .and_then(|g| g.worker(index))
+                .and_then(|w| w.watchdog)
+                .unwrap_or_default();
+            let cause = format!("no WATCHDOG=1 within {}", format_duration(timeout));
+            self.on_watchdog_missed(number, Some(phase), index, cause, now);
+        }
+    }
+
+    /// Worker `index` of generation `number` (in `phase`) missed its
+    /// watchdog, for `cause`.
+    fn on_watchdog_missed(
+        &mut self,
+        number: u32,
+        phase: Option<Phase>,
+        index: u32,
+        cause: String,
+        now: Instant,
+    ) {
+        match phase {
+            Some(Phase::Starting) => {
+                self.on_watchdog_miss_while_starting(number, index, cause, now)
+            }
+            Some(Phase::Ready) => self.on_watchdog_miss(number, index, cause, now),
+            // Being stopped already: the watchdog has nothing to add,
+            // and left armed it would keep the loop awake.
+            Some(Phase::Failed | Phase::Draining) => {
+                if let Some(mut worker) = self
+                    .generation_mut(number)
+                    .and_then(|g| g.worker_mut(index))
+                {
+                    worker.state.set_watchdog(None);
                 }
             }
+            None => {}
         }
     }
 
@@ -103,7 +131,13 @@ impl<P: Spawner> Supervisor<P> {
     /// again. A rolling worker already serves: it is killed (a hung process
     /// will not drain) and its slot is filled again, as after a crash. Any
     /// other starting generation cannot become healthy: its start fails.
-    fn on_watchdog_miss_while_starting(&mut self, number: u32, index: u32, now: Instant) {
+    fn on_watchdog_miss_while_starting(
+        &mut self,
+        number: u32,
+        index: u32,
+        cause: String,
+        now: Instant,
+    ) {
         let rolling = self.rollout() == Some(number);
         let Some(generation) = self.generation_mut(number) else {
             return;
@@ -112,12 +146,9 @@ impl<P: Spawner> Supervisor<P> {
             return;
         };
         worker.state.set_watchdog(None);
-        let (pid, timeout) = (worker.pid, worker.watchdog.unwrap_or_default());
+        let pid = worker.pid;
         drop(worker);
-        let reason = format!(
-            "generation {number} worker {index} (pid {pid}) is hung (no WATCHDOG=1 within {})",
-            format_duration(timeout)
-        );
+        let reason = format!("generation {number} worker {index} (pid {pid}) is hung ({cause})");
         if rolling {
             tracing::warn!("{reason}; killing it, its slot is filled again");
             self.signal_group(pid, nix::sys::signal::Signal::SIGKILL);
@@ -130,37 +161,43 @@ impl<P: Spawner> Supervisor<P> {
         }
     }
 
-    fn on_watchdog_miss(&mut self, number: u32, index: u32, now: Instant) {
+    fn on_watchdog_miss(&mut self, number: u32, index: u32, cause: String, now: Instant) {
         let stopping = self.stop.is_some();
         let Some(generation) = self.generation_mut(number) else {
             return;
         };
+        let said_before = generation.hung;
         generation.hung = true;
-        let (worker, timeout) = {
+        let worker = {
             let Some(mut worker) = generation.worker_mut(index) else {
                 return;
             };
-            // Armed again, so that a miss after a failed replacement is noticed.
-            let by = worker.watchdog.map(|t| deadline::after(now, t));
+            // Armed again, so that a miss after a failed replacement is
+            // noticed; not sooner than a second from now, whatever the
+            // worker's own timeout.
+            let by = worker
+                .watchdog
+                .map(|t| deadline::after(now, t.max(AGAIN_AFTER_MISS)));
             worker.state.set_watchdog(by);
-            let timeout = worker.watchdog.unwrap_or_default();
-            (Worker::clone(&worker), timeout)
+            Worker::clone(&worker)
         };
         let describe = generation.describe_worker(&worker);
         if stopping {
             return;
         }
         if self.is_starting() {
-            tracing::warn!(
-                "{describe} is hung (no WATCHDOG=1 within {}); the generation that is starting will replace it",
-                format_duration(timeout)
-            );
+            // Said once: while the replacement starts, the next misses
+            // only wait for it.
+            if said_before {
+                tracing::debug!("{describe} is still hung ({cause}); its replacement is starting");
+            } else {
+                tracing::warn!(
+                    "{describe} is hung ({cause}); the generation that is starting will replace it"
+                );
+            }
             return;
         }
-        tracing::warn!(
-            "{describe} is hung (no WATCHDOG=1 within {}); replacing generation {number}",
-            format_duration(timeout)
-        );
+        tracing::warn!("{describe} is hung ({cause}); replacing generation {number}");
         match self.request_upgrade(now) {
             Ok(_) => self.watchdog_restarts += 1,
             Err(why) => tracing::error!("cannot replace hung generation {number}: {why}"),
