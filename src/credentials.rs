@@ -32,6 +32,26 @@ impl RunAs {
     /// Resolves `--user NAME|UID` and `--group NAME|GID`. A numeric uid
     /// without an entry in the user database needs `--group`.
     pub fn resolve(user: &str, group: Option<&str>) -> Result<RunAs, String> {
+        let run_as = Self::look_up(user, group)?;
+        // (uid_t)-1 and (gid_t)-1 are no identity: to setresuid(2) and
+        // setresgid(2) they mean "leave it as it is", and the server would
+        // keep root's.
+        if run_as.uid == u32::MAX {
+            return Err(format!(
+                "--user {user}: uid {} is not a user (the kernel reads it as \"unchanged\", which would leave the server root); give a real uid",
+                u32::MAX
+            ));
+        }
+        if run_as.gid == u32::MAX || run_as.groups.contains(&u32::MAX) {
+            return Err(format!(
+                "--user {user}: gid {} is not a group (the kernel reads it as \"unchanged\", which would leave the server root's group); give a real gid",
+                u32::MAX
+            ));
+        }
+        Ok(run_as)
+    }
+
+    fn look_up(user: &str, group: Option<&str>) -> Result<RunAs, String> {
         let entry = lookup_user(user)?;
         let gid = match (group, &entry) {
             (Some(group), _) => lookup_group(group)?,
@@ -69,14 +89,22 @@ impl RunAs {
     }
 
     /// Why sockvisor cannot make its children this user, if it cannot:
-    /// only root may take another identity.
+    /// only root may set a child's identity (its groups included, even to
+    /// sockvisor's own user).
     pub fn unreachable_from(&self, euid: Uid, egid: Gid) -> Option<String> {
         let same = self.uid == euid.as_raw() && self.gid == egid.as_raw();
-        (!euid.is_root() && !same).then(|| {
-            format!(
-                "--user {}: only root can run the server as another user (sockvisor runs as uid {euid})",
-                self.name
-            )
+        (!euid.is_root()).then(|| {
+            if same {
+                format!(
+                    "--user {}: only root can use --user, and sockvisor already runs as uid {euid}: leave --user out",
+                    self.name
+                )
+            } else {
+                format!(
+                    "--user {}: only root can run the server as another user (sockvisor runs as uid {euid})",
+                    self.name
+                )
+            }
         })
     }
 
@@ -98,6 +126,8 @@ fn lookup_user(user: &str) -> Result<Option<User>, String> {
     match found {
         Ok(Some(entry)) => Ok(Some(entry)),
         Ok(None) if user.parse::<u32>().is_ok() => Ok(None),
+        // An image with no /etc/passwd (FROM scratch): a uid is a uid.
+        Err(nix::errno::Errno::ENOENT) if user.parse::<u32>().is_ok() => Ok(None),
         Ok(None) => Err(format!(
             "unknown user '{user}' (not in the user database; create it, or give a numeric uid)"
         )),
@@ -171,10 +201,20 @@ mod tests {
                 .unreachable_from(Uid::from_raw(0), Gid::from_raw(0))
                 .is_none()
         );
+        // Not even to sockvisor's own user: setting a child's groups
+        // needs root too.
         let same = RunAs::resolve("1000", Some("1000")).unwrap();
-        assert!(
-            same.unreachable_from(Uid::from_raw(1000), Gid::from_raw(1000))
-                .is_none()
-        );
+        let why = same
+            .unreachable_from(Uid::from_raw(1000), Gid::from_raw(1000))
+            .unwrap();
+        assert!(why.contains("leave --user out"), "{why}");
+    }
+
+    #[test]
+    fn the_ids_the_kernel_reads_as_unchanged_are_refused() {
+        let why = RunAs::resolve("4294967295", Some("1")).unwrap_err();
+        assert!(why.contains("uid 4294967295 is not a user"), "{why}");
+        let why = RunAs::resolve("4000000", Some("4294967295")).unwrap_err();
+        assert!(why.contains("gid 4294967295 is not a group"), "{why}");
     }
 }

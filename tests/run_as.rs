@@ -178,3 +178,35 @@ fn an_unknown_user_or_group_is_a_usage_error_before_anything_is_bound() {
         assert!(!stderr.contains("listening on"), "{stderr}");
     }
 }
+
+#[test]
+fn the_ids_the_kernel_reads_as_unchanged_are_refused_before_anything_runs() {
+    let dir = TestDir::new("user-minus-one");
+    let ran = dir.join("ran");
+    for (user, group, said) in [
+        ("4294967295", "1", "uid 4294967295 is not a user"),
+        ("4000000", "4294967295", "gid 4294967295 is not a group"),
+    ] {
+        let output = Command::new(sockvisor_bin())
+            .args([
+                "run",
+                "--restart",
+                "never",
+                "--user",
+                user,
+                "--group",
+                group,
+                "--",
+            ])
+            .args(["/bin/sh", "-c", &format!("touch {}", ran.display())])
+            .env("SOCKVISOR_CONTROL", dir.join("control.sock"))
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{output:?}");
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains(said),
+            "{output:?}"
+        );
+        assert!(!ran.exists(), "the server ran");
+    }
+}
