@@ -368,3 +368,41 @@ fn without_listen_pid_libsystemd_sees_no_sockets_as_documented() {
         );
     }
 }
+
+#[test]
+fn impossible_socket_activation_variables_are_refused_in_one_line() {
+    let dir = TestDir::new("activation-bounds");
+    for (fds, names, said) in [
+        (
+            "18446744073709551615",
+            None,
+            "is more descriptors than sockvisor can have open",
+        ),
+        (
+            "1000000000000",
+            None,
+            "is more descriptors than sockvisor can have open",
+        ),
+        (
+            "1",
+            Some("bad name"),
+            "LISTEN_FDNAMES from the service manager holds the invalid name",
+        ),
+    ] {
+        // LISTEN_PID must be sockvisor's own pid for the variables to count.
+        let mut script = format!("LISTEN_PID=$$ LISTEN_FDS={fds} ");
+        if let Some(names) = names {
+            script += &format!("LISTEN_FDNAMES='{names}' ");
+        }
+        script += &format!("exec {} run -- /bin/true", sockvisor_bin().display());
+        let output = std::process::Command::new("/bin/sh")
+            .args(["-c", &script])
+            .env("SOCKVISOR_CONTROL", dir.join("control.sock"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(said), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}

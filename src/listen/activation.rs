@@ -30,6 +30,15 @@ pub fn take_inherited() -> Result<Vec<Listener>, String> {
     let count: usize = count
         .parse()
         .map_err(|_| format!("LISTEN_FDS='{count}' from the service manager is not a number"))?;
+    // Every one of them is an open descriptor: no more than the open-file
+    // limit allows (and nothing is allocated for more).
+    let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(u64::MAX, |(soft, _)| soft);
+    if count as u64 > limit.saturating_sub(LISTEN_FDS_START as u64) {
+        return Err(format!(
+            "LISTEN_FDS={count} from the service manager is more descriptors than sockvisor can have open (its open-file limit is {limit}); check what starts sockvisor"
+        ));
+    }
     let names: Vec<String> = match var("LISTEN_FDNAMES") {
         Some(names) => names.split(':').map(str::to_string).collect(),
         None => vec![super::DEFAULT_NAME.to_string(); count],
@@ -38,6 +47,12 @@ pub fn take_inherited() -> Result<Vec<Listener>, String> {
         return Err(format!(
             "LISTEN_FDNAMES names {} sockets but LISTEN_FDS says {count}",
             names.len()
+        ));
+    }
+    if let Some(bad) = names.iter().find(|n| !crate::fdstore::name_is_valid(n)) {
+        return Err(format!(
+            "LISTEN_FDNAMES from the service manager holds the invalid name {:?} (names are 1 to 255 printable ASCII characters without ':' or spaces)",
+            crate::output::printable(bad)
         ));
     }
     names
