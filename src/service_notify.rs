@@ -44,6 +44,10 @@ pub struct ServiceNotifier {
     next_ping: Option<Instant>,
 }
 
+/// The shortest time between two pings of the manager's watchdog: a
+/// `WATCHDOG_USEC=1` would otherwise make the loop ping without pause.
+const SHORTEST_PING_INTERVAL: Duration = Duration::from_millis(10);
+
 /// The manager's watchdog interval for this process, from
 /// `WATCHDOG_USEC` (and `WATCHDOG_PID`, when set, naming this process).
 pub fn watchdog_interval(usec: Option<&str>, pid: Option<&str>, own_pid: u32) -> Option<Duration> {
@@ -65,12 +69,15 @@ impl ServiceNotifier {
             None => SocketAddr::from_pathname(&*path).ok()?,
         };
         let socket = UnixDatagram::unbound().ok()?;
+        // A manager that does not read its socket must not stop the loop:
+        // what does not fit is dropped.
+        socket.set_nonblocking(true).ok()?;
         let interval = watchdog_interval(
             std::env::var("WATCHDOG_USEC").ok().as_deref(),
             std::env::var("WATCHDOG_PID").ok().as_deref(),
             std::process::id(),
         );
-        let ping_every = interval.map(|i| i / 2);
+        let ping_every = interval.map(|i| (i / 2).max(SHORTEST_PING_INTERVAL));
         Some(ServiceNotifier {
             socket,
             address,

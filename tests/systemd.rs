@@ -123,3 +123,40 @@ fn the_example_units_pass_systemd_analyze_verify() {
         "systemd-analyze complains:\n{stderr}"
     );
 }
+
+#[test]
+fn a_service_manager_that_never_reads_its_socket_does_not_stop_sockvisor() {
+    let dir = TestDir::new("deaf-manager");
+    // Bound, never read: its queue fills after a few messages.
+    let _manager = UnixDatagram::bind(dir.join("deaf.sock")).unwrap();
+    let mut command = Command::new(sockvisor_bin());
+    command
+        .env("NOTIFY_SOCKET", dir.join("deaf.sock"))
+        // A watchdog far too short to keep: sockvisor pings every 10 ms
+        // (not without pause), and each ping finds the queue full.
+        .env("WATCHDOG_USEC", "1")
+        .args(["run", "--listen", "127.0.0.1:0", "--"])
+        .args(Sockvisor::probe_args(&dir.path));
+    let mut sockvisor = Sockvisor::spawn(dir, command);
+    sockvisor.report(1);
+    for _ in 0..6 {
+        let upgrade = sockvisor.client(&["upgrade", "--timeout", "20s"]);
+        assert!(upgrade.status.success(), "{upgrade:?}");
+    }
+    let before = proc_cpu_ticks(sockvisor.pid());
+    let window = std::time::Instant::now();
+    while window.elapsed() < std::time::Duration::from_millis(500) {
+        assert!(sockvisor.client(&["status"]).status.success());
+    }
+    let used = proc_cpu_ticks(sockvisor.pid()) - before;
+    assert!(used < 25, "sockvisor used {used} ticks in 0.5 s");
+    sockvisor.signal(libc::SIGTERM);
+    assert_eq!(sockvisor.wait_exit(), 0);
+}
+
+/// CPU time (user + system) a process has used, in clock ticks.
+fn proc_cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
