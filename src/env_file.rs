@@ -23,8 +23,10 @@
 //! Later files override earlier ones, and a file's variables override
 //! sockvisor's own environment. A `-` before the path (`-/etc/app.env`)
 //! makes the file optional, as in systemd: missing, it is skipped. Errors
-//! read `PATH:LINE: what is wrong`. This module reads files; it starts
-//! nothing.
+//! read `PATH:LINE: what is wrong`, without the line's text: the file may
+//! be one sockvisor, as root, can read and whoever chose the path cannot.
+//! A value may hold no NUL byte and at most what the kernel passes for one
+//! variable. This module reads files; it starts nothing.
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -33,6 +35,10 @@ use serde::{Deserialize, Serialize};
 
 /// Largest environment file read.
 const MAX_FILE: u64 = 1024 * 1024;
+
+/// The longest `KEY=VALUE` the kernel passes to a program
+/// (`MAX_ARG_STRLEN`, its terminating NUL included).
+const MAX_VARIABLE: usize = 128 * 1024;
 
 /// One `--env-file` as given.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,15 +78,20 @@ pub struct Environment {
 
 /// Reads every file, in order.
 pub fn read_all(files: &[EnvFile]) -> Result<Environment, String> {
-    let mut variables: Vec<(String, String)> = Vec::new();
+    // A later value replaces an earlier one and goes last; found through
+    // `at`, so that a file of many lines is not read in quadratic time.
+    let mut slots: Vec<Option<(String, String)>> = Vec::new();
+    let mut at: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     let mut contents = Vec::new();
     for file in files {
         let Some(text) = read_one(file)? else {
             continue;
         };
         for (key, value) in parse(&text, &file.path)? {
-            variables.retain(|(k, _)| *k != key);
-            variables.push((key, value));
+            if let Some(earlier) = at.insert(key.clone(), slots.len()) {
+                slots[earlier] = None;
+            }
+            slots.push(Some((key, value)));
         }
         contents.extend_from_slice(file.path.as_os_str().as_encoded_bytes());
         contents.push(0);
@@ -88,27 +99,47 @@ pub fn read_all(files: &[EnvFile]) -> Result<Environment, String> {
         contents.push(0);
     }
     Ok(Environment {
-        variables,
+        variables: slots.into_iter().flatten().collect(),
         digest: crate::digest::short(&contents),
         read_at: SystemTime::now(),
     })
 }
 
+/// One file's text. Opened without waiting (a FIFO or a device put in its
+/// place is refused, never waited on) and read to at most one byte more
+/// than the limit, whatever size the file claims (`/proc` files claim 0).
 fn read_one(file: &EnvFile) -> Result<Option<String>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
     let path = file.path.display();
-    let meta = match std::fs::metadata(&file.path) {
-        Ok(meta) => meta,
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(&file.path);
+    let opened = match opened {
+        Ok(opened) => opened,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && file.optional => return Ok(None),
         Err(e) => return Err(format!("{path}: cannot read the environment file: {e}")),
     };
+    let meta = opened
+        .metadata()
+        .map_err(|e| format!("{path}: cannot read the environment file: {e}"))?;
     if !meta.is_file() {
         return Err(format!("{path}: not a regular file"));
     }
-    if meta.len() > MAX_FILE {
+    let mut bytes = Vec::new();
+    opened
+        .take(MAX_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::WouldBlock => {
+                format!("{path}: reading it would wait: not an ordinary file")
+            }
+            _ => format!("{path}: cannot read the environment file: {e}"),
+        })?;
+    if bytes.len() as u64 > MAX_FILE {
         return Err(format!("{path}: larger than {MAX_FILE} bytes"));
     }
-    let bytes = std::fs::read(&file.path)
-        .map_err(|e| format!("{path}: cannot read the environment file: {e}"))?;
     String::from_utf8(bytes)
         .map(Some)
         .map_err(|_| format!("{path}: not UTF-8 text"))
@@ -125,17 +156,16 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<(String, String)>, String> {
         }
         let line = line.strip_prefix("export ").map_or(line, str::trim_start);
         let Some((key, raw)) = line.split_once('=') else {
-            return Err(fail(format!(
-                "expected KEY=VALUE, got {:?}",
-                crate::output::printable(line)
-            )));
+            return Err(fail(
+                "expected KEY=VALUE, but the line has no '='".to_string(),
+            ));
         };
         let key = key.trim_end();
         if !is_name(key) {
-            return Err(fail(format!(
-                "{:?} is not a variable name (letters, digits and '_', not starting with a digit)",
-                crate::output::printable(key)
-            )));
+            return Err(fail(
+                "what comes before '=' is not a variable name (letters, digits and '_', not starting with a digit)"
+                    .to_string(),
+            ));
         }
         if is_sockvisors_own(key) {
             return Err(fail(format!(
@@ -143,6 +173,18 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<(String, String)>, String> {
             )));
         }
         let value = value(raw.trim_start()).map_err(fail)?;
+        if value.contains('\0') {
+            return Err(fail(format!(
+                "{key}'s value holds a NUL byte, which no variable can"
+            )));
+        }
+        if key.len() + 1 + value.len() + 1 > MAX_VARIABLE {
+            return Err(fail(format!(
+                "{key}'s value is {} bytes; the kernel passes at most {} per variable",
+                value.len(),
+                MAX_VARIABLE - key.len() - 2
+            )));
+        }
         variables.push((key.to_string(), value));
     }
     Ok(variables)
@@ -188,10 +230,7 @@ fn value(raw: &str) -> Result<String, String> {
         }
     };
     if !rest.trim().is_empty() {
-        return Err(format!(
-            "unexpected {:?} after the closing quote",
-            crate::output::printable(rest.trim())
-        ));
+        return Err("something other than white space follows the closing quote".into());
     }
     Ok(value)
 }
@@ -254,18 +293,80 @@ mod tests {
     fn each_error_names_the_file_and_the_line() {
         assert_eq!(
             error("A=1\nnot a pair\n"),
-            "app.env:2: expected KEY=VALUE, got \"not a pair\""
+            "app.env:2: expected KEY=VALUE, but the line has no '='"
         );
-        assert!(error("1A=x").starts_with("app.env:1: \"1A\" is not a variable name"));
+        assert!(
+            error("1A=x").starts_with("app.env:1: what comes before '=' is not a variable name")
+        );
         assert_eq!(error("A='open"), "app.env:1: unterminated single quote");
         assert_eq!(error("A=\"open"), "app.env:1: unterminated double quote");
-        assert!(error("A='x' y").contains("after the closing quote"));
+        assert!(error("A='x' y").contains("follows the closing quote"));
         assert!(error("A=x \\").contains("backslash continuation"));
         assert_eq!(
             error("\n\nLISTEN_FDS=9"),
             "app.env:3: LISTEN_FDS is set by sockvisor itself and cannot be overridden"
         );
         assert!(error("NOTIFY_SOCKET=/x").contains("set by sockvisor itself"));
+    }
+
+    #[test]
+    fn no_error_quotes_the_text_of_the_file() {
+        // As if the path named /etc/shadow.
+        let secret = "root:$6$secrethash:19000:0:99999:7:::";
+        for text in [
+            secret.to_string(),
+            format!("{secret}=x"),
+            format!("A='x' {secret}"),
+        ] {
+            let why = error(&text);
+            assert!(!why.contains("secrethash"), "{why}");
+        }
+    }
+
+    #[test]
+    fn a_nul_byte_or_a_value_the_kernel_cannot_pass_is_an_error() {
+        assert_eq!(
+            error("A=1\nB=x\0y\n"),
+            "app.env:2: B's value holds a NUL byte, which no variable can"
+        );
+        let long = format!("A={}", "x".repeat(MAX_VARIABLE));
+        assert!(
+            error(&long).starts_with(
+                "app.env:1: A's value is 131072 bytes; the kernel passes at most 131069"
+            ),
+            "{}",
+            error(&long)
+        );
+        let longest = format!("A={}", "x".repeat(MAX_VARIABLE - 3));
+        assert_eq!(vars(&longest)[0].1.len(), MAX_VARIABLE - 3);
+    }
+
+    #[test]
+    fn of_many_lines_with_the_same_keys_each_key_keeps_its_last_value() {
+        let dir = crate::test_dir::TestDir::new("env-many");
+        let text: String = (0..60_000)
+            .map(|i| format!("K{}=v{i}\n", i % 30_000))
+            .collect();
+        std::fs::write(dir.join("many.env"), text).unwrap();
+        let file = EnvFile::parse(&dir.join("many.env").display().to_string()).unwrap();
+        let environment = read_all(&[file]).unwrap();
+        assert_eq!(environment.variables.len(), 30_000);
+        // Each key once, with its later value, in the order of those.
+        assert_eq!(environment.variables[0], pair("K0", "v30000"));
+        assert_eq!(environment.variables[29_999], pair("K29999", "v59999"));
+    }
+
+    #[test]
+    fn a_file_that_would_make_the_reader_wait_is_refused_at_once() {
+        let dir = crate::test_dir::TestDir::new("env-fifo");
+        let fifo = dir.join("pipe.env");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let file = EnvFile::parse(&fifo.display().to_string()).unwrap();
+        assert!(
+            read_all(&[file])
+                .unwrap_err()
+                .ends_with("not a regular file")
+        );
     }
 
     #[test]
