@@ -298,7 +298,7 @@ pub struct RunArgs {
 
     /// How long a new generation may take to become ready before it is
     /// stopped (and, in an upgrade, the old one keeps serving).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "60s")]
+    #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration, default_value = "60s")]
     pub ready_timeout: Duration,
 
     /// How long a replaced generation may drain after the stop signal
@@ -334,8 +334,9 @@ pub struct RunArgs {
     /// Watchdog for every worker, as systemd's WatchdogSec=: each gets
     /// WATCHDOG_USEC and WATCHDOG_PID and must send WATCHDOG=1 at least this
     /// often once ready; a worker that misses it is hung, and its generation
-    /// is replaced without refusing connections. 0 turns it off.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    /// is replaced without refusing connections. 0 turns it off; otherwise
+    /// at least 100ms.
+    #[arg(long, value_name = "DURATION", value_parser = parse_watchdog)]
     pub watchdog: Option<Duration>,
 
     /// Keep up to N descriptors that generations hand over with FDSTORE=1
@@ -376,9 +377,35 @@ fn parse_positive_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// The shortest `--watchdog`: shorter, no worker keeps up, and each miss
+/// replaces a generation (a millisecond started a thousand in 3 s).
+const SHORTEST_WATCHDOG: Duration = Duration::from_millis(100);
+
+/// `--watchdog`: 0 (off) or at least [`SHORTEST_WATCHDOG`].
+fn parse_watchdog(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        duration if !duration.is_zero() && duration < SHORTEST_WATCHDOG => Err(format!(
+            "'{text}' is shorter than {}: a worker cannot be asked to ping that often (0 turns the watchdog off)",
+            crate::duration::format_duration(SHORTEST_WATCHDOG)
+        )),
+        duration => Ok(duration),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_watchdog_is_off_or_at_least_100ms() {
+        assert_eq!(parse_watchdog("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_watchdog("100ms"), Ok(Duration::from_millis(100)));
+        assert!(
+            parse_watchdog("99ms")
+                .unwrap_err()
+                .contains("shorter than 100ms")
+        );
+    }
 
     #[test]
     fn a_positive_duration_is_at_least_a_millisecond() {

@@ -167,6 +167,11 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
         program: command_line.next().unwrap_or_default(),
         args: command_line.collect(),
     };
+    if command.program.is_empty() {
+        return Err(RunError::Usage(
+            "the command is empty: give the program to run after -- (e.g. -- ./server)".into(),
+        ));
+    }
     // Fail on a missing command before binding anything.
     spawn::resolve(&command.program).map_err(RunError::Spawn)?;
     // A missing or malformed env file is a usage error before anything
