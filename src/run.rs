@@ -195,9 +195,23 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
     if let Err(e) = &private_base
         && args.instance.control.is_none()
     {
+        let fix = if Uid::effective().is_root() {
+            "mount a writable one there (in a container: --tmpfs /run), or give --control PATH in a writable directory"
+        } else {
+            "set XDG_RUNTIME_DIR to a directory of your own, or give --control PATH in one"
+        };
         return Err(RunError::Setup(format!(
-            "cannot use runtime directory {}: {e}",
+            "cannot use runtime directory {}: {e} (it holds the control and notify sockets: {fix})",
             runtime_base.display()
+        )));
+    }
+    // Never serve where every client would refuse to believe the socket.
+    if args.instance.control.is_some()
+        && let Ok(Some(why)) = crate::control::client::untrusted_directory(&control_path)
+    {
+        return Err(RunError::Setup(format!(
+            "control socket {}: {why}; sockvisor's clients would refuse it there, so pick a --control path in a directory of your own",
+            control_path.display()
         )));
     }
     let control = ControlServer::bind(&control_path).map_err(RunError::Setup)?;

@@ -171,3 +171,28 @@ fn a_planted_runtime_directory_does_not_stop_run_with_an_explicit_control_socket
     sockvisor.signal(libc::SIGTERM);
     assert_eq!(sockvisor.wait_exit(), 0);
 }
+
+#[test]
+fn a_runtime_directory_the_user_cannot_make_is_named_with_the_fix() {
+    let dir = TestDir::new("runtime-unusable");
+    // Root's, mode 0700: the victim can make nothing in it.
+    let locked = dir.join("locked");
+    fs::create_dir(&locked).unwrap();
+    fs::set_permissions(&locked, fs::Permissions::from_mode(0o700)).unwrap();
+    let output = as_user(victim_uid(), &sockvisor_bin())
+        .env("XDG_RUNTIME_DIR", &locked)
+        .args(["run", "--restart", "never", "--", "/bin/true"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "cannot use runtime directory {}",
+            locked.join("sockvisor").display()
+        )) && stderr.contains(
+            "set XDG_RUNTIME_DIR to a directory of your own, or give --control PATH in one"
+        ),
+        "{stderr}"
+    );
+}

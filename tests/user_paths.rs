@@ -227,3 +227,26 @@ fn a_symlink_swapped_in_for_a_new_socket_never_gets_the_sockets_mode() {
         "the attacker never won a swap: the test proved nothing"
     );
 }
+
+#[test]
+fn run_refuses_a_control_socket_where_its_clients_would_refuse_it() {
+    let dir = TestDir::new("ctl-foreign-dir");
+    // Another user's directory, writable by all.
+    let foreign = dir.join("foreign");
+    fs::create_dir(&foreign).unwrap();
+    std::os::unix::fs::chown(&foreign, Some(65534), None).unwrap();
+    fs::set_permissions(
+        &foreign,
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let output = run_true(&dir, &["--control", &control_arg(&foreign.join("c.sock"))]);
+    assert_refused(
+        &output,
+        &[
+            "belongs to uid 65534",
+            "sockvisor's clients would refuse it there",
+        ],
+    );
+    assert!(!foreign.join("c.sock").exists());
+}

@@ -203,6 +203,36 @@ enum Connect {
     Untrusted(String),
 }
 
+/// Why a control socket at `path` cannot be believed because of the
+/// directory it is in, if it cannot: the directory belongs to another user
+/// than this one or root, or others can add files to it without it being
+/// sticky (as `/tmp` is). `sockvisor run` asks this too, so that it never
+/// serves where its clients would refuse it.
+pub fn untrusted_directory(path: &Path) -> std::io::Result<Option<String>> {
+    let own = Uid::effective().as_raw();
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let meta = std::fs::metadata(dir)?;
+    if meta.uid() != own && meta.uid() != 0 {
+        return Ok(Some(format!(
+            "its directory {} belongs to uid {}, not to uid {own} or root (another user may have made it; remove it, or set XDG_RUNTIME_DIR)",
+            dir.display(),
+            meta.uid()
+        )));
+    }
+    let sticky = meta.mode() & 0o1000 != 0;
+    if meta.mode() & 0o022 != 0 && !sticky {
+        return Ok(Some(format!(
+            "its directory {} can be written by other users (mode {:o}; make it 0700 or 0755)",
+            dir.display(),
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(None)
+}
+
 /// Connects to the control socket at `path`, believing it only if it can
 /// be the user's own sockvisor: the directory holding it belongs to this
 /// user or root and nobody else can add files to it (or it is sticky, like
@@ -212,26 +242,10 @@ enum Connect {
 fn connect(path: &Path) -> Result<UnixStream, Connect> {
     let own = Uid::effective().as_raw();
     let trusted = |uid: u32| uid == own || uid == 0;
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let meta = std::fs::metadata(dir).map_err(Connect::Io)?;
-    if !trusted(meta.uid()) {
+    if let Some(why) = untrusted_directory(path).map_err(Connect::Io)? {
         return Err(Connect::Untrusted(format!(
-            "refusing control socket {}: its directory {} belongs to uid {}, not to uid {own} or root (another user may have made it; remove it, or set XDG_RUNTIME_DIR)",
-            path.display(),
-            dir.display(),
-            meta.uid()
-        )));
-    }
-    let sticky = meta.mode() & 0o1000 != 0;
-    if meta.mode() & 0o022 != 0 && !sticky {
-        return Err(Connect::Untrusted(format!(
-            "refusing control socket {}: its directory {} can be written by other users (mode {:o}; make it 0700 or 0755)",
-            path.display(),
-            dir.display(),
-            meta.mode() & 0o7777
+            "refusing control socket {}: {why}",
+            path.display()
         )));
     }
     // What is there, when it cannot be a sockvisor's socket, is named
