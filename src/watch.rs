@@ -41,6 +41,23 @@ pub struct Watcher {
     queued: bool,
     /// The last path that changed, for the log.
     last_change: Option<PathBuf>,
+    /// sockvisor's own stdout and stderr when they are files (device,
+    /// inode): `2>log.txt` in a watched directory must not be a change,
+    /// or every log line would start an upgrade.
+    own_output: Vec<(u64, u64)>,
+}
+
+/// The device and inode of stdout and stderr, those that are regular files.
+fn own_output_files() -> Vec<(u64, u64)> {
+    [std::io::stdout().as_fd(), std::io::stderr().as_fd()]
+        .into_iter()
+        .filter_map(|fd| nix::sys::stat::fstat(fd).ok())
+        .filter(|stat| {
+            nix::sys::stat::SFlag::from_bits_truncate(stat.st_mode)
+                .contains(nix::sys::stat::SFlag::S_IFREG)
+        })
+        .map(|stat| (stat.st_dev, stat.st_ino))
+        .collect()
 }
 
 fn watch_flags() -> AddWatchFlags {
@@ -67,6 +84,7 @@ impl Watcher {
             due: None,
             queued: false,
             last_change: None,
+            own_output: own_output_files(),
         };
         for path in paths {
             let meta = std::fs::metadata(path).map_err(|e| {
@@ -77,6 +95,11 @@ impl Watcher {
             })?;
             if meta.is_dir() {
                 watcher.watch_tree(path)?;
+            } else if !meta.is_file() {
+                return Err(format!(
+                    "cannot watch {}: it is not a file or a directory (give the source files, or their directory)",
+                    path.display()
+                ));
             } else {
                 let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
                 let dir = dir.unwrap_or(Path::new("."));
@@ -142,13 +165,21 @@ impl Watcher {
                     }
                     continue;
                 }
-                if self.is_noise(&path) {
+                if self.is_noise(&path) || self.is_own_output(&path) {
                     continue;
                 }
                 self.last_change = Some(path);
                 self.due = Some(deadline::after(now, self.delay));
             }
         }
+    }
+
+    /// sockvisor's own log (or the server's, sharing it) being written.
+    fn is_own_output(&self, path: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        !self.own_output.is_empty()
+            && std::fs::metadata(path)
+                .is_ok_and(|meta| self.own_output.contains(&(meta.dev(), meta.ino())))
     }
 
     fn is_noise(&self, path: &Path) -> bool {
@@ -313,6 +344,37 @@ mod tests {
             "one once it has finished"
         );
         assert_eq!(watcher.take_due(now, false), None, "and only one");
+    }
+
+    #[test]
+    fn sockvisors_own_log_in_a_watched_directory_is_no_change() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = crate::test_dir::TestDir::new("watch-own-log");
+        std::fs::write(dir.join("log.txt"), "").unwrap();
+        let mut watcher =
+            Watcher::new(&[dir.path().to_path_buf()], Vec::new(), Duration::ZERO).unwrap();
+        // As if sockvisor had been started with 2>log.txt.
+        let log = std::fs::metadata(dir.join("log.txt")).unwrap();
+        watcher.own_output = vec![(log.dev(), log.ino())];
+        let now = Instant::now();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.join("log.txt"))
+            .and_then(|mut f| std::io::Write::write_all(&mut f, b"a log line\n"))
+            .unwrap();
+        watcher.on_readable(now);
+        assert_eq!(watcher.next_deadline(), None, "a log line is no change");
+        std::fs::write(dir.join("app.py"), "x").unwrap();
+        watcher.on_readable(now);
+        assert!(watcher.next_deadline().is_some(), "a source file is");
+    }
+
+    #[test]
+    fn a_device_cannot_be_watched() {
+        let why = Watcher::new(&[PathBuf::from("/dev/null")], Vec::new(), Duration::ZERO)
+            .err()
+            .unwrap();
+        assert!(why.contains("it is not a file or a directory"), "{why}");
     }
 
     #[test]
