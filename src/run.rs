@@ -19,7 +19,7 @@ use crate::control::{ErrorKind, Reply};
 use crate::credentials::RunAs;
 use crate::event_loop::EventLoop;
 use crate::init::{self, ReaperRole};
-use crate::listen::{BindError, ListenSpec, SpecError, bind_all, take_inherited};
+use crate::listen::{BindError, ListenAddress, ListenSpec, SpecError, bind_all, take_inherited};
 use crate::metrics::MetricsServer;
 use crate::paths::{self, NotifyDir};
 use crate::pidfile::PidFile;
@@ -160,6 +160,22 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
         .map(|text| ListenSpec::parse(text))
         .collect::<Result<Vec<_>, _>>()
         .map_err(RunError::Spec)?;
+    // The same address twice would fail to bind as if another process
+    // held it.
+    for (at, spec) in specs.iter().enumerate() {
+        let any_port =
+            matches!(&spec.address, ListenAddress::Tcp(a) | ListenAddress::Udp(a) if a.port() == 0);
+        if !any_port
+            && specs[..at]
+                .iter()
+                .any(|earlier| earlier.address == spec.address)
+        {
+            return Err(RunError::Usage(format!(
+                "--listen {} is given twice: each address can be listened on once",
+                spec.address
+            )));
+        }
+    }
     let name = args.instance.name.as_str();
     paths::validate_name(name).map_err(RunError::Usage)?;
     let mut command_line = args.command.into_iter();

@@ -322,3 +322,13 @@ fn a_ready_timeout_of_zero_or_a_watchdog_too_short_to_keep_is_refused() {
         );
     }
 }
+
+#[test]
+fn the_same_address_twice_is_a_usage_error_not_another_process() {
+    let dir = TestDir::new("listen-twice");
+    let path = dir.join("app.sock");
+    let spec = format!("unix:{}", path.display());
+    let output = run_to_failure(&dir, &[&spec, &spec]);
+    assert_fails(&dir, &output, 2, &["is given twice"]);
+    assert!(!path.exists(), "no socket file left");
+}

@@ -194,6 +194,11 @@ fn parse_address(text: &str) -> Result<ListenAddress, String> {
 }
 
 fn parse_inet(text: &str) -> Result<SocketAddr, String> {
+    if text.starts_with('[') && text.ends_with(']') {
+        return Err(format!(
+            "missing ':PORT' after {text}; write e.g. '{text}:8080'"
+        ));
+    }
     let Some((host, port)) = text.rsplit_once(':') else {
         return Err("missing ':PORT'; write e.g. '127.0.0.1:8080' or '[::]:8080'".into());
     };
@@ -309,6 +314,14 @@ mod tests {
 
     fn reason(text: &str) -> String {
         ListenSpec::parse(text).unwrap_err().reason
+    }
+
+    #[test]
+    fn a_bracketed_address_without_a_port_says_the_port_is_missing() {
+        assert_eq!(
+            parse_address("[::1]").unwrap_err(),
+            "missing ':PORT' after [::1]; write e.g. '[::1]:8080'"
+        );
     }
 
     #[test]
