@@ -74,13 +74,9 @@ pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
         .read(true)
         .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(dir);
-    let not_ours = |owner: Option<u32>| {
-        let owner = owner.map_or_else(
-            || "is not a directory".to_string(),
-            |uid| format!("is owned by uid {uid}"),
-        );
+    let not_ours = |what: String| {
         io::Error::other(format!(
-            "{} {owner}, not a directory of uid {} (remove it, or set XDG_RUNTIME_DIR or --control elsewhere)",
+            "{} {what}, where sockvisor needs a directory of uid {} (remove it, or set XDG_RUNTIME_DIR or --control elsewhere)",
             dir.display(),
             Uid::effective()
         ))
@@ -88,13 +84,23 @@ pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
     let handle = match opened {
         Ok(handle) => handle,
         Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)) => {
-            return Err(not_ours(None));
+            let what = match fs::symlink_metadata(dir) {
+                Ok(meta) if meta.file_type().is_symlink() => {
+                    "is a symbolic link (never followed here)".to_string()
+                }
+                Ok(meta) => format!(
+                    "is {}",
+                    crate::socket_file::describe_type(&meta.file_type())
+                ),
+                Err(_) => "is not a directory".to_string(),
+            };
+            return Err(not_ours(what));
         }
         Err(e) => return Err(e),
     };
     let meta = handle.metadata()?;
     if meta.uid() != Uid::effective().as_raw() {
-        return Err(not_ours(Some(meta.uid())));
+        return Err(not_ours(format!("is owned by uid {}", meta.uid())));
     }
     // Read and write for others go; search stays, as a `--user` sockvisor
     // may need it for its server to reach its notify directory (which
@@ -377,7 +383,20 @@ mod tests {
         let dir = base.join("sockvisor");
         fs::write(&dir, "not a directory").unwrap();
         let err = ensure_private_dir(&dir).unwrap_err();
-        assert!(err.to_string().contains("is not a directory"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("sockvisor is a regular file, where sockvisor needs a directory of uid"),
+            "{err}"
+        );
+        // A symbolic link is named as one (and not followed).
+        let link = base.join("linked");
+        std::os::unix::fs::symlink(base.join("elsewhere"), &link).unwrap();
+        let err = ensure_private_dir(&link).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("linked is a symbolic link (never followed here)"),
+            "{err}"
+        );
     }
 
     fn bind_stale_socket(path: &Path) {
