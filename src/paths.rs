@@ -27,8 +27,9 @@ pub fn runtime_base() -> PathBuf {
     if uid.is_root() {
         return PathBuf::from("/run/sockvisor");
     }
+    // A relative value is to be ignored, as the XDG base directory rules say.
     match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(dir) if !dir.is_empty() => Path::new(&dir).join("sockvisor"),
+        Some(dir) if Path::new(&dir).is_absolute() => Path::new(&dir).join("sockvisor"),
         _ => PathBuf::from(format!("/tmp/sockvisor-{uid}")),
     }
 }
@@ -55,7 +56,9 @@ pub fn validate_name(name: &str) -> Result<(), String> {
 /// `SOCKVISOR_CONTROL`) or `<runtime base>/<name>.sock`.
 pub fn control_path(name: &str, explicit: Option<&Path>) -> PathBuf {
     match explicit {
-        Some(path) => path.to_path_buf(),
+        // Made absolute: the children are told it, and may change
+        // directory.
+        Some(path) => std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()),
         None => runtime_base().join(format!("{name}.sock")),
     }
 }
@@ -360,6 +363,9 @@ mod tests {
         assert_eq!(control_path("web", None), runtime_base().join("web.sock"));
         let explicit = Path::new("/tmp/x.sock");
         assert_eq!(control_path("web", Some(explicit)), explicit);
+        // A relative one is made absolute: the children are told it.
+        let relative = control_path("web", Some(Path::new("run/x.sock")));
+        assert_eq!(relative, std::env::current_dir().unwrap().join("run/x.sock"));
     }
 
     #[test]
