@@ -365,7 +365,10 @@ mod tests {
         assert_eq!(control_path("web", Some(explicit)), explicit);
         // A relative one is made absolute: the children are told it.
         let relative = control_path("web", Some(Path::new("run/x.sock")));
-        assert_eq!(relative, std::env::current_dir().unwrap().join("run/x.sock"));
+        assert_eq!(
+            relative,
+            std::env::current_dir().unwrap().join("run/x.sock")
+        );
     }
 
     #[test]

@@ -104,7 +104,18 @@ fn every_run_duration_up_to_one_year_is_taken_and_longer_is_a_usage_error() {
     ] {
         for value in DURATIONS_TAKEN {
             let (what, output) = run_true(&dir, &[&format!("{flag}={value}")]);
-            assert_taken(&what, &output);
+            // A ready timeout of 0 would fail every generation, and a
+            // watchdog is off (0) or at least 100ms: both are their own
+            // usage errors.
+            let refused = match flag {
+                "--ready-timeout" => (value == "0").then_some("'0' is zero"),
+                "--watchdog" => matches!(value, "1ms").then_some("is shorter than 100ms"),
+                _ => None,
+            };
+            match refused {
+                Some(said) => assert_usage_error(&what, &output, &[flag, said]),
+                None => assert_taken(&what, &output),
+            }
         }
         for value in DURATIONS_TOO_LONG {
             let (what, output) = run_true(&dir, &[&format!("{flag}={value}")]);

@@ -98,14 +98,10 @@ fn a_privileged_port_without_permission_is_reported_with_the_fix() {
     let dir = TestDir::new("privileged");
     // A fresh network namespace has the default unprivileged port floor
     // (1024) whatever the host's setting; then drop to nobody.
-    // nobody needs a directory it may create its control socket in.
+    // nobody needs a directory of its own for its control socket.
     let runtime = dir.join("nobody");
     std::fs::create_dir(&runtime).unwrap();
-    std::fs::set_permissions(
-        &runtime,
-        std::os::unix::fs::PermissionsExt::from_mode(0o777),
-    )
-    .unwrap();
+    std::os::unix::fs::chown(&runtime, Some(65534), Some(65534)).unwrap();
     let mut command = Command::new("unshare");
     command.env("SOCKVISOR_CONTROL", runtime.join("control.sock"));
     command.args([
