@@ -95,8 +95,11 @@ impl NotifySocket {
     pub fn receive(&self, budget: usize) -> Vec<Received> {
         let mut received = Vec::new();
         let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+        // Room for the sender's credentials and every descriptor the
+        // kernel may pass, made once for all the datagrams of this call.
+        let mut control = nix::cmsg_space!(socket::UnixCredentials, [i32; KERNEL_MAX_PASSED_FDS]);
         while received.len() < budget {
-            match self.receive_one(&mut buf) {
+            match self.receive_one(&mut buf, &mut control) {
                 Ok(Some(one)) => received.push(one),
                 Ok(None) => break,
                 Err(errno) => {
@@ -108,17 +111,21 @@ impl NotifySocket {
         received
     }
 
-    fn receive_one(&self, buf: &mut [u8]) -> Result<Option<Received>, Errno> {
-        let mut control = nix::cmsg_space!(socket::UnixCredentials, [i32; KERNEL_MAX_PASSED_FDS]);
+    fn receive_one(
+        &self,
+        buf: &mut [u8],
+        control: &mut Vec<u8>,
+    ) -> Result<Option<Received>, Errno> {
         let mut iov = [IoSliceMut::new(buf)];
         let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_TRUNC;
-        let msg =
-            match socket::recvmsg::<()>(self.fd.as_raw_fd(), &mut iov, Some(&mut control), flags) {
-                Ok(msg) => msg,
+        let msg = loop {
+            match socket::recvmsg::<()>(self.fd.as_raw_fd(), &mut iov, Some(control), flags) {
+                Ok(msg) => break msg,
                 Err(Errno::EAGAIN) => return Ok(None),
-                Err(Errno::EINTR) => return self.receive_one(buf),
+                Err(Errno::EINTR) => continue,
                 Err(errno) => return Err(errno),
-            };
+            }
+        };
         let mut sender = None;
         let mut passed = Vec::new();
         let cmsgs = msg.cmsgs();
