@@ -111,11 +111,7 @@ impl NotifySocket {
         received
     }
 
-    fn receive_one(
-        &self,
-        buf: &mut [u8],
-        control: &mut Vec<u8>,
-    ) -> Result<Option<Received>, Errno> {
+    fn receive_one(&self, buf: &mut [u8], control: &mut [u8]) -> Result<Option<Received>, Errno> {
         let mut iov = [IoSliceMut::new(buf)];
         let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_TRUNC;
         let msg = loop {
