@@ -2141,14 +2141,20 @@ fn with_many_workers_the_next_deadline_is_the_earliest_of_every_timer() {
     assert_eq!(s.next_deadline(), None, "a serving generation sleeps");
 }
 
-#[test]
-fn a_hung_worker_with_a_tiny_watchdog_is_said_once_and_looked_at_once_a_second() {
+/// One worker, ready, with a watchdog of 2 s.
+fn serving_with_a_watchdog() -> (Supervisor<FakeProcesses>, Instant) {
     let now = Instant::now();
     let mut config = config(RestartPolicy::Always, ReadyMode::Notify);
     config.watchdog = Some(Duration::from_secs(2));
     let mut s = Supervisor::new(config, FakeProcesses::default());
     s.start(now).unwrap();
     s.on_notify(1, 0, &ready(), now);
+    (s, now)
+}
+
+#[test]
+fn a_hung_worker_with_a_tiny_watchdog_is_said_once_and_looked_at_once_a_second() {
+    let (mut s, now) = serving_with_a_watchdog();
     // It asks for a watchdog of 1 µs, then misses it.
     let tiny = NotifyMessage {
         watchdog_timeout: Some(Duration::from_micros(1)),
@@ -2176,12 +2182,7 @@ fn a_hung_worker_with_a_tiny_watchdog_is_said_once_and_looked_at_once_a_second()
 
 #[test]
 fn watchdog_trigger_is_said_as_what_it_is() {
-    let now = Instant::now();
-    let mut config = config(RestartPolicy::Always, ReadyMode::Notify);
-    config.watchdog = Some(Duration::from_secs(2));
-    let mut s = Supervisor::new(config, FakeProcesses::default());
-    s.start(now).unwrap();
-    s.on_notify(1, 0, &ready(), now);
+    let (mut s, now) = serving_with_a_watchdog();
     let trigger = NotifyMessage {
         watchdog_trigger: true,
         ..NotifyMessage::default()
