@@ -323,13 +323,6 @@ fn status_check_says_serving_however_many_idle_clients_are_connected() {
     drop(idle);
 }
 
-/// CPU time (user + system) a process has used, in clock ticks.
-fn cpu_ticks(pid: i32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-}
-
 #[test]
 fn out_of_descriptors_the_loop_rests_and_recovers_when_clients_leave() {
     let dir = TestDir::new("emfile");

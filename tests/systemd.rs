@@ -143,20 +143,13 @@ fn a_service_manager_that_never_reads_its_socket_does_not_stop_sockvisor() {
         let upgrade = sockvisor.client(&["upgrade", "--timeout", "20s"]);
         assert!(upgrade.status.success(), "{upgrade:?}");
     }
-    let before = proc_cpu_ticks(sockvisor.pid());
+    let before = cpu_ticks(sockvisor.pid());
     let window = std::time::Instant::now();
     while window.elapsed() < std::time::Duration::from_millis(500) {
         assert!(sockvisor.client(&["status"]).status.success());
     }
-    let used = proc_cpu_ticks(sockvisor.pid()) - before;
+    let used = cpu_ticks(sockvisor.pid()) - before;
     assert!(used < 25, "sockvisor used {used} ticks in 0.5 s");
     sockvisor.signal(libc::SIGTERM);
     assert_eq!(sockvisor.wait_exit(), 0);
-}
-
-/// CPU time (user + system) a process has used, in clock ticks.
-fn proc_cpu_ticks(pid: i32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }

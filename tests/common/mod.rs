@@ -646,3 +646,10 @@ pub fn status_json(sockvisor: &Sockvisor) -> Value {
     let reply: Value = serde_json::from_str(line.trim()).unwrap();
     reply["status"].clone()
 }
+
+/// CPU time (user + system) a process has used, in clock ticks.
+pub fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
