@@ -32,6 +32,14 @@ impl RunAs {
     /// Resolves `--user NAME|UID` and `--group NAME|GID`. A numeric uid
     /// without an entry in the user database needs `--group`.
     pub fn resolve(user: &str, group: Option<&str>) -> Result<RunAs, String> {
+        if user.parse::<u32>() == Ok(u32::MAX)
+            || group.is_some_and(|g| g.parse::<u32>() == Ok(u32::MAX))
+        {
+            return Err(format!(
+                "--user {user}: uid and gid {} are no identity (the kernel reads them as \"unchanged\", which would leave the server root); give a real one",
+                u32::MAX
+            ));
+        }
         let run_as = Self::look_up(user, group)?;
         // (uid_t)-1 and (gid_t)-1 are no identity: to setresuid(2) and
         // setresgid(2) they mean "leave it as it is", and the server would
@@ -85,26 +93,6 @@ impl RunAs {
             groups,
             name: entry.name,
             home: entry.dir,
-        })
-    }
-
-    /// Why sockvisor cannot make its children this user, if it cannot:
-    /// only root may set a child's identity (its groups included, even to
-    /// sockvisor's own user).
-    pub fn unreachable_from(&self, euid: Uid, egid: Gid) -> Option<String> {
-        let same = self.uid == euid.as_raw() && self.gid == egid.as_raw();
-        (!euid.is_root()).then(|| {
-            if same {
-                format!(
-                    "--user {}: only root can use --user, and sockvisor already runs as uid {euid}: leave --user out",
-                    self.name
-                )
-            } else {
-                format!(
-                    "--user {}: only root can run the server as another user (sockvisor runs as uid {euid})",
-                    self.name
-                )
-            }
         })
     }
 
@@ -189,32 +177,17 @@ mod tests {
     }
 
     #[test]
-    fn only_root_takes_another_identity() {
-        let other = RunAs::resolve("4000000", Some("4000001")).unwrap();
-        assert!(
-            other
-                .unreachable_from(Uid::from_raw(1000), Gid::from_raw(1000))
-                .is_some()
-        );
-        assert!(
-            other
-                .unreachable_from(Uid::from_raw(0), Gid::from_raw(0))
-                .is_none()
-        );
-        // Not even to sockvisor's own user: setting a child's groups
-        // needs root too.
-        let same = RunAs::resolve("1000", Some("1000")).unwrap();
-        let why = same
-            .unreachable_from(Uid::from_raw(1000), Gid::from_raw(1000))
-            .unwrap();
-        assert!(why.contains("leave --user out"), "{why}");
-    }
-
-    #[test]
     fn the_ids_the_kernel_reads_as_unchanged_are_refused() {
-        let why = RunAs::resolve("4294967295", Some("1")).unwrap_err();
-        assert!(why.contains("uid 4294967295 is not a user"), "{why}");
-        let why = RunAs::resolve("4000000", Some("4294967295")).unwrap_err();
-        assert!(why.contains("gid 4294967295 is not a group"), "{why}");
+        for (user, group) in [
+            ("4294967295", Some("1")),
+            ("4294967295", None),
+            ("4000000", Some("4294967295")),
+        ] {
+            let why = RunAs::resolve(user, group).unwrap_err();
+            assert!(
+                why.contains("uid and gid 4294967295 are no identity"),
+                "{why}"
+            );
+        }
     }
 }

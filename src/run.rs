@@ -10,7 +10,7 @@ use std::fmt;
 use std::time::Instant;
 
 use nix::sys::signal::Signal;
-use nix::unistd::{Gid, Uid, getpid};
+use nix::unistd::{Uid, getpid};
 
 use crate::children::Children;
 use crate::cli::RunArgs;
@@ -196,11 +196,15 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
     crate::env_file::read_all(&args.env_file).map_err(RunError::Usage)?;
     let run_as = match &args.user {
         Some(user) => {
-            let run_as = RunAs::resolve(user, args.group.as_deref()).map_err(RunError::Usage)?;
-            if let Some(why) = run_as.unreachable_from(Uid::effective(), Gid::effective()) {
-                return Err(RunError::Usage(why));
+            // Before anything about the user: only root can use --user.
+            if !Uid::effective().is_root() {
+                return Err(RunError::Usage(format!(
+                    "--user {}: only root can use --user (sockvisor runs as uid {}); leave it out, or start sockvisor as root",
+                    crate::output::printable(user),
+                    Uid::effective()
+                )));
             }
-            Some(run_as)
+            Some(RunAs::resolve(user, args.group.as_deref()).map_err(RunError::Usage)?)
         }
         None => None,
     };

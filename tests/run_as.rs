@@ -184,8 +184,12 @@ fn the_ids_the_kernel_reads_as_unchanged_are_refused_before_anything_runs() {
     let dir = TestDir::new("user-minus-one");
     let ran = dir.join("ran");
     for (user, group, said) in [
-        ("4294967295", "1", "uid 4294967295 is not a user"),
-        ("4000000", "4294967295", "gid 4294967295 is not a group"),
+        ("4294967295", "1", "uid and gid 4294967295 are no identity"),
+        (
+            "4000000",
+            "4294967295",
+            "uid and gid 4294967295 are no identity",
+        ),
     ] {
         let output = Command::new(sockvisor_bin())
             .args([

@@ -196,3 +196,16 @@ fn a_runtime_directory_the_user_cannot_make_is_named_with_the_fix() {
         "{stderr}"
     );
 }
+
+#[test]
+fn only_root_can_use_user_whatever_the_user_given() {
+    for user in ["nobody", "4294967295", &victim_uid().to_string()] {
+        let output = as_user(victim_uid(), &sockvisor_bin())
+            .args(["run", "--user", user, "--", "/bin/true"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("only root can use --user"), "{stderr}");
+    }
+}

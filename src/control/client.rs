@@ -302,7 +302,8 @@ fn timed_out(verb: &str, timeout: Option<Duration>, taken_at: Option<Instant>) -
             } else {
                 format_duration(timeout.unwrap_or_default().max(FIRST_LINE_WAIT))
             },
-            if answered_at_once {
+            // A status changes nothing; anything else may still be done.
+            if verb == "status" {
                 ""
             } else {
                 "; it may still carry the request out"

@@ -304,6 +304,10 @@ pub struct Worker {
     /// Its watchdog timeout (`--watchdog`, or what it set with
     /// `WATCHDOG_USEC=`); `None`: no watchdog.
     pub watchdog: Option<Duration>,
+    /// It missed its watchdog and has not pinged since: a repeated miss
+    /// is not said again. (Not carried over a re-exec: at worst, said once
+    /// more.)
+    pub watchdog_missed: bool,
 }
 
 impl Worker {
@@ -318,6 +322,7 @@ impl Worker {
             state: WorkerState::starting(deadline::after(now, ready_timeout), Probe::Idle),
             status_text: None,
             watchdog: None,
+            watchdog_missed: false,
         }
     }
 

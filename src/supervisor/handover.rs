@@ -397,6 +397,7 @@ impl<P: Spawner> Supervisor<P> {
                     rss: None,
                     status_text: w.status_text.clone(),
                     watchdog: w.watchdog,
+                    watchdog_missed: false,
                 });
                 if displaced.is_some() {
                     return Err(format!(

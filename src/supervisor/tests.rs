@@ -2181,6 +2181,36 @@ fn a_hung_worker_with_a_tiny_watchdog_is_said_once_and_looked_at_once_a_second()
 }
 
 #[test]
+fn a_second_worker_that_hangs_while_the_replacement_starts_is_said_too() {
+    let now = Instant::now();
+    let mut config = config(RestartPolicy::Always, ReadyMode::Notify);
+    config.workers = 2;
+    config.watchdog = Some(Duration::from_secs(2));
+    let mut s = Supervisor::new(config, FakeProcesses::default());
+    s.start(now).unwrap();
+    all_notify(&mut s, 1, 2, now);
+    // Worker 1 keeps pinging until worker 0 has missed.
+    let ping = NotifyMessage {
+        watchdog_ping: true,
+        ..NotifyMessage::default()
+    };
+    let first_miss = now + Duration::from_millis(2100);
+    s.on_notify(1, 1, &ping, now + Duration::from_millis(1500));
+    let log = logged(|| s.on_tick(first_miss));
+    assert_eq!(log.matches("is hung").count(), 1, "{log}");
+    assert!(log.contains("worker 0"), "{log}");
+    // The replacement is still starting when worker 1 stops pinging.
+    let second_miss = now + Duration::from_millis(3600);
+    let log = logged(|| s.on_tick(second_miss));
+    assert!(log.contains("worker 1") && log.contains("WARN"), "{log}");
+    let worker_0 = format!("worker 0 (pid {}) is hung", worker_pid(1, 0));
+    assert!(
+        !log.contains(&worker_0),
+        "worker 0's miss is not said twice: {log}"
+    );
+}
+
+#[test]
 fn watchdog_trigger_is_said_as_what_it_is() {
     let (mut s, now) = serving_with_a_watchdog();
     let trigger = NotifyMessage {

@@ -65,6 +65,9 @@ impl<P: Spawner> Supervisor<P> {
             let by = worker.watchdog.map(|t| deadline::after(now, t));
             worker.state.set_watchdog(by);
         }
+        if ping {
+            worker.watchdog_missed = false;
+        }
         if trigger {
             drop(worker);
             let phase = self.generation(number).map(|g| g.phase);
@@ -166,12 +169,12 @@ impl<P: Spawner> Supervisor<P> {
         let Some(generation) = self.generation_mut(number) else {
             return;
         };
-        let said_before = generation.hung;
         generation.hung = true;
-        let worker = {
+        let (worker, said_before) = {
             let Some(mut worker) = generation.worker_mut(index) else {
                 return;
             };
+            let said_before = std::mem::replace(&mut worker.watchdog_missed, true);
             // Armed again, so that a miss after a failed replacement is
             // noticed; not sooner than a second from now, whatever the
             // worker's own timeout.
@@ -179,7 +182,7 @@ impl<P: Spawner> Supervisor<P> {
                 .watchdog
                 .map(|t| deadline::after(now, t.max(AGAIN_AFTER_MISS)));
             worker.state.set_watchdog(by);
-            Worker::clone(&worker)
+            (Worker::clone(&worker), said_before)
         };
         let describe = generation.describe_worker(&worker);
         if stopping {
