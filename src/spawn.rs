@@ -160,6 +160,9 @@ impl fmt::Display for SpawnError {
                     Errno::EACCES => f.write_str(
                         " (check its permissions, and its directories', for the user it runs as)",
                     ),
+                    Errno::E2BIG => f.write_str(
+                        " (its arguments and environment, --env-file variables included, are over what the kernel passes to a program: make them smaller)",
+                    ),
                     _ => Ok(()),
                 }
             }
@@ -1017,6 +1020,14 @@ mod tests {
             }
             .to_string(),
             "cannot switch the child to the --user identity: operation not permitted (running the server as another user needs root, or CAP_SETUID and CAP_SETGID)"
+        );
+        assert_eq!(
+            SpawnError::Exec {
+                path: PathBuf::from("/bin/true"),
+                errno: Errno::E2BIG
+            }
+            .to_string(),
+            "cannot execute '/bin/true': argument list too long (its arguments and environment, --env-file variables included, are over what the kernel passes to a program: make them smaller)"
         );
     }
 }
