@@ -12,14 +12,24 @@ use std::process::{Command, Stdio};
 use common::*;
 use serde_json::Value;
 
-fn scrape(port: u16) -> String {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream.set_read_timeout(Some(DEADLINE)).unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .unwrap();
+/// One GET /metrics, the whole response as read until the server closed
+/// (whatever was read if the connection broke).
+fn get_metrics(port: u16) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(DEADLINE))?;
+    // A server that refuses may answer and close before the request is
+    // written: its answer is still read.
+    let _ = stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n");
     let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
+    let read = stream.read_to_string(&mut response);
+    if response.is_empty() {
+        read?;
+    }
+    Ok(response)
+}
+
+fn scrape(port: u16) -> String {
+    let response = get_metrics(port).unwrap();
     assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
     response
         .split_once("\r\n\r\n")
@@ -233,11 +243,7 @@ fn out_of_descriptors_a_scraper_is_told_why_with_a_503() {
         .map(|_| std::os::unix::net::UnixStream::connect(sockvisor.control_path()).unwrap())
         .collect();
     sockvisor.wait_for_log("out of file descriptors");
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream.set_read_timeout(Some(DEADLINE)).unwrap();
-    let _ = stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n");
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
+    let response = get_metrics(port).unwrap();
     assert!(
         response.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
         "{response:?}"
@@ -250,13 +256,7 @@ fn out_of_descriptors_a_scraper_is_told_why_with_a_503() {
     );
     drop(idle);
     wait_for("the endpoint to answer again", || {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-        stream.set_read_timeout(Some(DEADLINE)).ok()?;
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            .ok()?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).ok()?;
+        let response = get_metrics(port).ok()?;
         response.starts_with("HTTP/1.1 200 OK").then_some(())
     });
 }
